@@ -1,0 +1,137 @@
+//! The one error type of this crate, sorted by what the caller can do about it.
+
+use deadpool_redis::redis::{ErrorKind, RedisError, ServerErrorKind};
+
+/// What went wrong talking to Redis.
+///
+/// The variants separate "Redis is not there right now" (retry later, answer
+/// 503) from "Redis refused this data" (a bug or corrupt data: retrying will
+/// not help). The underlying [`RedisError`] is kept as the `source`, so a log
+/// of the whole chain says exactly what happened.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisClientError {
+    /// A setting can never work. Raised before any connection is tried.
+    #[error("{0}")]
+    InvalidSettings(String),
+
+    /// Redis could not be reached or did not answer in time: the network, the
+    /// server, the pool or a timeout. Usually passes; callers answer 503.
+    #[error("Redis is unavailable: {reason}")]
+    Unavailable {
+        /// A short, lower-case cause such as `connection refused`, safe to show.
+        reason: String,
+        /// The client error, when there is one (a pool wait timeout has none).
+        #[source]
+        source: Option<RedisError>,
+    },
+
+    /// Redis answered with an error about this key or its data, for example
+    /// `WRONGTYPE` or `hash value is not an integer`. Retrying will not help.
+    #[error("Redis rejected the command")]
+    Rejected(#[source] RedisError),
+
+    /// Redis answered, but with a value of another shape than expected, for
+    /// example bytes that are not UTF-8 where text was stored.
+    #[error("Redis sent a reply that could not be read")]
+    BadReply(#[source] RedisError),
+}
+
+impl RedisClientError {
+    /// True when the failure is about reaching Redis, not about the data: the
+    /// caller should answer "try again later".
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
+
+    pub(crate) fn unavailable(reason: impl Into<String>) -> Self {
+        Self::Unavailable {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    /// True when the connection that produced this error must not be reused.
+    pub(crate) fn breaks_connection(&self) -> bool {
+        match self {
+            Self::Unavailable {
+                source: Some(error),
+                ..
+            } => error.is_unrecoverable_error() || error.is_io_error() || error.is_timeout(),
+            _ => false,
+        }
+    }
+}
+
+impl From<RedisError> for RedisClientError {
+    fn from(error: RedisError) -> Self {
+        match error.kind() {
+            // Parse failures of OUR conversion of the reply (bad UTF-8, a
+            // string where a number was expected): the data is odd, Redis is fine.
+            ErrorKind::UnexpectedReturnType | ErrorKind::Parse => Self::BadReply(error),
+            // Errors about the key or its value, including those raised inside
+            // a script by redis.call (WRONGTYPE, "not an integer", overflow).
+            ErrorKind::Server(ServerErrorKind::ResponseError | ServerErrorKind::ExecAbort) => {
+                Self::Rejected(error)
+            }
+            ErrorKind::Extension if error.code() == Some("WRONGTYPE") => Self::Rejected(error),
+            // Everything else is about reaching a working server: I/O, refused
+            // connections, timeouts, LOADING, READONLY after a failover,
+            // CLUSTERDOWN, TRYAGAIN, authentication.
+            _ => Self::Unavailable {
+                reason: describe(&error),
+                source: Some(error),
+            },
+        }
+    }
+}
+
+/// A short, lower-case cause for the one-line messages people read.
+pub(crate) fn describe(error: &RedisError) -> String {
+    if error.is_connection_refusal() {
+        "connection refused".to_owned()
+    } else if error.is_timeout() {
+        "timed out".to_owned()
+    } else if error.is_connection_dropped() {
+        "connection dropped".to_owned()
+    } else if error.kind() == ErrorKind::AuthenticationFailed
+        || matches!(error.code(), Some("NOAUTH" | "WRONGPASS"))
+    {
+        "authentication failed: check the password in redis.url".to_owned()
+    } else {
+        error.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(kind: std::io::ErrorKind) -> RedisError {
+        RedisError::from(std::io::Error::from(kind))
+    }
+
+    #[test]
+    fn a_refused_connection_is_unavailable_and_says_so() {
+        let error = RedisClientError::from(io(std::io::ErrorKind::ConnectionRefused));
+        assert!(error.is_unavailable());
+        assert_eq!(
+            error.to_string(),
+            "Redis is unavailable: connection refused"
+        );
+        assert!(error.breaks_connection());
+    }
+
+    #[test]
+    fn a_timeout_is_unavailable_and_breaks_the_connection() {
+        let error = RedisClientError::from(io(std::io::ErrorKind::TimedOut));
+        assert!(error.is_unavailable());
+        assert!(error.breaks_connection());
+    }
+
+    #[test]
+    fn a_pool_wait_timeout_does_not_break_a_connection() {
+        let error = RedisClientError::unavailable("no free connection");
+        assert!(error.is_unavailable());
+        assert!(!error.breaks_connection());
+    }
+}

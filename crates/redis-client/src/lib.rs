@@ -1,0 +1,84 @@
+//! The RedisModule: a pooled Redis client and the hash operations that
+//! distributed sessions need, each in ONE round trip.
+//!
+//! This is the Rust counterpart of the NestJS design's `RedisModule` /
+//! `RedisService` (`hashGet` / `hashSet`). Where that service sent one `HSET`
+//! per field and then an `EXPIRE` (three or more round trips, and a window in
+//! which a half-written session is visible), every operation here is a single
+//! command or a single Lua script, so each one is atomic and costs one round
+//! trip.
+//!
+//! # Getting started
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use redis_client::{RedisService, RedisSettings, WriteCondition};
+//!
+//! # async fn demo() -> Result<(), redis_client::RedisClientError> {
+//! let settings = RedisSettings { url: "redis://127.0.0.1:6379".into(), ..Default::default() };
+//! let redis = RedisService::new(&settings)?;          // no I/O yet
+//! redis.wait_until_ready(Duration::from_secs(5)).await?; // PING, then load the scripts
+//!
+//! // Create a hash with a TTL, but only if nobody owns that key.
+//! let created = redis
+//!     .hash_write("sid_example", &[("count", "1")], 1800, WriteCondition::CreateIfAbsent)
+//!     .await?;
+//! assert!(created);
+//! // Atomically add 1 and slide the TTL, only while the hash exists.
+//! assert_eq!(redis.hash_incr_if_exists("sid_example", "count", 1, 1800).await?, Some(2));
+//! # Ok(()) }
+//! ```
+//!
+//! # Round trips
+//!
+//! | operation | Redis | round trips |
+//! |---|---|---|
+//! | [`RedisService::hash_get_all`] | `HGETALL` | 1 |
+//! | [`RedisService::hash_write`] | `EVALSHA` `hash_write.lua` (`EXISTS`, `HSET`, `EXPIRE`) | 1 |
+//! | [`RedisService::hash_incr_if_exists`] | `EVALSHA` `hash_incr_if_exists.lua` (`EXISTS`, `HINCRBY`, `EXPIRE`) | 1 |
+//! | [`RedisService::expire`] | `EXPIRE` | 1 |
+//! | [`RedisService::delete`] | `UNLINK` | 1 |
+//! | [`RedisService::ttl`] | `TTL` | 1 |
+//!
+//! Scripts are loaded at start-up by [`RedisService::wait_until_ready`]. If
+//! Redis restarts and forgets them, the next call gets `NOSCRIPT`, loads the
+//! script and retries once: three round trips, once per script per restart.
+//!
+//! Checking a connection out of the pool costs nothing: see `pool.rs` for
+//! why we do not use deadpool-redis's manager, which PINGs on every checkout.
+//!
+//! # Timeouts
+//!
+//! Every operation ends within `wait_timeout_ms + connect_timeout_ms +
+//! response_timeout_ms` of [`RedisSettings`] (2 s by default), with
+//! [`RedisClientError::Unavailable`] if Redis is down, stopped or slow.
+//!
+//! A timeout leaves the outcome of a write unknown: the command may already
+//! sit in the server's socket buffer and run when the server wakes. Nothing
+//! here re-sends a write, so a timed-out `HINCRBY` counts at most once, never
+//! twice (`a_frozen_server_gives_unavailable_and_the_unanswered_increment_is_never_retried`
+//! in the session crate's tests shows it).
+//!
+//! # Layout
+//!
+//! - `settings.rs`: [`RedisSettings`], with a password-safe `Debug`.
+//! - `error.rs`: [`RedisClientError`], unavailable vs rejected vs bad reply.
+//! - `pool.rs`: the deadpool manager.
+//! - `scripts.rs` and `scripts/*.lua`: the Lua scripts.
+//! - `service.rs`: [`RedisService`].
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod error;
+mod pool;
+mod scripts;
+mod service;
+mod settings;
+
+pub use error::RedisClientError;
+pub use service::{PoolStatus, RedisService, WriteCondition};
+pub use settings::RedisSettings;
+
+/// The `redis` crate, re-exported so that no other crate depends on a second
+/// version of it.
+pub use deadpool_redis::redis;

@@ -1,0 +1,279 @@
+//! [`RedisService`]: the hash operations sessions need, one round trip each.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use deadpool::managed::{Object, PoolError};
+use deadpool_redis::redis::{self, Cmd, FromRedisValue, RedisError, Script, ScriptInvocation};
+
+use crate::pool::{ConnectionManager, Pool, build_pool};
+use crate::{RedisClientError, RedisSettings, scripts};
+
+/// Connections and their states, for health checks and metrics.
+pub use deadpool::Status as PoolStatus;
+
+/// Whether [`RedisService::hash_write`] may create the hash or only update it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteCondition {
+    /// Write only if the key does not exist yet (`NX`-like).
+    CreateIfAbsent,
+    /// Write only if the key exists (`XX`-like): never re-create a deleted key.
+    UpdateIfPresent,
+}
+
+/// A pooled Redis client offering hash operations that each cost ONE round
+/// trip: a single command, or a Lua script run with EVALSHA.
+///
+/// Cheap to clone (the pool is shared), and meant to be built once per
+/// process. Every operation finishes within the configured timeouts, and a
+/// connection whose command failed is dropped rather than handed out again.
+#[derive(Clone)]
+pub struct RedisService {
+    /// The shared pool; clones of the service share it.
+    pool: Pool,
+    /// `redis.url` without its password, for messages.
+    redacted_url: String,
+}
+
+impl std::fmt::Debug for RedisService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisService")
+            .field("url", &self.redacted_url)
+            .field("pool", &self.pool.status())
+            .finish()
+    }
+}
+
+/// One request to send: a plain command or a script call.
+enum Request<'a> {
+    Command(&'a Cmd),
+    Script(&'a ScriptInvocation<'a>),
+    /// `SCRIPT LOAD`, so that the first EVALSHA finds the script.
+    Load(&'a Script),
+}
+
+impl RedisService {
+    /// Validates the settings and builds the pool. Connects lazily: call
+    /// [`RedisService::wait_until_ready`] to find out whether Redis answers.
+    ///
+    /// # Errors
+    ///
+    /// [`RedisClientError::InvalidSettings`] for settings that can never work,
+    /// such as a malformed URL or a pool of size 0.
+    pub fn new(settings: &RedisSettings) -> Result<Self, RedisClientError> {
+        settings.validate()?;
+        Ok(Self {
+            pool: build_pool(settings)?,
+            redacted_url: settings.redacted_url(),
+        })
+    }
+
+    /// How many connections exist, how many are idle, how many requests wait.
+    pub fn pool_status(&self) -> PoolStatus {
+        self.pool.status()
+    }
+
+    /// The URL this service talks to, with any password hidden.
+    pub fn redacted_url(&self) -> &str {
+        &self.redacted_url
+    }
+
+    /// Retries PING until Redis answers or `max_wait` has passed, then loads
+    /// every script so that the first requests cost one round trip too.
+    ///
+    /// # Errors
+    ///
+    /// The last [`RedisClientError`] seen when time ran out.
+    pub async fn wait_until_ready(&self, max_wait: Duration) -> Result<(), RedisClientError> {
+        let deadline = Instant::now() + max_wait;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match self.ping().await {
+                Ok(()) => break,
+                Err(error) if Instant::now() + pause < deadline => {
+                    log::debug!("Redis at {} not ready yet: {error}", self.redacted_url);
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        for script in scripts::all() {
+            let _sha: String = self.execute(Request::Load(script)).await?;
+        }
+        Ok(())
+    }
+
+    /// One PING.
+    ///
+    /// # Errors
+    ///
+    /// [`RedisClientError::Unavailable`] when Redis does not answer.
+    pub async fn ping(&self) -> Result<(), RedisClientError> {
+        let _pong: String = self.query(&redis::cmd("PING")).await?;
+        Ok(())
+    }
+
+    /// All fields of a hash (`HGETALL`). An absent key gives an empty map.
+    ///
+    /// # Errors
+    ///
+    /// [`RedisClientError::Rejected`] if the key holds another type,
+    /// [`RedisClientError::BadReply`] if a field is not UTF-8, else unavailable.
+    pub async fn hash_get_all(
+        &self,
+        key: &str,
+    ) -> Result<HashMap<String, String>, RedisClientError> {
+        let mut command = redis::cmd("HGETALL");
+        command.arg(key);
+        self.query(&command).await
+    }
+
+    /// Sets `fields` and the key's TTL together, atomically, if `condition`
+    /// holds. Returns whether it wrote.
+    ///
+    /// `fields` must not be empty: Redis has no empty hashes.
+    ///
+    /// # Errors
+    ///
+    /// [`RedisClientError::InvalidSettings`] for an empty `fields`, else as
+    /// [`RedisService::hash_get_all`].
+    pub async fn hash_write(
+        &self,
+        key: &str,
+        fields: &[(&str, &str)],
+        ttl_secs: u64,
+        condition: WriteCondition,
+    ) -> Result<bool, RedisClientError> {
+        if fields.is_empty() {
+            return Err(RedisClientError::InvalidSettings(
+                "a hash write needs at least one field".to_owned(),
+            ));
+        }
+        let mut call = scripts::HASH_WRITE.key(key);
+        call.arg(match condition {
+            WriteCondition::CreateIfAbsent => "create",
+            WriteCondition::UpdateIfPresent => "update",
+        })
+        .arg(ttl_secs);
+        for (field, value) in fields {
+            call.arg(*field).arg(*value);
+        }
+        let written: i64 = self.invoke(&call).await?;
+        Ok(written == 1)
+    }
+
+    /// Adds `by` to the integer `field` and refreshes the TTL, if the hash
+    /// exists. Returns the new value, or `None` if the hash does not exist
+    /// (in which case nothing is written).
+    ///
+    /// # Errors
+    ///
+    /// [`RedisClientError::Rejected`] if the field holds something other than
+    /// a 64-bit integer, or the sum would overflow; nothing is written then.
+    pub async fn hash_incr_if_exists(
+        &self,
+        key: &str,
+        field: &str,
+        by: i64,
+        ttl_secs: u64,
+    ) -> Result<Option<i64>, RedisClientError> {
+        let mut call = scripts::HASH_INCR_IF_EXISTS.key(key);
+        call.arg(field).arg(by).arg(ttl_secs);
+        self.invoke(&call).await
+    }
+
+    /// Sets the key's TTL (`EXPIRE`). Returns false if the key does not exist.
+    ///
+    /// # Errors
+    ///
+    /// [`RedisClientError::Unavailable`] when Redis does not answer.
+    pub async fn expire(&self, key: &str, ttl_secs: u64) -> Result<bool, RedisClientError> {
+        let mut command = redis::cmd("EXPIRE");
+        command.arg(key).arg(ttl_secs);
+        self.query(&command).await
+    }
+
+    /// Deletes the key (`UNLINK`: the memory is freed off the main thread).
+    /// Returns whether it existed.
+    ///
+    /// # Errors
+    ///
+    /// [`RedisClientError::Unavailable`] when Redis does not answer.
+    pub async fn delete(&self, key: &str) -> Result<bool, RedisClientError> {
+        let mut command = redis::cmd("UNLINK");
+        command.arg(key);
+        let removed: i64 = self.query(&command).await?;
+        Ok(removed > 0)
+    }
+
+    /// The remaining TTL of a key in seconds (`TTL`): `None` if the key does
+    /// not exist or has no expiry.
+    ///
+    /// # Errors
+    ///
+    /// [`RedisClientError::Unavailable`] when Redis does not answer.
+    pub async fn ttl(&self, key: &str) -> Result<Option<u64>, RedisClientError> {
+        let mut command = redis::cmd("TTL");
+        command.arg(key);
+        let seconds: i64 = self.query(&command).await?;
+        Ok(u64::try_from(seconds).ok())
+    }
+
+    async fn query<T: FromRedisValue>(&self, command: &Cmd) -> Result<T, RedisClientError> {
+        self.execute(Request::Command(command)).await
+    }
+
+    async fn invoke<T: FromRedisValue>(
+        &self,
+        call: &ScriptInvocation<'_>,
+    ) -> Result<T, RedisClientError> {
+        self.execute(Request::Script(call)).await
+    }
+
+    /// Checks out a connection, sends one request, and keeps the pool healthy.
+    async fn execute<T: FromRedisValue>(
+        &self,
+        request: Request<'_>,
+    ) -> Result<T, RedisClientError> {
+        let mut connection = self.pool.get().await.map_err(pool_error)?;
+        let reply: Result<T, RedisError> = match request {
+            Request::Command(command) => command.query_async(&mut *connection).await,
+            // EVALSHA; on NOSCRIPT (a restarted or flushed server) redis-rs
+            // loads the script and retries, once.
+            Request::Script(call) => call.invoke_async(&mut *connection).await,
+            Request::Load(script) => match script.load_async(&mut *connection).await {
+                Ok(sha) => {
+                    T::from_redis_value(redis::Value::SimpleString(sha)).map_err(RedisError::from)
+                }
+                Err(error) => Err(error),
+            },
+        };
+        let result = reply.map_err(RedisClientError::from);
+        if let Err(error) = &result
+            && error.breaks_connection()
+        {
+            // Never hand a broken or timed-out connection to the next request.
+            discard(connection);
+        }
+        result
+    }
+}
+
+fn discard(connection: Object<ConnectionManager>) {
+    drop(Object::take(connection));
+}
+
+fn pool_error(error: PoolError<RedisError>) -> RedisClientError {
+    match error {
+        PoolError::Backend(error) => RedisClientError::from(error),
+        PoolError::Timeout(kind) => {
+            RedisClientError::unavailable(format!("pool timed out ({kind:?})").to_lowercase())
+        }
+        PoolError::Closed => RedisClientError::unavailable("the pool is closed"),
+        PoolError::NoRuntimeSpecified => {
+            RedisClientError::unavailable("no async runtime for pool timeouts")
+        }
+        PoolError::PostCreateHook(error) => RedisClientError::unavailable(error.to_string()),
+    }
+}

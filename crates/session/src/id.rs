@@ -1,0 +1,127 @@
+//! Session ids: 122 random bits, and a `Display` that never shows them whole.
+
+use std::fmt;
+
+use uuid::Uuid;
+
+/// A session id: a random (version 4) UUID in its canonical hyphenated,
+/// lower-case form, for example `0b7c2d1e-5f3a-4e8b-9c6d-2a1f0e9d8c7b`.
+///
+/// The only ways to get one are [`SessionId::generate`], which draws 122 bits
+/// from the operating system's random source, and [`SessionId::parse`], which
+/// accepts exactly the canonical form. Anything else a client sends (an empty
+/// value, another UUID spelling, glob characters, 10 kB of junk) is not a
+/// session id, so it never reaches Redis as a key.
+///
+/// `Display` and `Debug` print only the first 8 characters followed by `…`,
+/// enough to correlate log lines and useless for hijacking. Use
+/// [`SessionId::as_str`] for the one place that needs the whole id: the cookie.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SessionId(String);
+
+/// The length of a canonical hyphenated UUID.
+const CANONICAL_LEN: usize = 36;
+
+impl SessionId {
+    /// A new random id from the OS random source (`getrandom`).
+    pub fn generate() -> Self {
+        Self(Uuid::new_v4().hyphenated().to_string())
+    }
+
+    /// Accepts exactly what [`SessionId::generate`] produces: a lower-case,
+    /// hyphenated, version 4 UUID. Returns `None` for anything else.
+    ///
+    /// ```
+    /// use session::SessionId;
+    /// let id = SessionId::generate();
+    /// assert_eq!(SessionId::parse(id.as_str()), Some(id));
+    /// assert_eq!(SessionId::parse("*"), None);
+    /// assert_eq!(SessionId::parse("0B7C2D1E-5F3A-4E8B-9C6D-2A1F0E9D8C7B"), None); // not canonical
+    /// ```
+    pub fn parse(candidate: &str) -> Option<Self> {
+        // Cheap length check first: a 10 kB cookie is rejected without parsing.
+        if candidate.len() != CANONICAL_LEN {
+            return None;
+        }
+        let uuid = Uuid::try_parse(candidate).ok()?;
+        let canonical =
+            uuid.get_version_num() == 4 && candidate.bytes().all(|b| !b.is_ascii_uppercase());
+        canonical.then(|| Self(candidate.to_owned()))
+    }
+
+    /// The whole id, for the cookie and the store key. Never log it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The first 8 characters: what logs show.
+    pub fn short(&self) -> &str {
+        &self.0[..8]
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}…", self.short())
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionId({}…)", self.short())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_are_canonical_v4_uuids() {
+        let id = SessionId::generate();
+        assert_eq!(id.as_str().len(), 36);
+        let uuid = Uuid::parse_str(id.as_str()).expect("a uuid");
+        assert_eq!(uuid.get_version_num(), 4);
+        assert_eq!(SessionId::parse(id.as_str()).as_ref(), Some(&id));
+    }
+
+    #[test]
+    fn generated_ids_do_not_repeat() {
+        let ids: std::collections::HashSet<String> = (0..10_000)
+            .map(|_| SessionId::generate().as_str().to_owned())
+            .collect();
+        assert_eq!(ids.len(), 10_000);
+    }
+
+    #[test]
+    fn malformed_candidates_are_rejected() {
+        let too_long = "a".repeat(10_000);
+        for candidate in [
+            "",
+            "*",
+            "sid_*",
+            "[a-z]?",
+            too_long.as_str(),
+            "0b7c2d1e5f3a4e8b9c6d2a1f0e9d8c7b", // simple form
+            "{0b7c2d1e-5f3a-4e8b-9c6d-2a1f0e9d8c7b}", // braced
+            "0B7C2D1E-5F3A-4E8B-9C6D-2A1F0E9D8C7B", // upper case
+            "0b7c2d1e-5f3a-1e8b-9c6d-2a1f0e9d8c7b", // version 1
+            "0b7c2d1e-5f3a-4e8b-9c6d-2a1f0e9d8c7*", // glob in a uuid shape
+            "0b7c2d1e-5f3a-4e8b-9c6d-2a1f0e9d8c7é", // multi-byte
+        ] {
+            assert_eq!(
+                SessionId::parse(candidate),
+                None,
+                "{candidate:?} must be rejected"
+            );
+        }
+    }
+
+    #[test]
+    fn display_and_debug_show_only_a_prefix() {
+        let id = SessionId::generate();
+        let shown = format!("{id} {id:?}");
+        assert!(!shown.contains(id.as_str()), "{shown}");
+        assert!(shown.contains(&id.as_str()[..8]), "{shown}");
+    }
+}

@@ -1,0 +1,14 @@
+//! The store behaviour suite against [`MemorySessionStore`].
+
+mod store_suite;
+
+use std::sync::Arc;
+
+use session::MemorySessionStore;
+use store_suite::Harness;
+
+async fn make_store() -> Harness {
+    Harness::new(Arc::new(MemorySessionStore::new()), ())
+}
+
+store_behaviour_suite!(make_store);

@@ -1,0 +1,224 @@
+//! Test support: real `redis-server` processes on free loopback ports.
+//!
+//! Tests that touch Redis use a real server, never a mock. Each
+//! [`RedisServer`] is a child process of the test, started on a free port,
+//! with no persistence, and killed (by its PID) when the value is dropped,
+//! including when the test panics. A machine without `redis-server` fails
+//! the test with the command that installs it: tests never skip silently.
+//!
+//! ```no_run
+//! let redis = testkit::RedisServer::start();
+//! let mut connection = redis.connection();
+//! let pong: String = testkit::redis::cmd("PING").query(&mut connection).unwrap();
+//! assert_eq!(pong, "PONG");
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The synchronous `redis` client, for inspecting what code under test wrote.
+pub use deadpool_redis::redis;
+
+const INSTALL_HINT: &str = "redis-server is not installed: run `apt-get install -y redis-server` \
+     (scripts/test.sh installs it when run as root)";
+
+/// A `redis-server` child process on 127.0.0.1, killed on drop.
+pub struct RedisServer {
+    /// The running server; `None` between [`RedisServer::stop`] and
+    /// [`RedisServer::restart`].
+    child: Option<Child>,
+    /// The port, kept across restarts so that clients can reconnect.
+    port: u16,
+    /// Holds the server's log file; removed on drop.
+    dir: PathBuf,
+    /// Extra `redis-server` arguments, kept for restarts.
+    args: Vec<String>,
+}
+
+impl RedisServer {
+    /// Starts a server on a free port and waits until it answers PING.
+    ///
+    /// # Panics
+    ///
+    /// If `redis-server` is not installed, or does not start within 10 s.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Like [`RedisServer::start`], with extra `redis-server` arguments such
+    /// as `["--requirepass", "secret"]`.
+    ///
+    /// # Panics
+    ///
+    /// As [`RedisServer::start`].
+    pub fn start_with(extra_args: &[&str]) -> Self {
+        let mut last_failure = String::new();
+        // Another process may take the free port between our probe and the
+        // server's bind; a few attempts make that race harmless.
+        for _attempt in 0..5 {
+            let port = free_port();
+            let dir =
+                std::env::temp_dir().join(format!("testkit-redis-{}-{port}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("create a temp dir for redis-server");
+            let mut server = Self {
+                child: None,
+                port,
+                dir,
+                args: extra_args.iter().map(|arg| (*arg).to_owned()).collect(),
+            };
+            match server.spawn() {
+                Ok(()) => return server,
+                Err(failure) => last_failure = failure,
+            }
+        }
+        panic!("could not start redis-server: {last_failure}");
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// A new synchronous connection, to inspect or prepare data.
+    ///
+    /// # Panics
+    ///
+    /// If the server does not accept the connection.
+    pub fn connection(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .and_then(|client| client.get_connection())
+            .expect("connect to the test redis-server")
+    }
+
+    /// Kills the server (SIGKILL), as a crash or an outage would.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port, empty.
+    ///
+    /// # Panics
+    ///
+    /// If it does not come back within 10 s.
+    pub fn restart(&mut self) {
+        self.stop();
+        let started = Instant::now();
+        // The old socket may linger briefly; keep trying the same port.
+        loop {
+            match self.spawn() {
+                Ok(()) => return,
+                Err(failure) if started.elapsed() < Duration::from_secs(10) => {
+                    let _ = failure;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(failure) => panic!("could not restart redis-server: {failure}"),
+            }
+        }
+    }
+
+    /// Freezes the server (SIGSTOP): it keeps its sockets but answers nothing,
+    /// like a server stuck in a long command or a network partition.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a server frozen by [`RedisServer::pause`] (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("the server is running");
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
+        let log_path = self.dir.join("redis.log");
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .args(["--appendonly", "no"])
+            .args(["--dir", &self.dir.to_string_lossy()])
+            .args(["--logfile", &log_path.to_string_lossy()])
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let child = match child {
+            Ok(child) => child,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => panic!("{INSTALL_HINT}"),
+            Err(error) => panic!("could not run redis-server: {error}"),
+        };
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.child = None;
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                return Err(format!(
+                    "redis-server exited with {status}: {}",
+                    last_lines(&log)
+                ));
+            }
+            if self.answers_ping() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.stop();
+        Err("redis-server did not answer PING within 10 s".to_owned())
+    }
+
+    fn answers_ping(&self) -> bool {
+        let Ok(client) = redis::Client::open(self.url()) else {
+            return false;
+        };
+        let Ok(mut connection) = client.get_connection_with_timeout(Duration::from_millis(200))
+        else {
+            return false;
+        };
+        redis::cmd("PING").query::<String>(&mut connection).is_ok()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        // A paused server would ignore nothing but SIGKILL; kill works either way.
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("bind 127.0.0.1:0 to find a free port")
+}
+
+fn last_lines(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(3)..].join(" | ")
+}
