@@ -222,3 +222,159 @@ fn last_lines(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(3)..].join(" | ")
 }
+
+/// A `MONITOR` feed of one server: the commands clients send, in the order
+/// Redis ran them, with script-internal commands (`[0 lua]`) left out. This
+/// is how tests count round trips exactly.
+pub struct Monitor {
+    /// Command names seen so far, lower-case.
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Tells the reader thread to stop.
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The reader thread.
+    reader: Option<std::thread::JoinHandle<()>>,
+    /// Sends the markers that delimit a measurement.
+    control: redis::Connection,
+    /// Distinguishes markers.
+    next_marker: u64,
+}
+
+impl RedisServer {
+    /// Starts watching every command this server runs.
+    ///
+    /// # Panics
+    ///
+    /// If MONITOR cannot be started.
+    pub fn monitor(&self) -> Monitor {
+        use std::io::{BufRead, BufReader, Write};
+        let mut stream = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, self.port))
+            .expect("connect for MONITOR");
+        stream.write_all(b"MONITOR\r\n").expect("send MONITOR");
+        stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("set a read timeout");
+        let mut lines = BufReader::new(stream);
+        let mut ok = String::new();
+        lines.read_line(&mut ok).expect("MONITOR answers");
+        assert!(ok.starts_with("+OK"), "MONITOR refused: {ok}");
+
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (seen_by_reader, stop_reader) = (seen.clone(), stop.clone());
+        let reader = std::thread::spawn(move || {
+            let mut line = String::new();
+            while !stop_reader.load(std::sync::atomic::Ordering::Relaxed) {
+                match lines.read_line(&mut line) {
+                    Ok(0) => return,
+                    Ok(_) => {
+                        if let Some(name) = client_command(&line) {
+                            seen_by_reader.lock().expect("not poisoned").push(name);
+                        }
+                        line.clear();
+                    }
+                    // A read timeout keeps a partial line in `line`: carry on.
+                    Err(_) => {}
+                }
+            }
+        });
+        Monitor {
+            seen,
+            stop,
+            reader: Some(reader),
+            control: self.connection(),
+            next_marker: 0,
+        }
+    }
+}
+
+impl Monitor {
+    /// Starts a measurement: returns where it begins in the feed.
+    ///
+    /// # Panics
+    ///
+    /// If the feed falls silent for 10 s.
+    pub fn begin(&mut self) -> usize {
+        self.mark_and_wait();
+        self.seen.lock().expect("not poisoned").len()
+    }
+
+    /// The client commands Redis ran since `begin` returned `start`,
+    /// lower-case, in order (for example `["evalsha"]`).
+    ///
+    /// # Panics
+    ///
+    /// If the feed falls silent for 10 s.
+    pub fn commands_since(&mut self, start: usize) -> Vec<String> {
+        self.mark_and_wait();
+        let seen = self.seen.lock().expect("not poisoned");
+        // Everything after the opening marker, without the closing one.
+        seen[start..seen.len() - 1].to_vec()
+    }
+
+    /// Sends an `ECHO` marker and waits until the feed shows it: Redis runs
+    /// commands in order, so everything before it has been seen by then.
+    fn mark_and_wait(&mut self) {
+        self.next_marker += 1;
+        let marker = format!("testkit-marker-{}", self.next_marker);
+        let _: String = redis::cmd("ECHO")
+            .arg(&marker)
+            .query(&mut self.control)
+            .expect("ECHO");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if self
+                .seen
+                .lock()
+                .expect("not poisoned")
+                .last()
+                .map(String::as_str)
+                == Some("echo")
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "MONITOR did not show the marker {marker}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
+/// The command name of a MONITOR line sent by a client, or `None` for a line
+/// run by a script (`[0 lua]`) or that is not a command line.
+///
+/// A line looks like `+1700000000.123456 [0 127.0.0.1:5000] "evalsha" "…"`.
+fn client_command(line: &str) -> Option<String> {
+    let source_end = line.find("] ")?;
+    let source = &line[line.find('[')?..source_end];
+    if source.ends_with(" lua") {
+        return None;
+    }
+    let rest = &line[source_end + 2..];
+    let name = rest.strip_prefix('"')?.split('"').next()?;
+    Some(name.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_command;
+
+    #[test]
+    fn monitor_lines_are_read_as_client_commands_or_skipped() {
+        let client = "+1700000000.123456 [0 127.0.0.1:5000] \"EVALSHA\" \"abc\" \"1\"\r\n";
+        let script = "+1700000000.123457 [0 lua] \"hincrby\" \"k\" \"count\" \"1\"\r\n";
+        assert_eq!(client_command(client).as_deref(), Some("evalsha"));
+        assert_eq!(client_command(script), None);
+        assert_eq!(client_command("+OK\r\n"), None);
+    }
+}

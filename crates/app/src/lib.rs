@@ -1,0 +1,14 @@
+//! The AppController and main: an actix-web server whose `GET /count` keeps
+//! a counter in a distributed session.
+//!
+//! - `settings.rs`: [`settings::Settings`], loaded in layers.
+//! - `startup.rs`: [`startup::Application`], built once, run until stopped.
+//! - `routes/`: every route, registered in [`routes::configure`].
+//! - `error.rs`: [`error::ApiError`], errors mapped to HTTP in one place.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod routes;
+pub mod settings;
+pub mod startup;

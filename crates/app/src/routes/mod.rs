@@ -1,0 +1,20 @@
+//! Every route, registered in one place.
+
+mod count;
+mod health;
+
+use actix_web::web;
+
+/// Registers all routes. `startup.rs` calls this once per worker.
+///
+/// | route | handler | what it does |
+/// |---|---|---|
+/// | `GET /count` | [`count::count`] | increments the session's `count` |
+/// | `GET /healthz` | [`health::healthz`] | 200 while the process is up |
+/// | `GET /readyz` | [`health::readyz`] | 200 if the session store answers, else 503 |
+pub fn configure(routes: &mut web::ServiceConfig) {
+    routes
+        .route("/count", web::get().to(count::count))
+        .route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz));
+}

@@ -1,0 +1,186 @@
+//! `Settings { server, redis, session }`, loaded in layers by the `config` crate.
+
+use std::path::{Path, PathBuf};
+
+use config::{Config, Environment, File};
+use redis_client::RedisSettings;
+use serde::Deserialize;
+use session::SessionSettings;
+
+/// Everything the app can be told, one section per crate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The HTTP server.
+    #[serde(default)]
+    pub server: ServerSettings,
+    /// The Redis connection; see [`RedisSettings`].
+    #[serde(default)]
+    pub redis: RedisSettings,
+    /// Sessions and their cookie; see [`SessionSettings`].
+    #[serde(default)]
+    pub session: SessionSettings,
+}
+
+/// Where and how the HTTP server listens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to bind. Default `127.0.0.1`; `0.0.0.0` in a container.
+    pub host: String,
+    /// Port to bind; 0 picks a free one (tests do). Default 8080.
+    pub port: u16,
+    /// This node's name, sent on every response as `X-Served-By`. Default:
+    /// the host name.
+    pub node_name: String,
+    /// Worker threads; 0 means one per CPU core. Default 0.
+    pub workers: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".to_owned(),
+            port: 8080,
+            node_name: host_name(),
+            workers: 0,
+        }
+    }
+}
+
+/// Why the settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// A file could not be read or a value has the wrong type.
+    #[error("invalid configuration: {source} (files in {dir}, then APP__SECTION__KEY variables)")]
+    Load {
+        /// The folder the files were read from.
+        dir: String,
+        /// The `config` crate's error; its text names the key.
+        source: config::ConfigError,
+    },
+    /// A value has the right type but can never work.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    /// Loads the layers, later wins:
+    ///
+    /// 1. `{dir}/default.toml` (required);
+    /// 2. `{dir}/{APP_ENV}.toml`, if `APP_ENV` is set (then required);
+    /// 3. environment variables `APP__SECTION__KEY`, e.g. `APP__SERVER__PORT=9000`
+    ///    (`Environment::with_prefix("APP").separator("__")`, numbers and
+    ///    booleans parsed).
+    ///
+    /// `{dir}` is `$APP_CONFIG_DIR`, else the workspace's `config/` folder.
+    ///
+    /// # Errors
+    ///
+    /// [`SettingsError`], whose message names the key at fault.
+    pub fn load() -> Result<Self, SettingsError> {
+        let dir = config_dir();
+        let load_error = |source| SettingsError::Load {
+            dir: dir.display().to_string(),
+            source,
+        };
+        let mut builder =
+            Config::builder().add_source(File::from(dir.join("default.toml")).required(true));
+        if let Ok(environment) = std::env::var("APP_ENV") {
+            builder = builder
+                .add_source(File::from(dir.join(format!("{environment}.toml"))).required(true));
+        }
+        let settings: Self = builder
+            .add_source(
+                Environment::with_prefix("APP")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()
+            .and_then(Config::try_deserialize)
+            .map_err(load_error)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks every section for values that can never work.
+    ///
+    /// # Errors
+    ///
+    /// [`SettingsError::Invalid`] naming the key.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        self.redis
+            .validate()
+            .map_err(|error| SettingsError::Invalid(error.to_string()))?;
+        self.session.validate().map_err(SettingsError::Invalid)?;
+        let visible_ascii = |c: char| c.is_ascii_graphic();
+        if self.server.node_name.is_empty() || !self.server.node_name.chars().all(visible_ascii) {
+            return Err(SettingsError::Invalid(format!(
+                "server.node_name must be non-empty visible ASCII (it is sent as a header), got {:?}",
+                self.server.node_name
+            )));
+        }
+        if self.server.host.is_empty() {
+            return Err(SettingsError::Invalid(
+                "server.host must not be empty".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `$APP_CONFIG_DIR`, else `config/` at the workspace root. Never the current
+/// directory: `cargo test` runs each crate from its own folder.
+pub fn config_dir() -> PathBuf {
+    match std::env::var_os("APP_CONFIG_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+            dir.canonicalize().unwrap_or(dir)
+        }
+    }
+}
+
+/// The machine's host name (a container's is its id), or `unknown`.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_node_name_is_the_host_name() {
+        let name = ServerSettings::default().node_name;
+        assert!(!name.is_empty());
+        assert!(name.chars().all(|c| c.is_ascii_graphic()), "{name}");
+    }
+
+    #[test]
+    fn the_config_folder_defaults_to_the_workspace_config() {
+        assert!(
+            config_dir().join("default.toml").is_file(),
+            "{}",
+            config_dir().display()
+        );
+    }
+
+    #[test]
+    fn a_node_name_that_cannot_be_a_header_is_rejected() {
+        let mut settings = Settings {
+            server: ServerSettings::default(),
+            redis: RedisSettings::default(),
+            session: SessionSettings::default(),
+        };
+        settings.server.node_name = "node 1\n".to_owned();
+        let message = settings.validate().expect_err("rejected").to_string();
+        assert!(message.contains("server.node_name"), "{message}");
+    }
+}

@@ -1,0 +1,73 @@
+//! `/healthz` and `/readyz`.
+
+use reqwest::StatusCode;
+use testkit::RedisServer;
+
+use crate::helpers::{browser, spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn healthz_answers_while_the_process_is_up_even_without_redis() {
+    let mut redis = RedisServer::start();
+    let app = spawn_app(&redis).await;
+    let client = browser();
+    assert_eq!(
+        client
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .expect("GET")
+            .status(),
+        StatusCode::OK
+    );
+
+    redis.stop();
+
+    assert_eq!(
+        client
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .expect("GET")
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn readyz_follows_redis_down_and_back_up() {
+    let mut redis = RedisServer::start();
+    let app = spawn_app(&redis).await;
+    let client = browser();
+    let readyz = || client.get(app.url("/readyz")).send();
+
+    assert_eq!(readyz().await.expect("GET").status(), StatusCode::OK);
+    redis.stop();
+    let down = readyz().await.expect("GET");
+    assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(down.headers().contains_key("retry-after"));
+    redis.restart();
+    assert_eq!(readyz().await.expect("GET").status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_memory_store_needs_no_redis_and_is_always_ready() {
+    // A Redis URL where nothing listens: the memory store never dials it.
+    let nowhere = format!("redis://127.0.0.1:{}", testkit::free_port());
+    let app = spawn_app_with(nowhere, |settings| {
+        settings.session.store = session::StoreKind::Memory
+    })
+    .await;
+    let client = browser();
+
+    assert_eq!(
+        client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .expect("GET")
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(app.count(&client).await.count, Some(1));
+    assert_eq!(app.count(&client).await.count, Some(2));
+}

@@ -1,0 +1,172 @@
+//! `spawn_app()`: the real application on port 0, talking to a real Redis.
+
+use app::settings::Settings;
+use app::startup::Application;
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, SET_COOKIE};
+use serde::Deserialize;
+use session::SessionId;
+use testkit::RedisServer;
+
+/// One running app node.
+pub(crate) struct TestApp {
+    /// `http://127.0.0.1:<port>`.
+    pub(crate) address: String,
+    /// What it sends as `X-Served-By`.
+    pub(crate) node_name: String,
+}
+
+/// What `GET /count` answered.
+#[derive(Debug)]
+pub(crate) struct CountReply {
+    pub(crate) status: StatusCode,
+    pub(crate) count: Option<i64>,
+    pub(crate) served_by: Option<String>,
+    /// The `sid` the response set, if it set one.
+    pub(crate) sid: Option<String>,
+    pub(crate) headers: HeaderMap,
+}
+
+#[derive(Deserialize)]
+struct CountBody {
+    count: i64,
+}
+
+/// An app node on `redis`, with default settings but for the port and name.
+pub(crate) async fn spawn_app(redis: &RedisServer) -> TestApp {
+    spawn_app_with(redis.url(), |_| {}).await
+}
+
+/// An app node on the Redis at `redis_url`, with `customize` applied to the
+/// loaded settings (which is how tests set a short TTL, a second node name...).
+pub(crate) async fn spawn_app_with(
+    redis_url: String,
+    customize: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let mut settings = Settings::load().expect("config/default.toml loads");
+    settings.server.host = "127.0.0.1".to_owned();
+    settings.server.port = 0;
+    settings.server.workers = 2;
+    settings.server.node_name = format!("node-{}", &SessionId::generate().as_str()[..6]);
+    settings.redis.url = redis_url;
+    customize(&mut settings);
+    let node_name = settings.server.node_name.clone();
+    let application = Application::build(settings).await.expect("the app starts");
+    let address = format!("http://127.0.0.1:{}", application.port());
+    tokio::spawn(application.run_until_stopped());
+    TestApp { address, node_name }
+}
+
+/// A client that keeps cookies, as a browser does.
+pub(crate) fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .expect("a client")
+}
+
+/// A client that keeps nothing: every header is the test's choice.
+pub(crate) fn bare_client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+impl TestApp {
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// `GET /count` with `client`'s own cookies.
+    pub(crate) async fn count(&self, client: &reqwest::Client) -> CountReply {
+        let response = client
+            .get(self.url("/count"))
+            .send()
+            .await
+            .expect("GET /count");
+        CountReply::read(response).await
+    }
+
+    /// `GET /count` with exactly this `Cookie` header (raw bytes allowed).
+    pub(crate) async fn count_with_cookie(&self, cookie: &[u8]) -> CountReply {
+        let value = reqwest::header::HeaderValue::from_bytes(cookie).expect("a header value");
+        let response = bare_client()
+            .get(self.url("/count"))
+            .header(reqwest::header::COOKIE, value)
+            .send()
+            .await
+            .expect("GET /count");
+        CountReply::read(response).await
+    }
+
+    /// `GET /count` for the session `sid`, with no cookie jar.
+    pub(crate) async fn count_as(&self, sid: &str) -> CountReply {
+        self.count_with_cookie(format!("sid={sid}").as_bytes())
+            .await
+    }
+}
+
+impl CountReply {
+    async fn read(response: reqwest::Response) -> Self {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let served_by = headers
+            .get("x-served-by")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let sid = set_cookie(&headers, "sid").map(|cookie| {
+            cookie
+                .split(';')
+                .next()
+                .and_then(|pair| pair.strip_prefix("sid="))
+                .unwrap_or_default()
+                .to_owned()
+        });
+        let count = response
+            .json::<CountBody>()
+            .await
+            .ok()
+            .map(|body| body.count);
+        Self {
+            status,
+            count,
+            served_by,
+            sid,
+            headers,
+        }
+    }
+}
+
+/// The whole `Set-Cookie` value for cookie `name`, if the response set it.
+pub(crate) fn set_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find(|value| value.starts_with(&format!("{name}=")))
+        .map(str::to_owned)
+}
+
+/// `HGETALL sid_<id>` straight from Redis, sorted.
+pub(crate) fn stored_fields(redis: &RedisServer, sid: &str) -> Vec<(String, String)> {
+    let mut fields: Vec<(String, String)> = testkit::redis::cmd("HGETALL")
+        .arg(format!("sid_{sid}"))
+        .query(&mut redis.connection())
+        .expect("HGETALL");
+    fields.sort();
+    fields
+}
+
+/// `TTL sid_<id>` straight from Redis (-2: no such key).
+pub(crate) fn stored_ttl(redis: &RedisServer, sid: &str) -> i64 {
+    testkit::redis::cmd("TTL")
+        .arg(format!("sid_{sid}"))
+        .query(&mut redis.connection())
+        .expect("TTL")
+}
+
+/// Every key in Redis.
+pub(crate) fn all_keys(redis: &RedisServer) -> Vec<String> {
+    testkit::redis::cmd("KEYS")
+        .arg("*")
+        .query(&mut redis.connection())
+        .expect("KEYS")
+}

@@ -1,0 +1,9 @@
+//! HTTP tests of the real app against real Redis: one test binary.
+mod across_nodes;
+mod bad_input;
+mod count;
+mod health;
+mod helpers;
+mod redis_outage;
+mod round_trips;
+mod startup;

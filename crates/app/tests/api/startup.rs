@@ -1,0 +1,194 @@
+//! The real binary: one clear line when it cannot start, and logs that never
+//! carry a whole session id or a password.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use testkit::RedisServer;
+
+/// Runs the app binary with `env` until it exits; returns (code, stderr).
+fn run_app(env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_app"))
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "off")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the app binary");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn assert_one_clear_line(stderr: &str) {
+    assert_eq!(stderr.lines().count(), 1, "exactly one line, got: {stderr}");
+    assert!(stderr.starts_with("app: "), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_unreachable_redis_ends_start_up_with_one_clear_line() {
+    let port = testkit::free_port().to_string();
+    let url = format!("redis://127.0.0.1:{port}");
+
+    let (code, stderr) = run_app(&[
+        ("APP__REDIS__URL", &url),
+        ("APP__REDIS__STARTUP_WAIT_MS", "300"),
+    ]);
+
+    assert_eq!(code, Some(1));
+    assert_one_clear_line(&stderr);
+    let expected = format!(
+        "app: cannot reach Redis at {url} (connection refused): start one with scripts/run.sh or set APP__REDIS__URL"
+    );
+    assert_eq!(stderr.trim_end(), expected);
+}
+
+#[test]
+fn a_password_in_the_redis_url_is_never_printed() {
+    let url = format!("redis://:hunter2@127.0.0.1:{}", testkit::free_port());
+
+    let (code, stderr) = run_app(&[
+        ("APP__REDIS__URL", &url),
+        ("APP__REDIS__STARTUP_WAIT_MS", "100"),
+    ]);
+
+    assert_eq!(code, Some(1));
+    assert_one_clear_line(&stderr);
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    assert!(stderr.contains("redis://:***@127.0.0.1"), "{stderr}");
+}
+
+#[test]
+fn a_value_of_the_wrong_type_ends_start_up_naming_the_key() {
+    let (code, stderr) = run_app(&[("APP__SERVER__PORT", "eighty")]);
+
+    assert_eq!(code, Some(1));
+    assert_one_clear_line(&stderr);
+    assert!(
+        stderr.contains("invalid configuration") && stderr.contains("server.port"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_unknown_key_ends_start_up_naming_it() {
+    let (code, stderr) = run_app(&[("APP__SESSION__TTL_SECONDS", "60")]);
+
+    assert_eq!(code, Some(1));
+    assert_one_clear_line(&stderr);
+    assert!(stderr.contains("ttl_seconds"), "{stderr}");
+}
+
+#[test]
+fn an_impossible_value_ends_start_up_naming_the_key() {
+    let (code, stderr) = run_app(&[("APP__SESSION__TTL_SECS", "0")]);
+
+    assert_eq!(code, Some(1));
+    assert_one_clear_line(&stderr);
+    assert!(stderr.contains("session.ttl_secs"), "{stderr}");
+}
+
+#[test]
+fn a_missing_app_env_file_ends_start_up_naming_it() {
+    let (code, stderr) = run_app(&[("APP_ENV", "no-such-environment")]);
+
+    assert_eq!(code, Some(1));
+    assert_one_clear_line(&stderr);
+    assert!(stderr.contains("no-such-environment"), "{stderr}");
+}
+
+#[tokio::test]
+async fn debug_logs_never_contain_a_whole_session_id() {
+    let redis = RedisServer::start();
+    let port = testkit::free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_app"))
+        .env("APP__REDIS__URL", redis.url())
+        .env("APP__SERVER__PORT", port.to_string())
+        .env("APP__SERVER__WORKERS", "1")
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the app binary");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let log_reader = std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<String>>()
+    });
+
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "the app did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // New, existing, forged, corrupt and conflicting sessions, and an outage:
+    // every path that logs something about a session.
+    let mut sids = Vec::new();
+    let first = client
+        .get(format!("{base}/count"))
+        .send()
+        .await
+        .expect("GET");
+    let sid = first
+        .cookies()
+        .find(|cookie| cookie.name() == "sid")
+        .map(|cookie| cookie.value().to_owned())
+        .expect("a sid");
+    sids.push(sid.clone());
+    let forged = session::SessionId::generate().as_str().to_owned();
+    sids.push(forged.clone());
+    let corrupt = session::SessionId::generate().as_str().to_owned();
+    let () = testkit::redis::cmd("HSET")
+        .arg(format!("sid_{corrupt}"))
+        .arg("count")
+        .arg("x")
+        .query(&mut redis.connection())
+        .expect("HSET");
+    sids.push(corrupt.clone());
+    for cookie in [
+        format!("sid={sid}"),
+        format!("sid={forged}"),
+        format!("sid={corrupt}"),
+        format!("sid={sid}; sid={forged}"),
+    ] {
+        let response = client
+            .get(format!("{base}/count"))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .expect("GET");
+        if let Some(issued) = response.cookies().find(|c| c.name() == "sid") {
+            sids.push(issued.value().to_owned());
+        }
+    }
+    child.kill().expect("stop the app");
+    child.wait().expect("reap the app");
+    let logs = log_reader.join().expect("the log reader").join("\n");
+
+    assert!(logs.contains("DEBUG"), "debug logging was on: {logs}");
+    for sid in &sids {
+        assert!(
+            !logs.contains(sid.as_str()),
+            "a whole sid appears in the logs:\n{logs}"
+        );
+    }
+    // Sessions are still identifiable in the logs, by their 8-character prefix.
+    assert!(
+        logs.contains(&format!("session {}…", &forged[..8])),
+        "{logs}"
+    );
+    assert!(
+        logs.contains(&format!("session {}…", &corrupt[..8])),
+        "{logs}"
+    );
+}
