@@ -9,9 +9,9 @@ use actix_web::web;
 ///
 /// | route | handler | what it does |
 /// |---|---|---|
-/// | `GET /count` | [`count::count`] | increments the session's `count` |
-/// | `GET /healthz` | [`health::healthz`] | 200 while the process is up |
-/// | `GET /readyz` | [`health::readyz`] | 200 if the session store answers, else 503 |
+/// | `GET /count` | `routes/count.rs` | increments the session's `count` |
+/// | `GET /healthz` | `routes/health.rs` | 200 while the process is up |
+/// | `GET /readyz` | `routes/health.rs` | 200 if the session store answers, else 503 |
 pub fn configure(routes: &mut web::ServiceConfig) {
     routes
         .route("/count", web::get().to(count::count))

@@ -1,0 +1,24 @@
+# Shared helpers for scripts/*.sh. Source it; do not run it.
+
+# ensure_command BIN PACKAGE: install the Debian PACKAGE when BIN is missing
+# and we are root; otherwise print the exact command and fail.
+ensure_command() {
+  local bin=$1 package=$2
+  command -v "$bin" >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing $package (for $bin)"
+    if [ -z "${APT_UPDATED:-}" ]; then
+      DEBIAN_FRONTEND=noninteractive apt-get update -qq
+      APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null
+    command -v "$bin" >/dev/null 2>&1 && return 0
+  fi
+  echo "error: $bin is not installed: run 'sudo apt-get install -y $package'" >&2
+  exit 1
+}
+
+# The workspace root, whatever the caller's current directory.
+workspace_root() {
+  cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd
+}

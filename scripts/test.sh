@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The project's test command, and what CI runs (.ci/run calls it).
+#
+# Gates: rustfmt, clippy (warnings are errors), rustdoc (warnings are errors),
+# then every test. Tests that need Redis start their own redis-server on free
+# ports (crates/testkit) and stop them by PID; this script only makes sure
+# redis-server is installed, installing the Debian package when run as root.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$(workspace_root)"
+
+ensure_command redis-server redis-server
+for component in rustfmt clippy; do
+  if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then
+    rustup component add "$component"
+  fi
+done
+
+echo "==> cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+echo "==> cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+echo "==> cargo doc --workspace --no-deps (RUSTDOCFLAGS=-D warnings)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+
+echo "==> cargo test --workspace"
+cargo test --workspace
