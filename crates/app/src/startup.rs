@@ -46,6 +46,10 @@ pub enum StartupError {
     Serve(#[source] std::io::Error),
 }
 
+/// This node's name (`server.node_name`), shared with handlers that show it.
+#[derive(Debug, Clone)]
+pub struct NodeName(pub String);
+
 /// A built server, bound and connected, ready to run.
 pub struct Application {
     /// The port actually bound (differs from the setting when that is 0).
@@ -77,6 +81,7 @@ impl Application {
         let store = build_store(&settings).await?;
         let sessions = web::Data::new(SessionService::new(store, settings.session.clone()));
         let node_name = settings.server.node_name.clone();
+        let node = web::Data::new(NodeName(node_name.clone()));
         log::info!(
             "node {node_name} listening on http://{}:{port}",
             settings.server.host
@@ -86,6 +91,7 @@ impl Application {
             App::new()
                 .wrap(DefaultHeaders::new().add(("X-Served-By", node_name.as_str())))
                 .app_data(sessions.clone())
+                .app_data(node.clone())
                 .configure(routes::configure)
         })
         .listen(listener)

@@ -34,6 +34,7 @@
 //! | operation | Redis | round trips |
 //! |---|---|---|
 //! | [`RedisService::hash_get_all`] | `HGETALL` | 1 |
+//! | [`RedisService::hash_get_all_with_ttl`] | `HGETALL` + `PTTL`, pipelined | 1 |
 //! | [`RedisService::hash_write`] | `EVALSHA` `hash_write.lua` (`EXISTS`, `HSET`, `EXPIRE`) | 1 |
 //! | [`RedisService::hash_incr_if_exists`] | `EVALSHA` `hash_incr_if_exists.lua` (`EXISTS`, `HINCRBY`, `EXPIRE`) | 1 |
 //! | [`RedisService::expire`] | `EXPIRE` | 1 |

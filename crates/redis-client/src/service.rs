@@ -48,6 +48,8 @@ impl std::fmt::Debug for RedisService {
 enum Request<'a> {
     Command(&'a Cmd),
     Script(&'a ScriptInvocation<'a>),
+    /// Several commands sent together: one round trip.
+    Pipeline(&'a redis::Pipeline),
     /// `SCRIPT LOAD`, so that the first EVALSHA finds the script.
     Load(&'a Script),
 }
@@ -127,6 +129,25 @@ impl RedisService {
         let mut command = redis::cmd("HGETALL");
         command.arg(key);
         self.query(&command).await
+    }
+
+    /// All fields of a hash and its remaining TTL in milliseconds, in one
+    /// round trip (`HGETALL` and `PTTL`, pipelined). `None` for an absent key.
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisService::hash_get_all`].
+    pub async fn hash_get_all_with_ttl(
+        &self,
+        key: &str,
+    ) -> Result<Option<(HashMap<String, String>, Option<u64>)>, RedisClientError> {
+        let mut pipeline = redis::pipe();
+        pipeline.cmd("HGETALL").arg(key).cmd("PTTL").arg(key);
+        let (fields, ttl_ms): (HashMap<String, String>, i64) =
+            self.execute(Request::Pipeline(&pipeline)).await?;
+        // Redis has no empty hashes: no fields means no key. PTTL is -1 for
+        // a key without expiry, -2 for no key.
+        Ok((!fields.is_empty()).then(|| (fields, u64::try_from(ttl_ms).ok())))
     }
 
     /// Sets `fields` and the key's TTL together, atomically, if `condition`
@@ -242,6 +263,7 @@ impl RedisService {
             // EVALSHA; on NOSCRIPT (a restarted or flushed server) redis-rs
             // loads the script and retries, once.
             Request::Script(call) => call.invoke_async(&mut *connection).await,
+            Request::Pipeline(pipeline) => pipeline.query_async(&mut *connection).await,
             Request::Load(script) => match script.load_async(&mut *connection).await {
                 Ok(sha) => {
                     T::from_redis_value(redis::Value::SimpleString(sha)).map_err(RedisError::from)

@@ -68,6 +68,19 @@ pub fn session_cookie(id: &SessionId, settings: &SessionSettings) -> Cookie<'sta
         .finish()
 }
 
+/// The cookie that makes the browser forget the session: same name, path
+/// and flags, empty value, `Max-Age=0`.
+pub fn removal_cookie(settings: &SessionSettings) -> Cookie<'static> {
+    let mut cookie = Cookie::build(settings.cookie_name.clone(), "")
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(settings.cookie_secure)
+        .finish();
+    cookie.make_removal();
+    cookie
+}
+
 #[cfg(test)]
 mod tests {
     use actix_web::http::header::{COOKIE, HeaderValue};
@@ -154,6 +167,16 @@ mod tests {
         let mut line = b"junk=\xff\xfe; ".to_vec();
         line.extend_from_slice(format!("sid={}", id.as_str()).as_bytes());
         assert_eq!(session_id_from_headers(&headers(&[&line]), "sid"), Some(id));
+    }
+
+    #[test]
+    fn the_removal_cookie_expires_at_once_with_the_same_path() {
+        let text = removal_cookie(&SessionSettings::default()).to_string();
+        assert!(text.starts_with("sid=;"), "{text}");
+        assert!(
+            text.contains("Max-Age=0") && text.contains("Path=/"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -79,6 +79,7 @@
 //! | [`SessionService::set_session`] | existing session | `EVALSHA hash_write` (update) | 1 |
 //! | | no id | `EVALSHA hash_write` (create) | 1 |
 //! | | unknown id | update, then create | 2 |
+//! | [`SessionService::inspect`] | any id | `HGETALL` + `PTTL`, pipelined | 1 |
 //! | [`SessionService::end_session`] | any id | `UNLINK` | 1 |
 //!
 //! The NestJS original cost 2 round trips to read and 1 per field plus 1 to
@@ -108,6 +109,6 @@ mod store;
 pub use codec::SessionFields;
 pub use error::SessionError;
 pub use id::SessionId;
-pub use service::{Counted, SessionService};
+pub use service::{Counted, SessionService, SessionView};
 pub use settings::{SessionSettings, StoreKind};
 pub use store::{MemorySessionStore, RedisSessionStore, SessionStore, StoreError};

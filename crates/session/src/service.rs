@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde::de::{DeserializeOwned, Error as _};
 
 use crate::codec::{self, CodecError};
-use crate::{SessionError, SessionId, SessionSettings, SessionStore, StoreError};
+use crate::{SessionError, SessionFields, SessionId, SessionSettings, SessionStore, StoreError};
 
 /// How often a fresh id may collide before we give up. Each collision has a
 /// chance of about 2^-122; a second one means a broken random source.
@@ -44,6 +44,15 @@ pub struct Counted {
     pub value: i64,
     /// True if a fresh session was created for this request.
     pub is_new: bool,
+}
+
+/// A read-only look at one session: see [`SessionService::inspect`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionView {
+    /// Every stored field.
+    pub fields: SessionFields,
+    /// Time left before the session expires, if it expires.
+    pub expires_in: Option<Duration>,
 }
 
 impl SessionService {
@@ -173,6 +182,18 @@ impl SessionService {
             value: by,
             is_new: true,
         })
+    }
+
+    /// The fields of the session `sid` and the time before it expires, in one
+    /// round trip, without refreshing anything. `None` if there is no such
+    /// live session.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] if the store fails.
+    pub async fn inspect(&self, sid: &SessionId) -> Result<Option<SessionView>, SessionError> {
+        let found = self.store.load_with_ttl(sid).await?;
+        Ok(found.map(|(fields, expires_in)| SessionView { fields, expires_in }))
     }
 
     /// Deletes the session named by `sid`. Returns whether it existed.

@@ -98,6 +98,21 @@ impl SessionStore for MemorySessionStore {
         Ok(self.with_state(|state| state.live(id, now).map(|entry| entry.fields.clone())))
     }
 
+    async fn load_with_ttl(
+        &self,
+        id: &SessionId,
+    ) -> Result<Option<(SessionFields, Option<Duration>)>, StoreError> {
+        let now = Instant::now();
+        Ok(self.with_state(|state| {
+            state.live(id, now).map(|entry| {
+                (
+                    entry.fields.clone(),
+                    Some(entry.expires_at.saturating_duration_since(now)),
+                )
+            })
+        }))
+    }
+
     async fn create(
         &self,
         id: &SessionId,

@@ -52,6 +52,13 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     /// The fields of a live session, or `None` if it does not exist or expired.
     async fn load(&self, id: &SessionId) -> Result<Option<SessionFields>, StoreError>;
 
+    /// Like [`SessionStore::load`], with the time left before the session
+    /// expires (`None` inside if it has no expiry). One round trip.
+    async fn load_with_ttl(
+        &self,
+        id: &SessionId,
+    ) -> Result<Option<(SessionFields, Option<Duration>)>, StoreError>;
+
     /// Creates a session holding `fields`, only if `id` is not taken. Returns
     /// false, writing nothing, if it is. `fields` must not be empty.
     async fn create(

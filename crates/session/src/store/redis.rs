@@ -62,6 +62,14 @@ impl SessionStore for RedisSessionStore {
         Ok((!fields.is_empty()).then_some(fields))
     }
 
+    async fn load_with_ttl(
+        &self,
+        id: &SessionId,
+    ) -> Result<Option<(SessionFields, Option<Duration>)>, StoreError> {
+        let found = self.redis.hash_get_all_with_ttl(&self.key(id)).await?;
+        Ok(found.map(|(fields, ttl_ms)| (fields, ttl_ms.map(Duration::from_millis))))
+    }
+
     async fn create(
         &self,
         id: &SessionId,

@@ -135,6 +135,33 @@ macro_rules! store_behaviour_suite {
             }
 
             #[tokio::test]
+            async fn load_with_ttl_gives_the_fields_and_the_time_left() {
+                let harness = make_store().await;
+                let id =
+                    created(&*harness.store, &[("count", "3")], Duration::from_secs(100)).await;
+                let (fields, ttl) = harness
+                    .store
+                    .load_with_ttl(&id)
+                    .await
+                    .expect("load")
+                    .expect("exists");
+                assert_eq!(fields["count"], "3");
+                let ttl = ttl.expect("sessions always expire");
+                assert!(
+                    ttl > Duration::from_secs(90) && ttl <= Duration::from_secs(100),
+                    "{ttl:?}"
+                );
+                assert!(
+                    harness
+                        .store
+                        .load_with_ttl(&SessionId::generate())
+                        .await
+                        .expect("load")
+                        .is_none()
+                );
+            }
+
+            #[tokio::test]
             async fn an_unknown_id_loads_as_none() {
                 let harness = make_store().await;
                 assert_eq!(
