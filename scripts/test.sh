@@ -2,9 +2,11 @@
 # The project's test command, and what CI runs (.ci/run calls it).
 #
 # Gates: rustfmt, clippy (warnings are errors), rustdoc (warnings are errors),
-# then every test. Tests that need Redis start their own redis-server on free
-# ports (crates/testkit) and stop them by PID; this script only makes sure
-# redis-server is installed, installing the Debian package when run as root.
+# every test, the static docker/ checks, and the native two-node demo with its
+# browser test. Tests that need Redis start their own redis-server on free
+# ports (crates/testkit) and stop them by PID; the demo stops what it started
+# by PID too. Missing Debian packages (redis-server, nginx, chromium,
+# chromium-driver, docker-compose) are installed when run as root.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(workspace_root)"
@@ -27,3 +29,11 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
 echo "==> cargo test --workspace"
 cargo test --workspace
+
+# The docker/ files, checked statically (no Docker engine here), and the same
+# two-node topology run natively: nginx round-robin, failover, a real browser.
+echo "==> scripts/check-docker.sh"
+bash scripts/check-docker.sh
+
+echo "==> scripts/demo.sh --check --browser"
+bash scripts/demo.sh --check --browser
