@@ -129,24 +129,22 @@ pub(crate) fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_owned();
     };
-    let authority_end = url[scheme_end..]
-        .find('/')
+    // Look for the userinfo's '@' up to the query, not up to the first '/':
+    // an unescaped password may contain '/' (and '@': take the last one).
+    let userinfo_search_end = url[scheme_end..]
+        .find(['?', '#'])
         .map_or(url.len(), |i| scheme_end + i);
-    // The last '@' ends the userinfo: a password may itself contain '@'.
-    let Some(at) = url[scheme_end..authority_end]
+    let Some(at) = url[scheme_end..userinfo_search_end]
         .rfind('@')
         .map(|i| scheme_end + i)
     else {
         return url.to_owned();
     };
-    let userinfo = &url[scheme_end..at];
-    let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-    let password_given = userinfo.contains(':') || !userinfo.is_empty();
-    if !password_given {
-        return url.to_owned();
-    }
-    // `redis://secret@host` puts the password where the user goes: hide it too.
-    let shown_user = if userinfo.contains(':') { user } else { "" };
+    // `user:password@` keeps the user; a bare `secret@` may well be a
+    // password put where the user goes, so it is hidden whole.
+    let shown_user = url[scheme_end..at]
+        .split_once(':')
+        .map_or("", |(user, _)| user);
     format!("{}{}:***{}", &url[..scheme_end], shown_user, &url[at..])
 }
 
@@ -183,6 +181,11 @@ mod tests {
     #[test]
     fn a_password_containing_at_signs_is_hidden_whole() {
         assert_eq!(redact_url("redis://u:p@ss@w0rd@h:1"), "redis://u:***@h:1");
+    }
+
+    #[test]
+    fn a_password_containing_slashes_is_hidden_whole() {
+        assert_eq!(redact_url("redis://:pa/ss@h:1/0"), "redis://:***@h:1/0");
     }
 
     #[test]
