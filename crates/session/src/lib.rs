@@ -93,6 +93,7 @@
 //! - `settings.rs`: [`SessionSettings`].
 //! - `store/mod.rs`: the [`SessionStore`] trait; `store/redis.rs` and
 //!   `store/memory.rs`: the two stores.
+//! - `slot.rs`: Redis Cluster hash slots, and ids drawn to share one.
 //! - `service.rs`: [`SessionService`].
 //! - `error.rs`: [`SessionError`].
 #![forbid(unsafe_code)]
@@ -104,6 +105,7 @@ mod error;
 mod id;
 mod service;
 mod settings;
+pub mod slot;
 mod store;
 
 pub use codec::SessionFields;
