@@ -10,27 +10,11 @@ async fn healthz_answers_while_the_process_is_up_even_without_redis() {
     let mut redis = RedisServer::start();
     let app = spawn_app(&redis).await;
     let client = browser();
-    assert_eq!(
-        client
-            .get(app.url("/healthz"))
-            .send()
-            .await
-            .expect("GET")
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(app.status_of(&client, "/healthz").await, StatusCode::OK);
 
     redis.stop();
 
-    assert_eq!(
-        client
-            .get(app.url("/healthz"))
-            .send()
-            .await
-            .expect("GET")
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(app.status_of(&client, "/healthz").await, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -59,15 +43,7 @@ async fn the_memory_store_needs_no_redis_and_is_always_ready() {
     .await;
     let client = browser();
 
-    assert_eq!(
-        client
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .expect("GET")
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(app.status_of(&client, "/readyz").await, StatusCode::OK);
     assert_eq!(app.count(&client).await.count, Some(1));
     assert_eq!(app.count(&client).await.count, Some(2));
 }

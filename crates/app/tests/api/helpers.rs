@@ -75,6 +75,16 @@ impl TestApp {
         format!("{}{path}", self.address)
     }
 
+    /// The status of `GET path` with `client`.
+    pub(crate) async fn status_of(&self, client: &reqwest::Client, path: &str) -> StatusCode {
+        client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("GET")
+            .status()
+    }
+
     /// `GET /count` with `client`'s own cookies.
     pub(crate) async fn count(&self, client: &reqwest::Client) -> CountReply {
         let response = client
