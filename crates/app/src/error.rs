@@ -13,9 +13,15 @@ const RETRY_AFTER_SECS: &str = "1";
 /// What a handler can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// The request is malformed: 400, with the reason.
+    #[error("{0}")]
+    BadRequest(String),
     /// The session store could not be reached in time: 503 + `Retry-After`.
     #[error("the session store is unavailable")]
     StoreUnavailable(#[source] SessionError),
+    /// The request would take the session past its limits: 413.
+    #[error("the session is too large: {0}")]
+    SessionTooLarge(#[source] SessionError),
     /// Anything else: 500, with nothing internal in the body.
     #[error("internal error")]
     Internal(#[source] SessionError),
@@ -25,6 +31,8 @@ impl From<SessionError> for ApiError {
     fn from(error: SessionError) -> Self {
         if error.is_unavailable() {
             Self::StoreUnavailable(error)
+        } else if error.is_limit_exceeded() {
+            Self::SessionTooLarge(error)
         } else {
             Self::Internal(error)
         }
@@ -34,7 +42,9 @@ impl From<SessionError> for ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::SessionTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -42,6 +52,9 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         // The log gets the whole cause chain; the client a short sentence.
         match self {
+            Self::BadRequest(_) | Self::SessionTooLarge(_) => {
+                log::info!("{}", cause_chain(self));
+            }
             Self::StoreUnavailable(_) => log::warn!("{}", cause_chain(self)),
             Self::Internal(_) => log::error!("{}", cause_chain(self)),
         }

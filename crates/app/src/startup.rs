@@ -8,7 +8,10 @@ use actix_web::dev::Server;
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{App, HttpServer, web};
 use redis_client::{RedisClientError, RedisService};
-use session::{MemorySessionStore, RedisSessionStore, SessionService, SessionStore, StoreKind};
+use session::{
+    MemorySessionStore, RedisSessionStore, SessionMiddleware, SessionService, SessionStore,
+    StoreKind,
+};
 
 use crate::routes;
 use crate::settings::{Settings, SettingsError};
@@ -67,6 +70,23 @@ impl Application {
     ///
     /// [`StartupError`], one line each.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        Self::build_with_routes(settings, |_| {}).await
+    }
+
+    /// [`Application::build`], with more routes beside ours, behind the same
+    /// middleware: how an app embeds this one, and how tests add a route
+    /// that holds a request in flight.
+    ///
+    /// # Errors
+    ///
+    /// As [`Application::build`].
+    pub async fn build_with_routes<F>(
+        settings: Settings,
+        extra_routes: F,
+    ) -> Result<Self, StartupError>
+    where
+        F: Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
+    {
         settings.validate()?;
         let address = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&address).map_err(|source| StartupError::Bind {
@@ -79,6 +99,10 @@ impl Application {
             .port();
 
         let store = build_store(&settings).await?;
+        let session_layer = SessionMiddleware::new(SessionService::new(
+            Arc::clone(&store),
+            settings.session.clone(),
+        ));
         let sessions = web::Data::new(SessionService::new(store, settings.session.clone()));
         let node_name = settings.server.node_name.clone();
         let node = web::Data::new(NodeName(node_name.clone()));
@@ -89,10 +113,13 @@ impl Application {
 
         let mut server = HttpServer::new(move || {
             App::new()
+                // Lazy: a route that never extracts `Session` costs no Redis call.
+                .wrap(session_layer.clone())
                 .wrap(DefaultHeaders::new().add(("X-Served-By", node_name.as_str())))
                 .app_data(sessions.clone())
                 .app_data(node.clone())
                 .configure(routes::configure)
+                .configure(extra_routes.clone())
         })
         .listen(listener)
         .map_err(StartupError::Serve)?;
@@ -146,10 +173,17 @@ async fn build_store(settings: &Settings) -> Result<Arc<dyn SessionStore>, Start
                 }
             })?;
             log::info!("sessions in Redis at {}", redis.redacted_url());
-            Ok(Arc::new(RedisSessionStore::new(
-                redis,
-                settings.session.key_prefix.clone(),
-            )))
+            let url = redis.redacted_url().to_owned();
+            let store = RedisSessionStore::new(redis, settings.session.key_prefix.clone());
+            // Load the script now, so that the first request costs one round trip.
+            store
+                .prepare()
+                .await
+                .map_err(|error| StartupError::RedisUnreachable {
+                    url,
+                    reason: crate::error::cause_chain(&error),
+                })?;
+            Ok(Arc::new(store))
         }
     }
 }

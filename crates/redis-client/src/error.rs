@@ -62,6 +62,17 @@ impl RedisClientError {
     }
 }
 
+/// `WRONGTYPE`, which redis-rs has no kind for, from a command or from the
+/// first failing command of a pipeline.
+fn is_wrong_type(error: &RedisError) -> bool {
+    error.code() == Some("WRONGTYPE")
+        || error.clone().into_server_errors().is_some_and(|errors| {
+            errors
+                .iter()
+                .any(|(_, server)| server.code() == "WRONGTYPE")
+        })
+}
+
 impl From<RedisError> for RedisClientError {
     fn from(error: RedisError) -> Self {
         match error.kind() {
@@ -73,7 +84,7 @@ impl From<RedisError> for RedisClientError {
             ErrorKind::Server(ServerErrorKind::ResponseError | ServerErrorKind::ExecAbort) => {
                 Self::Rejected(error)
             }
-            ErrorKind::Extension if error.code() == Some("WRONGTYPE") => Self::Rejected(error),
+            ErrorKind::Extension if is_wrong_type(&error) => Self::Rejected(error),
             // Everything else is about reaching a working server: I/O, refused
             // connections, timeouts, LOADING, READONLY after a failover,
             // CLUSTERDOWN, TRYAGAIN, authentication.

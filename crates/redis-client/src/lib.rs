@@ -12,20 +12,25 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use redis_client::{RedisService, RedisSettings, WriteCondition};
+//! use redis_client::{RedisService, RedisSettings};
+//! use redis_client::redis::Script;
 //!
 //! # async fn demo() -> Result<(), redis_client::RedisClientError> {
 //! let settings = RedisSettings { url: "redis://127.0.0.1:6379".into(), ..Default::default() };
 //! let redis = RedisService::new(&settings)?;          // no I/O yet
-//! redis.wait_until_ready(Duration::from_secs(5)).await?; // PING, then load the scripts
+//! redis.wait_until_ready(Duration::from_secs(5)).await?; // PING until it answers
 //!
-//! // Create a hash with a TTL, but only if nobody owns that key.
-//! let created = redis
-//!     .hash_write("sid_example", &[("count", "1")], 1800, WriteCondition::CreateIfAbsent)
-//!     .await?;
-//! assert!(created);
-//! // Atomically add 1 and slide the TTL, only while the hash exists.
-//! assert_eq!(redis.hash_incr_if_exists("sid_example", "count", 1, 1800).await?, Some(2));
+//! // A check and a write in one atomic round trip: a Lua script by EVALSHA.
+//! let add_if_exists = Script::new(
+//!     "if redis.call('EXISTS', KEYS[1]) == 0 then return false end \
+//!      return redis.call('HINCRBY', KEYS[1], ARGV[1], 1)",
+//! );
+//! redis.load_script(&add_if_exists).await?;
+//! let added: Option<i64> = redis.run_script(add_if_exists.key("sid_example").arg("count")).await?;
+//! assert_eq!(added, None); // no such hash: nothing was created
+//!
+//! let fields = redis.hash_get_all("sid_example").await?;
+//! assert!(fields.is_empty());
 //! # Ok(()) }
 //! ```
 //!
@@ -35,15 +40,15 @@
 //! |---|---|---|
 //! | [`RedisService::hash_get_all`] | `HGETALL` | 1 |
 //! | [`RedisService::hash_get_all_with_ttl`] | `HGETALL` + `PTTL`, pipelined | 1 |
-//! | [`RedisService::hash_write`] | `EVALSHA` `hash_write.lua` (`EXISTS`, `HSET`, `EXPIRE`) | 1 |
-//! | [`RedisService::hash_incr_if_exists`] | `EVALSHA` `hash_incr_if_exists.lua` (`EXISTS`, `HINCRBY`, `EXPIRE`) | 1 |
+//! | [`RedisService::run_script`] | `EVALSHA` | 1 |
 //! | [`RedisService::expire`] | `EXPIRE` | 1 |
 //! | [`RedisService::delete`] | `UNLINK` | 1 |
 //! | [`RedisService::ttl`] | `TTL` | 1 |
 //!
-//! Scripts are loaded at start-up by [`RedisService::wait_until_ready`]. If
-//! Redis restarts and forgets them, the next call gets `NOSCRIPT`, loads the
-//! script and retries once: three round trips, once per script per restart.
+//! Callers load their scripts at start-up with [`RedisService::load_script`].
+//! If Redis restarts and forgets them, the next call gets `NOSCRIPT`, sends
+//! the script with `EVAL` and carries on: two round trips, once per script
+//! per restart.
 //!
 //! Checking a connection out of the pool costs nothing: see `pool.rs` for
 //! why we do not use deadpool-redis's manager, which PINGs on every checkout.
@@ -65,19 +70,17 @@
 //! - `settings.rs`: [`RedisSettings`], with a password-safe `Debug`.
 //! - `error.rs`: [`RedisClientError`], unavailable vs rejected vs bad reply.
 //! - `pool.rs`: the deadpool manager.
-//! - `scripts.rs` and `scripts/*.lua`: the Lua scripts.
 //! - `service.rs`: [`RedisService`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod error;
 mod pool;
-mod scripts;
 mod service;
 mod settings;
 
 pub use error::RedisClientError;
-pub use service::{PoolStatus, RedisService, WriteCondition};
+pub use service::{PoolStatus, RedisService};
 pub use settings::RedisSettings;
 
 /// The `redis` crate, re-exported so that no other crate depends on a second

@@ -7,19 +7,10 @@ use deadpool::managed::{Object, PoolError};
 use deadpool_redis::redis::{self, Cmd, FromRedisValue, RedisError, Script, ScriptInvocation};
 
 use crate::pool::{ConnectionManager, Pool, build_pool};
-use crate::{RedisClientError, RedisSettings, scripts};
+use crate::{RedisClientError, RedisSettings};
 
 /// Connections and their states, for health checks and metrics.
 pub use deadpool::Status as PoolStatus;
-
-/// Whether [`RedisService::hash_write`] may create the hash or only update it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WriteCondition {
-    /// Write only if the key does not exist yet (`NX`-like).
-    CreateIfAbsent,
-    /// Write only if the key exists (`XX`-like): never re-create a deleted key.
-    UpdateIfPresent,
-}
 
 /// A pooled Redis client offering hash operations that each cost ONE round
 /// trip: a single command, or a Lua script run with EVALSHA.
@@ -80,8 +71,7 @@ impl RedisService {
         &self.redacted_url
     }
 
-    /// Retries PING until Redis answers or `max_wait` has passed, then loads
-    /// every script so that the first requests cost one round trip too.
+    /// Retries PING until Redis answers or `max_wait` has passed.
     ///
     /// # Errors
     ///
@@ -99,9 +89,6 @@ impl RedisService {
                 }
                 Err(error) => return Err(error),
             }
-        }
-        for script in scripts::all() {
-            let _sha: String = self.execute(Request::Load(script)).await?;
         }
         Ok(())
     }
@@ -150,58 +137,34 @@ impl RedisService {
         Ok((!fields.is_empty()).then(|| (fields, u64::try_from(ttl_ms).ok())))
     }
 
-    /// Sets `fields` and the key's TTL together, atomically, if `condition`
-    /// holds. Returns whether it wrote.
+    /// Runs a Lua script with `EVALSHA` (one round trip). If the server does
+    /// not know the script (restarted, flushed, or a new node after a
+    /// failover), redis-rs sends it with `EVAL` once and carries on.
     ///
-    /// `fields` must not be empty: Redis has no empty hashes.
+    /// Callers build the call with [`Script::key`] and `arg`; every key must
+    /// hash to one slot for the script to run on Redis Cluster.
     ///
     /// # Errors
     ///
-    /// [`RedisClientError::InvalidSettings`] for an empty `fields`, else as
-    /// [`RedisService::hash_get_all`].
-    pub async fn hash_write(
+    /// [`RedisClientError::Rejected`] if the script raised an error,
+    /// [`RedisClientError::BadReply`] if its reply is not a `T`, else
+    /// [`RedisClientError::Unavailable`].
+    pub async fn run_script<T: FromRedisValue>(
         &self,
-        key: &str,
-        fields: &[(&str, &str)],
-        ttl_secs: u64,
-        condition: WriteCondition,
-    ) -> Result<bool, RedisClientError> {
-        if fields.is_empty() {
-            return Err(RedisClientError::InvalidSettings(
-                "a hash write needs at least one field".to_owned(),
-            ));
-        }
-        let mut call = scripts::HASH_WRITE.key(key);
-        call.arg(match condition {
-            WriteCondition::CreateIfAbsent => "create",
-            WriteCondition::UpdateIfPresent => "update",
-        })
-        .arg(ttl_secs);
-        for (field, value) in fields {
-            call.arg(*field).arg(*value);
-        }
-        let written: i64 = self.invoke(&call).await?;
-        Ok(written == 1)
+        call: &ScriptInvocation<'_>,
+    ) -> Result<T, RedisClientError> {
+        self.execute(Request::Script(call)).await
     }
 
-    /// Adds `by` to the integer `field` and refreshes the TTL, if the hash
-    /// exists. Returns the new value, or `None` if the hash does not exist
-    /// (in which case nothing is written).
+    /// Loads `script` into Redis's script cache (`SCRIPT LOAD`), so that the
+    /// first [`RedisService::run_script`] after start-up costs one round trip.
     ///
     /// # Errors
     ///
-    /// [`RedisClientError::Rejected`] if the field holds something other than
-    /// a 64-bit integer, or the sum would overflow; nothing is written then.
-    pub async fn hash_incr_if_exists(
-        &self,
-        key: &str,
-        field: &str,
-        by: i64,
-        ttl_secs: u64,
-    ) -> Result<Option<i64>, RedisClientError> {
-        let mut call = scripts::HASH_INCR_IF_EXISTS.key(key);
-        call.arg(field).arg(by).arg(ttl_secs);
-        self.invoke(&call).await
+    /// As [`RedisService::run_script`].
+    pub async fn load_script(&self, script: &Script) -> Result<(), RedisClientError> {
+        let _sha: String = self.execute(Request::Load(script)).await?;
+        Ok(())
     }
 
     /// Sets the key's TTL (`EXPIRE`). Returns false if the key does not exist.
@@ -243,13 +206,6 @@ impl RedisService {
 
     async fn query<T: FromRedisValue>(&self, command: &Cmd) -> Result<T, RedisClientError> {
         self.execute(Request::Command(command)).await
-    }
-
-    async fn invoke<T: FromRedisValue>(
-        &self,
-        call: &ScriptInvocation<'_>,
-    ) -> Result<T, RedisClientError> {
-        self.execute(Request::Script(call)).await
     }
 
     /// Checks out a connection, sends one request, and keeps the pool healthy.

@@ -3,7 +3,7 @@
 use actix_web::cookie::{Cookie, SameSite, time};
 use actix_web::http::header::{self, HeaderMap};
 
-use crate::{SessionId, SessionSettings};
+use crate::{CookieMode, SessionId, SessionSettings};
 
 /// The session id a request names, if it names exactly one well-formed id.
 ///
@@ -56,16 +56,20 @@ pub fn session_id_from_headers(headers: &HeaderMap, cookie_name: &str) -> Option
 }
 
 /// The cookie that hands `id` to the browser: `Path=/`, `HttpOnly`,
-/// `SameSite=Lax`, `Max-Age` = the idle timeout, and `Secure` if configured.
+/// `SameSite=Lax`, `Secure` if configured, and in
+/// [`CookieMode::Persistent`] a `Max-Age` of the idle timeout.
 pub fn session_cookie(id: &SessionId, settings: &SessionSettings) -> Cookie<'static> {
-    let max_age = i64::try_from(settings.ttl_secs).unwrap_or(i64::MAX);
-    Cookie::build(settings.cookie_name.clone(), id.as_str().to_owned())
+    let mut cookie = Cookie::build(settings.cookie_name.clone(), id.as_str().to_owned())
         .path("/")
         .http_only(true)
         .same_site(SameSite::Lax)
         .secure(settings.cookie_secure)
-        .max_age(time::Duration::seconds(max_age))
-        .finish()
+        .finish();
+    if settings.cookie_mode == CookieMode::Persistent {
+        let max_age = i64::try_from(settings.idle_timeout_secs).unwrap_or(i64::MAX);
+        cookie.set_max_age(time::Duration::seconds(max_age));
+    }
+    cookie
 }
 
 /// The cookie that makes the browser forget the session: same name, path
@@ -197,5 +201,18 @@ mod tests {
             assert!(text.contains(part), "{part} missing from {text}");
         }
         assert!(text.starts_with(&format!("sid={}", id.as_str())), "{text}");
+    }
+
+    #[test]
+    fn a_browser_session_cookie_has_no_max_age() {
+        let id = SessionId::generate();
+        let settings = SessionSettings {
+            cookie_mode: CookieMode::BrowserSession,
+            ..Default::default()
+        };
+        let text = session_cookie(&id, &settings).to_string();
+        assert!(!text.contains("Max-Age"), "{text}");
+        assert!(!text.contains("Expires"), "{text}");
+        assert!(text.contains("HttpOnly"), "{text}");
     }
 }

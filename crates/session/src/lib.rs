@@ -103,14 +103,22 @@ pub mod codec;
 pub mod cookie;
 mod error;
 mod id;
+mod middleware;
 mod service;
+mod session;
 mod settings;
 pub mod slot;
-mod store;
+pub mod store;
 
 pub use codec::SessionFields;
 pub use error::SessionError;
+pub(crate) use error::error_chain;
 pub use id::SessionId;
+pub use middleware::{SessionMiddleware, SessionMiddlewareService};
 pub use service::{Counted, SessionService, SessionView};
-pub use settings::{SessionSettings, StoreKind};
-pub use store::{MemorySessionStore, RedisSessionStore, SessionStore, StoreError};
+pub use session::{Session, SessionTimes};
+pub use settings::{CookieMode, SessionSettings, StoreKind};
+pub use store::{
+    Changes, LoadedSession, MemorySessionStore, RedisSessionStore, SessionStore, StoreError,
+    WritePolicy,
+};

@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde::de::{DeserializeOwned, Error as _};
 
 use crate::codec::{self, CodecError};
+use crate::store::{Changes, WritePolicy};
 use crate::{SessionError, SessionFields, SessionId, SessionSettings, SessionStore, StoreError};
 
 /// How often a fresh id may collide before we give up. Each collision has a
@@ -49,7 +50,7 @@ pub struct Counted {
 /// A read-only look at one session: see [`SessionService::inspect`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionView {
-    /// Every stored field.
+    /// Every user field (metadata left out).
     pub fields: SessionFields,
     /// Time left before the session expires, if it expires.
     pub expires_in: Option<Duration>,
@@ -93,16 +94,16 @@ impl SessionService {
         let Some(id) = SessionId::parse(sid) else {
             return Ok(None);
         };
-        let Some(fields) = self.store.load(&id).await? else {
+        let Some(loaded) = self.store.load(&id).await? else {
             return Ok(None);
         };
-        codec::decode_fields(&fields)
+        codec::decode_fields(&loaded.fields)
             .map(Some)
             .map_err(SessionError::Decode)
     }
 
-    /// Writes `value`'s fields into the session named by `sid`, restarting
-    /// its TTL, and returns the session's id.
+    /// Writes `value`'s fields into the session named by `sid`, sliding its
+    /// TTL, and returns the session's id.
     ///
     /// If `sid` is `None`, malformed, unknown or expired, a fresh session
     /// with a fresh id is created instead and that id is returned: a client
@@ -125,16 +126,22 @@ impl SessionService {
                 "a session needs at least one non-null field",
             )));
         }
-        let fields: Vec<(&str, &str)> = owned
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
+        let changes = Changes {
+            upserts: owned.into_iter().collect(),
+            ..Changes::default()
+        };
+        // The caller's TTL is this session's idle timeout, as in the NestJS
+        // `setSession(sid, value, ttl)`; the absolute lifetime still applies.
+        let policy = WritePolicy {
+            idle_timeout: ttl,
+            ..self.settings.write_policy()
+        };
         if let Some(id) = sid.and_then(SessionId::parse)
-            && self.store.update(&id, &fields, ttl).await?
+            && self.store.update(&id, &changes, &policy).await?
         {
             return Ok(id);
         }
-        self.create_fresh(&fields, ttl).await
+        self.create_fresh(&changes, &policy).await
     }
 
     /// Adds `by` to the integer `field` of the session named by `sid`,
@@ -156,9 +163,9 @@ impl SessionService {
         field: &str,
         by: i64,
     ) -> Result<Counted, SessionError> {
-        let ttl = self.settings.ttl();
+        let policy = self.settings.write_policy();
         if let Some(id) = sid {
-            match self.store.increment(id, field, by, ttl).await {
+            match self.store.increment(id, field, by, &policy).await {
                 Ok(Some(value)) => {
                     return Ok(Counted {
                         id: id.clone(),
@@ -175,8 +182,11 @@ impl SessionService {
                 Err(error) => return Err(error.into()),
             }
         }
-        let value = by.to_string();
-        let id = self.create_fresh(&[(field, value.as_str())], ttl).await?;
+        let changes = Changes {
+            upserts: vec![(field.to_owned(), by.to_string())],
+            ..Changes::default()
+        };
+        let id = self.create_fresh(&changes, &policy).await?;
         Ok(Counted {
             id,
             value: by,
@@ -192,8 +202,11 @@ impl SessionService {
     ///
     /// [`SessionError::Store`] if the store fails.
     pub async fn inspect(&self, sid: &SessionId) -> Result<Option<SessionView>, SessionError> {
-        let found = self.store.load_with_ttl(sid).await?;
-        Ok(found.map(|(fields, expires_in)| SessionView { fields, expires_in }))
+        let found = self.store.load(sid).await?;
+        Ok(found.map(|loaded| SessionView {
+            fields: loaded.fields,
+            expires_in: loaded.ttl,
+        }))
     }
 
     /// Deletes the session named by `sid`. Returns whether it existed.
@@ -210,12 +223,12 @@ impl SessionService {
 
     async fn create_fresh(
         &self,
-        fields: &[(&str, &str)],
-        ttl: Duration,
+        changes: &Changes,
+        policy: &WritePolicy,
     ) -> Result<SessionId, SessionError> {
         for _ in 0..FRESH_ID_ATTEMPTS {
             let id = SessionId::generate();
-            if self.store.create(&id, fields, ttl).await? {
+            if self.store.create(&id, changes, policy).await? {
                 log::debug!("created session {id}");
                 return Ok(id);
             }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use redis_client::{RedisService, RedisSettings};
 use session::{RedisSessionStore, SessionId, SessionStore, StoreError};
-use store_suite::{Harness, LONG, created};
+use store_suite::{Harness, LONG, created, policy};
 use testkit::{RedisServer, redis};
 
 /// A store on its own server, with a random key prefix, as the suite wants.
@@ -37,11 +37,32 @@ async fn redis_store(server: &RedisServer, prefix: &str) -> RedisSessionStore {
 
 store_behaviour_suite!(make_store);
 
+/// Exactly what the NestJS `hashSet` does: `HSET` per field, then `EXPIRE`
+/// 30 minutes, with no metadata.
+fn nest_write(redis: &mut redis::Connection, key: &str, field: &str, value: i64) {
+    let () = redis::cmd("HSET")
+        .arg(key)
+        .arg(field)
+        .arg(value)
+        .query(redis)
+        .expect("HSET");
+    let () = redis::cmd("EXPIRE")
+        .arg(key)
+        .arg(1800)
+        .query(redis)
+        .expect("EXPIRE");
+}
+
 #[tokio::test]
 async fn sessions_use_the_nest_layout_a_sid_prefixed_hash_with_a_ttl() {
     let server = RedisServer::start();
     let store = redis_store(&server, "sid_").await;
-    let id = created(&store, &[("count", "1")], Duration::from_secs(1800)).await;
+    let id = created(
+        &store,
+        &[("count", "1")],
+        &policy(Duration::from_secs(1800), None),
+    )
+    .await;
 
     let mut redis = server.connection();
     let key = format!("sid_{}", id.as_str());
@@ -49,13 +70,18 @@ async fn sessions_use_the_nest_layout_a_sid_prefixed_hash_with_a_ttl() {
         .arg(&key)
         .query(&mut redis)
         .expect("TYPE");
-    let fields: Vec<(String, String)> = redis::cmd("HGETALL")
+    let fields: std::collections::BTreeMap<String, String> = redis::cmd("HGETALL")
         .arg(&key)
         .query(&mut redis)
         .expect("HGETALL");
     let ttl: i64 = redis::cmd("TTL").arg(&key).query(&mut redis).expect("TTL");
     assert_eq!(kind, "hash");
-    assert_eq!(fields, vec![("count".to_owned(), "1".to_owned())]);
+    // The user's field as the NestJS design stores it, plus our two
+    // metadata fields (creation and last write, ms since the epoch).
+    let names: Vec<&str> = fields.keys().map(String::as_str).collect();
+    assert_eq!(names, ["__created", "__seen", "count"]);
+    assert_eq!(fields["count"], "1");
+    assert!(fields["__created"].parse::<u64>().expect("ms") > 1_700_000_000_000);
     assert!((1790..=1800).contains(&ttl), "ttl {ttl}");
 }
 
@@ -64,27 +90,16 @@ async fn a_session_written_by_the_nest_service_is_read_and_counted() {
     let server = RedisServer::start();
     let store = redis_store(&server, "sid_").await;
     let id = SessionId::generate();
-    // Exactly what the NestJS hashSet does: HSET per field, then EXPIRE.
     let mut redis = server.connection();
     let key = format!("sid_{}", id.as_str());
-    let () = redis::cmd("HSET")
-        .arg(&key)
-        .arg("count")
-        .arg(5)
-        .query(&mut redis)
-        .expect("HSET");
-    let () = redis::cmd("EXPIRE")
-        .arg(&key)
-        .arg(1800)
-        .query(&mut redis)
-        .expect("EXPIRE");
+    nest_write(&mut redis, &key, "count", 5);
 
     assert_eq!(
-        store.load(&id).await.expect("load").expect("exists")["count"],
+        store.load(&id).await.expect("load").expect("exists").fields["count"],
         "5"
     );
     assert_eq!(
-        store.increment(&id, "count", 1, LONG).await.expect("incr"),
+        store.increment(&id, "count", 1, &LONG).await.expect("incr"),
         Some(6)
     );
     // ...and the Nest service's hGetAll + parseInt reads our write back.
@@ -94,6 +109,96 @@ async fn a_session_written_by_the_nest_service_is_read_and_counted() {
         .query(&mut redis)
         .expect("HGET");
     assert_eq!(count.parse::<i64>().expect("decimal"), 6);
+}
+
+#[tokio::test]
+async fn a_nest_session_starts_its_absolute_lifetime_at_its_first_rust_write() {
+    let server = RedisServer::start();
+    let store = redis_store(&server, "sid_").await;
+    let id = SessionId::generate();
+    let key = format!("sid_{}", id.as_str());
+    let mut redis = server.connection();
+    // A NestJS node wrote it: no __created, and a 30-minute TTL.
+    nest_write(&mut redis, &key, "count", 1);
+    assert_eq!(
+        store
+            .load(&id)
+            .await
+            .expect("load")
+            .expect("exists")
+            .created,
+        None
+    );
+
+    let capped = policy(Duration::from_secs(1800), Some(Duration::from_secs(60)));
+    assert_eq!(
+        store
+            .increment(&id, "count", 1, &capped)
+            .await
+            .expect("incr"),
+        Some(2)
+    );
+    let loaded = store.load(&id).await.expect("load").expect("exists");
+    assert!(loaded.created.is_some(), "stamped by the first write");
+    assert!(
+        loaded.ttl.expect("ttl") <= Duration::from_secs(60),
+        "{loaded:?}"
+    );
+
+    // A Nest node stretching the TTL again cannot outrun the cap: the next
+    // write checks __created and the TTL is cut back.
+    let () = redis::cmd("EXPIRE")
+        .arg(&key)
+        .arg(1800)
+        .query(&mut redis)
+        .expect("EXPIRE");
+    assert!(
+        store
+            .update(&id, &session::Changes::default(), &capped)
+            .await
+            .expect("touch")
+    );
+    let ttl = store
+        .load(&id)
+        .await
+        .expect("load")
+        .expect("exists")
+        .ttl
+        .expect("ttl");
+    assert!(ttl <= Duration::from_secs(60), "{ttl:?}");
+}
+
+#[tokio::test]
+async fn a_session_past_its_absolute_lifetime_is_deleted_by_the_next_write() {
+    let server = RedisServer::start();
+    let store = redis_store(&server, "sid_").await;
+    let id = created(&store, &[("count", "1")], &LONG).await;
+    let key = format!("sid_{}", id.as_str());
+    // Created two hours ago (as if under a longer cap); the cap is now one.
+    let two_hours_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis()
+        - 2 * 3600 * 1000;
+    let () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("__created")
+        .arg(two_hours_ago.to_string())
+        .query(&mut server.connection())
+        .expect("HSET");
+    let capped = policy(Duration::from_secs(1800), Some(Duration::from_secs(3600)));
+    assert_eq!(
+        store
+            .increment(&id, "count", 1, &capped)
+            .await
+            .expect("incr"),
+        None
+    );
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(&key)
+        .query(&mut server.connection())
+        .expect("EXISTS");
+    assert_eq!(exists, 0, "deleted, not left to its TTL");
 }
 
 #[tokio::test]
@@ -109,12 +214,13 @@ async fn a_key_of_another_type_is_invalid_data_and_is_left_alone() {
         .query(&mut redis)
         .expect("SET");
 
+    let loaded = store.load(&id).await;
+    assert!(
+        matches!(loaded, Err(StoreError::InvalidData(_))),
+        "{loaded:?}"
+    );
     assert!(matches!(
-        store.load(&id).await,
-        Err(StoreError::InvalidData(_))
-    ));
-    assert!(matches!(
-        store.increment(&id, "count", 1, LONG).await,
+        store.increment(&id, "count", 1, &LONG).await,
         Err(StoreError::InvalidData(_))
     ));
     let value: String = redis::cmd("GET").arg(&key).query(&mut redis).expect("GET");
@@ -145,14 +251,14 @@ async fn a_field_that_is_not_utf8_is_invalid_data_not_a_crash() {
 async fn scripts_flushed_from_redis_are_reloaded_transparently() {
     let server = RedisServer::start();
     let store = redis_store(&server, "sid_").await;
-    let id = created(&store, &[("count", "1")], LONG).await;
+    let id = created(&store, &[("count", "1")], &LONG).await;
     let () = redis::cmd("SCRIPT")
         .arg("FLUSH")
         .query(&mut server.connection())
         .expect("SCRIPT FLUSH");
 
     assert_eq!(
-        store.increment(&id, "count", 1, LONG).await.expect("incr"),
+        store.increment(&id, "count", 1, &LONG).await.expect("incr"),
         Some(2)
     );
 }
@@ -161,10 +267,10 @@ async fn scripts_flushed_from_redis_are_reloaded_transparently() {
 async fn a_stopped_server_is_unavailable_and_a_restarted_one_serves_again() {
     let mut server = RedisServer::start();
     let store = redis_store(&server, "sid_").await;
-    let id = created(&store, &[("count", "1")], LONG).await;
+    let id = created(&store, &[("count", "1")], &LONG).await;
 
     server.stop();
-    let outcome = store.increment(&id, "count", 1, LONG).await;
+    let outcome = store.increment(&id, "count", 1, &LONG).await;
     assert!(
         matches!(outcome, Err(StoreError::Unavailable(_))),
         "{outcome:?}"
@@ -177,24 +283,24 @@ async fn a_stopped_server_is_unavailable_and_a_restarted_one_serves_again() {
         .await
         .expect("healthy again without rebuilding the store");
     assert_eq!(
-        store.increment(&id, "count", 1, LONG).await.expect("incr"),
+        store.increment(&id, "count", 1, &LONG).await.expect("incr"),
         None
     );
-    created(&store, &[("count", "1")], LONG).await;
+    created(&store, &[("count", "1")], &LONG).await;
 }
 
 #[tokio::test]
 async fn a_frozen_server_gives_unavailable_and_the_unanswered_increment_is_never_retried() {
     let server = RedisServer::start();
     let store = redis_store(&server, "sid_").await;
-    let id = created(&store, &[("count", "1")], LONG).await;
+    let id = created(&store, &[("count", "1")], &LONG).await;
 
     server.pause();
     // The bound here only catches a hang; the client's own timeouts (2 s by
     // default) are what end the call.
     let outcome = tokio::time::timeout(
         Duration::from_secs(10),
-        store.increment(&id, "count", 1, LONG),
+        store.increment(&id, "count", 1, &LONG),
     )
     .await
     .expect("the call ends by itself");
@@ -208,7 +314,7 @@ async fn a_frozen_server_gives_unavailable_and_the_unanswered_increment_is_never
     // nothing re-sends it, so it counts once (3 below), never twice (4).
     server.resume();
     assert_eq!(
-        store.increment(&id, "count", 1, LONG).await.expect("incr"),
+        store.increment(&id, "count", 1, &LONG).await.expect("incr"),
         Some(3)
     );
 }

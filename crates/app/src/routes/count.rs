@@ -1,15 +1,14 @@
 //! `GET /count`: the NestJS AppController's counter, without its races.
 
+use actix_web::HttpResponse;
 use actix_web::http::header::CACHE_CONTROL;
-use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
-use session::SessionService;
-use session::cookie::{session_cookie, session_id_from_headers};
+use session::Session;
 
 use crate::error::ApiError;
 
 /// The field `/count` increments, as in the Nest design.
-const COUNT_FIELD: &str = "count";
+pub(crate) const COUNT_FIELD: &str = "count";
 
 /// The JSON body: `{"count": n}`.
 #[derive(Serialize)]
@@ -17,27 +16,34 @@ struct CountBody {
     count: i64,
 }
 
-/// Reads the `sid` cookie, increments the session's `count` (1 for a new
-/// session) and answers `{"count": n}` with the cookie set again, so its
-/// `Max-Age` slides with the session's TTL.
+/// Increments the session's `count` (1 for a new session) and answers
+/// `{"count": n}`; the middleware sends the cookie, whose `Max-Age` slides
+/// with the session's TTL.
 ///
-/// An existing session costs ONE Redis round trip (`EVALSHA
-/// hash_incr_if_exists`: `EXISTS` + `HINCRBY` + `EXPIRE`, atomic). A request
-/// with no cookie costs one (`EVALSHA hash_write`, create). A cookie naming
-/// an unknown or expired session costs two and is never adopted: the client
-/// gets a fresh id.
-pub(crate) async fn count(
-    request: HttpRequest,
-    sessions: web::Data<SessionService>,
-) -> Result<HttpResponse, ApiError> {
-    let settings = sessions.settings();
-    let sid = session_id_from_headers(request.headers(), &settings.cookie_name);
-    let counted = sessions.increment(sid.as_ref(), COUNT_FIELD, 1).await?;
+/// [`Session::incr`] is one `EVALSHA` of `session_write.lua` (op `incr`:
+/// alive check, `HINCRBY`, metadata, `PEXPIRE`, atomic), and since it already
+/// slid the TTL the middleware has nothing left to write: ONE Redis round
+/// trip for an existing session, one for a request without a cookie (op
+/// `create`), two for a cookie naming a session that is gone, which is never
+/// adopted: the client gets a fresh id.
+///
+/// A `count` that is not an integer (written by another app) is not ours to
+/// destroy: that session is left alone and the client gets a fresh one.
+pub(crate) async fn count(session: Session) -> Result<HttpResponse, ApiError> {
+    let count = match session.incr(COUNT_FIELD, 1).await {
+        Err(error) if error.is_invalid_data() => {
+            if let Some(id) = session.id() {
+                log::warn!(
+                    "session {id} cannot count {COUNT_FIELD:?} ({error}): starting a fresh one"
+                );
+            }
+            session.start_over();
+            session.incr(COUNT_FIELD, 1).await?
+        }
+        counted => counted?,
+    };
     Ok(HttpResponse::Ok()
         // The response carries a session cookie: no shared cache may keep it.
         .insert_header((CACHE_CONTROL, "no-store"))
-        .cookie(session_cookie(&counted.id, settings))
-        .json(CountBody {
-            count: counted.value,
-        }))
+        .json(CountBody { count }))
 }

@@ -2,7 +2,9 @@
 
 mod count;
 mod health;
+mod login;
 mod logout;
+mod me;
 mod page;
 
 use actix_web::web;
@@ -13,14 +15,30 @@ use actix_web::web;
 /// |---|---|---|
 /// | `GET /` | `routes/page.rs` | the demo page: count, node, TTL, buttons |
 /// | `GET /count` | `routes/count.rs` | increments the session's `count` |
-/// | `POST /logout` | `routes/logout.rs` | deletes the session, expires the cookie |
+/// | `POST /login` | `routes/login.rs` | stores `{"user"}` on a renewed session id |
+/// | `POST /logout` | `routes/logout.rs` | purges the session, expires the cookie |
+/// | `GET /me` | `routes/me.rs` | the user and the session's times |
 /// | `GET /healthz` | `routes/health.rs` | 200 while the process is up |
 /// | `GET /readyz` | `routes/health.rs` | 200 if the session store answers, else 503 |
 pub fn configure(routes: &mut web::ServiceConfig) {
     routes
+        .app_data(json_config())
         .route("/", web::get().to(page::page))
         .route("/count", web::get().to(count::count))
+        .route("/login", web::post().to(login::login))
         .route("/logout", web::post().to(logout::logout))
+        .route("/me", web::get().to(me::me))
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz));
+}
+
+/// Bodies are small JSON objects: 4 KiB is plenty, and a body that is not
+/// JSON, too large or of the wrong shape gets a 400 with a JSON reason.
+fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(4096)
+        .error_handler(|error, _request| {
+            let reason = error.to_string();
+            crate::error::ApiError::BadRequest(reason).into()
+        })
 }

@@ -1,42 +1,43 @@
 //! `GET /`: a page that shows the session and drives `/count` and `/logout`.
 
 use actix_web::http::header::{CACHE_CONTROL, ContentType};
-use actix_web::{HttpRequest, HttpResponse, web};
-use session::SessionService;
-use session::cookie::session_id_from_headers;
+use actix_web::{HttpResponse, web};
+use session::{Session, SessionService};
 
 use crate::error::ApiError;
+use crate::routes::count::COUNT_FIELD;
 use crate::startup::NodeName;
 
 const TEMPLATE: &str = include_str!("page.html");
 
 /// Renders the page with this session's count and remaining TTL (one Redis
 /// round trip: `HGETALL` + `PTTL`, pipelined; none without a cookie). Reads
-/// only: showing the page neither counts nor extends the session.
+/// only: showing the page does not count, and refreshes the TTL only when
+/// the touch threshold has passed.
 pub(crate) async fn page(
-    request: HttpRequest,
+    session: Session,
     sessions: web::Data<SessionService>,
     node: web::Data<NodeName>,
 ) -> Result<HttpResponse, ApiError> {
     let settings = sessions.settings();
-    let view = match session_id_from_headers(request.headers(), &settings.cookie_name) {
-        Some(id) => sessions.inspect(&id).await?,
-        None => None,
-    };
-    let count = view
-        .as_ref()
-        .and_then(|view| view.fields.get("count"))
-        .and_then(|count| count.parse::<i64>().ok())
+    // A count that is not a number (written by another app) shows as 0.
+    let count = session
+        .get::<i64>(COUNT_FIELD)
+        .await
+        .ok()
+        .flatten()
         .unwrap_or(0);
-    let ttl = view
-        .and_then(|view| view.expires_in)
+    let ttl = session
+        .times()
+        .await?
+        .and_then(|times| times.expires_in)
         .map(|left| left.as_secs().to_string())
         .unwrap_or_default();
     let html = TEMPLATE
         .replace("{{count}}", &count.to_string())
         .replace("{{node}}", &escape_html(&node.0))
         .replace("{{ttl}}", &ttl)
-        .replace("{{ttl_total}}", &settings.ttl_secs.to_string());
+        .replace("{{ttl_total}}", &settings.idle_timeout_secs.to_string());
     Ok(HttpResponse::Ok()
         .content_type(ContentType::html())
         .insert_header((CACHE_CONTROL, "no-store"))

@@ -6,7 +6,8 @@ use reqwest::StatusCode;
 use testkit::RedisServer;
 
 use crate::helpers::{
-    all_keys, browser, set_cookie, spawn_app, spawn_app_with, stored_fields, stored_ttl,
+    all_keys, browser, set_cookie, spawn_app, spawn_app_with, stored_fields, stored_hash,
+    stored_ttl,
 };
 
 #[tokio::test]
@@ -33,10 +34,15 @@ async fn the_session_is_a_sid_hash_with_a_count_field_and_a_30_minute_ttl() {
     let reply = app.count(&client).await;
 
     let sid = reply.sid.expect("the cookie is set on every response");
-    assert_eq!(
-        stored_fields(&redis, &sid),
-        vec![("count".to_owned(), "2".to_owned())]
-    );
+    let hash = stored_hash(&redis, &sid);
+    let names: Vec<&str> = hash.iter().map(|(name, _)| name.as_str()).collect();
+    // The Nest layout's `count`, plus the session's creation time (for the
+    // absolute timeout) and last write, in ms since the epoch.
+    assert_eq!(names, ["__created", "__seen", "count"]);
+    assert_eq!(hash[2].1, "2");
+    let created: u64 = hash[0].1.parse().expect("ms");
+    let seen: u64 = hash[1].1.parse().expect("ms");
+    assert!(created > 1_700_000_000_000 && seen >= created, "{hash:?}");
     let ttl = stored_ttl(&redis, &sid);
     assert!((1..=1800).contains(&ttl), "ttl {ttl}");
 }
@@ -130,7 +136,10 @@ async fn a_forged_sid_is_never_adopted() {
 #[tokio::test]
 async fn an_expired_session_starts_over_at_one_with_a_new_id() {
     let redis = RedisServer::start();
-    let app = spawn_app_with(redis.url(), |settings| settings.session.ttl_secs = 1).await;
+    let app = spawn_app_with(redis.url(), |settings| {
+        settings.session.idle_timeout_secs = 1
+    })
+    .await;
     let client = browser();
     app.count(&client).await;
     let before = app.count(&client).await;
@@ -146,7 +155,10 @@ async fn an_expired_session_starts_over_at_one_with_a_new_id() {
 #[tokio::test]
 async fn each_request_slides_the_expiry() {
     let redis = RedisServer::start();
-    let app = spawn_app_with(redis.url(), |settings| settings.session.ttl_secs = 2).await;
+    let app = spawn_app_with(redis.url(), |settings| {
+        settings.session.idle_timeout_secs = 2
+    })
+    .await;
     let client = browser();
 
     // Five requests 1.2 s apart: 4.8 s in all, more than twice the 2 s TTL,

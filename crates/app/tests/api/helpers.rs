@@ -155,8 +155,16 @@ pub(crate) fn set_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// `HGETALL sid_<id>` straight from Redis, sorted.
+/// The user fields of `sid_<id>` straight from Redis (`HGETALL`, metadata
+/// left out), sorted.
 pub(crate) fn stored_fields(redis: &RedisServer, sid: &str) -> Vec<(String, String)> {
+    let mut fields = stored_hash(redis, sid);
+    fields.retain(|(name, _)| !name.starts_with("__"));
+    fields
+}
+
+/// Every field of `sid_<id>`, metadata (`__created`, `__seen`) included, sorted.
+pub(crate) fn stored_hash(redis: &RedisServer, sid: &str) -> Vec<(String, String)> {
     let mut fields: Vec<(String, String)> = testkit::redis::cmd("HGETALL")
         .arg(format!("sid_{sid}"))
         .query(&mut redis.connection())

@@ -86,11 +86,11 @@ fn an_unknown_key_ends_start_up_naming_it() {
 
 #[test]
 fn an_impossible_value_ends_start_up_naming_the_key() {
-    let (code, stderr) = run_app(&[("APP__SESSION__TTL_SECS", "0")]);
+    let (code, stderr) = run_app(&[("APP__SESSION__IDLE_TIMEOUT_SECS", "0")]);
 
     assert_eq!(code, Some(1));
     assert_one_clear_line(&stderr);
-    assert!(stderr.contains("session.ttl_secs"), "{stderr}");
+    assert!(stderr.contains("session.idle_timeout_secs"), "{stderr}");
 }
 
 #[test]

@@ -2,19 +2,23 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
-use super::{SessionStore, StoreError, ttl_secs};
+use super::{
+    CREATED_FIELD, Changes, Limit, LoadedSession, RESERVED_PREFIX, Renewal, SEEN_FIELD,
+    SessionStore, StoreError, WritePolicy, millis,
+};
 use crate::{SessionFields, SessionId};
 
 /// Sessions in a map inside this process.
 ///
-/// Same behaviour as [`super::RedisSessionStore`], checked by the same suite,
-/// but NOT shared between app nodes: behind a load balancer each node would
-/// see its own sessions. Use it for a single node, for development, and for
-/// fast tests.
+/// Same behaviour as [`super::RedisSessionStore`], checked by the same suite
+/// (the same guards, limits, metadata and integer rules as
+/// `session_write.lua`), but NOT shared between app nodes: behind a load
+/// balancer each node would see its own sessions. Use it for a single node,
+/// for development, and for fast tests.
 ///
 /// Expired sessions are invisible at once and their memory is reclaimed by a
 /// sweep every [`MemorySessionStore::SWEEP_EVERY`] writes, so memory stays
@@ -34,6 +38,7 @@ struct State {
 
 #[derive(Debug)]
 struct Entry {
+    /// User fields and metadata, as Redis would hold them.
     fields: SessionFields,
     expires_at: Instant,
 }
@@ -42,6 +47,26 @@ struct Entry {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct InvalidField(&'static str);
+
+/// One moment, read from both clocks: wall time for the metadata (as Redis's
+/// `TIME`), monotonic time for expiry.
+#[derive(Debug, Clone, Copy)]
+struct Now {
+    instant: Instant,
+    ms: u64,
+}
+
+impl Now {
+    fn read() -> Self {
+        let since_epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Self {
+            instant: Instant::now(),
+            ms: u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
 
 impl MemorySessionStore {
     /// How many writes pass between two sweeps of expired sessions.
@@ -52,12 +77,12 @@ impl MemorySessionStore {
         Self::default()
     }
 
-    /// Runs `f` on the live entry for `id`, if any. Never holds the lock
-    /// across an `.await`: there is none inside.
+    /// Runs `f` on the state under the lock. Never holds the lock across an
+    /// `.await`: there is none inside.
     fn with_state<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
         // A panic while holding the lock cannot leave an entry half-written
-        // (every mutation below is a single insert/remove), so a poisoned
-        // lock is safe to keep using.
+        // (every check runs before the first mutation), so a poisoned lock
+        // is safe to keep using.
         let mut state = self
             .state
             .lock()
@@ -67,48 +92,119 @@ impl MemorySessionStore {
 }
 
 impl State {
-    fn live(&mut self, id: &SessionId, now: Instant) -> Option<&mut Entry> {
+    fn live(&mut self, id: &SessionId, now: Now) -> Option<&mut Entry> {
         if self
             .sessions
             .get(id)
-            .is_some_and(|entry| entry.expires_at <= now)
+            .is_some_and(|entry| entry.expires_at <= now.instant)
         {
             self.sessions.remove(id);
         }
         self.sessions.get_mut(id)
     }
 
-    fn count_write(&mut self, now: Instant) {
+    /// The creation time (ms) of the live session `id`, ending it if it
+    /// outlived its absolute lifetime: `live_created` in the Lua script.
+    fn live_created(&mut self, id: &SessionId, now: Now, policy: &WritePolicy) -> Option<u64> {
+        let entry = self.live(id, now)?;
+        let created = entry
+            .fields
+            .get(CREATED_FIELD)
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or(now.ms);
+        if let Some(absolute) = policy.absolute_timeout
+            && created.saturating_add(millis(absolute)) <= now.ms
+        {
+            self.sessions.remove(id);
+            return None;
+        }
+        Some(created)
+    }
+
+    fn count_write(&mut self, now: Now) {
         self.writes_since_sweep += 1;
         if self.writes_since_sweep >= MemorySessionStore::SWEEP_EVERY {
             self.writes_since_sweep = 0;
-            self.sessions.retain(|_, entry| entry.expires_at > now);
+            self.sessions
+                .retain(|_, entry| entry.expires_at > now.instant);
         }
     }
 }
 
-fn expiry(now: Instant, ttl: Duration) -> Instant {
-    now + Duration::from_secs(ttl_secs(ttl))
+/// `check_limits` in the Lua script: whether `fields` (none: a new session)
+/// stays within the limits after `changes`.
+fn check_limits(
+    fields: Option<&SessionFields>,
+    changes: &Changes,
+    policy: &WritePolicy,
+) -> Result<(), StoreError> {
+    if changes.upserts.is_empty() {
+        return Ok(());
+    }
+    let mut after: HashMap<&str, &str> = match fields {
+        Some(fields) if !changes.clear => fields
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect(),
+        _ => HashMap::new(),
+    };
+    for field in &changes.removals {
+        after.remove(field.as_str());
+    }
+    for (field, value) in &changes.upserts {
+        after.insert(field, value);
+    }
+    let user = after
+        .iter()
+        .filter(|(field, _)| !field.starts_with(RESERVED_PREFIX));
+    let (count, bytes) = user.fold((0, 0), |(n, b), (f, v)| (n + 1, b + f.len() + v.len()));
+    if count > policy.max_fields {
+        return Err(StoreError::LimitExceeded(Limit::Fields(policy.max_fields)));
+    }
+    if bytes > policy.max_bytes {
+        return Err(StoreError::LimitExceeded(Limit::Bytes(policy.max_bytes)));
+    }
+    Ok(())
+}
+
+/// `apply` in the Lua script: the change, the metadata, the sliding TTL.
+fn apply(entry: &mut Entry, changes: &Changes, created: u64, now: Now, policy: &WritePolicy) {
+    if changes.clear {
+        entry
+            .fields
+            .retain(|field, _| field.starts_with(RESERVED_PREFIX));
+    }
+    for field in &changes.removals {
+        entry.fields.remove(field);
+    }
+    entry
+        .fields
+        .insert(CREATED_FIELD.to_owned(), created.to_string());
+    entry
+        .fields
+        .insert(SEEN_FIELD.to_owned(), now.ms.to_string());
+    for (field, value) in &changes.upserts {
+        entry.fields.insert(field.clone(), value.clone());
+    }
+    let mut ttl_ms = millis(policy.idle_timeout);
+    if let Some(absolute) = policy.absolute_timeout {
+        ttl_ms = ttl_ms.min(
+            created
+                .saturating_add(millis(absolute))
+                .saturating_sub(now.ms),
+        );
+    }
+    entry.expires_at = now.instant + Duration::from_millis(ttl_ms);
 }
 
 #[async_trait]
 impl SessionStore for MemorySessionStore {
-    async fn load(&self, id: &SessionId) -> Result<Option<SessionFields>, StoreError> {
-        let now = Instant::now();
-        Ok(self.with_state(|state| state.live(id, now).map(|entry| entry.fields.clone())))
-    }
-
-    async fn load_with_ttl(
-        &self,
-        id: &SessionId,
-    ) -> Result<Option<(SessionFields, Option<Duration>)>, StoreError> {
-        let now = Instant::now();
+    async fn load(&self, id: &SessionId) -> Result<Option<LoadedSession>, StoreError> {
+        let now = Now::read();
         Ok(self.with_state(|state| {
             state.live(id, now).map(|entry| {
-                (
-                    entry.fields.clone(),
-                    Some(entry.expires_at.saturating_duration_since(now)),
-                )
+                let ttl = entry.expires_at.saturating_duration_since(now.instant);
+                LoadedSession::from_stored(entry.fields.clone(), Some(ttl))
             })
         }))
     }
@@ -116,49 +212,72 @@ impl SessionStore for MemorySessionStore {
     async fn create(
         &self,
         id: &SessionId,
-        fields: &[(&str, &str)],
-        ttl: Duration,
+        changes: &Changes,
+        policy: &WritePolicy,
     ) -> Result<bool, StoreError> {
-        require_fields(fields)?;
-        let now = Instant::now();
-        Ok(self.with_state(|state| {
+        let now = Now::read();
+        let fresh = Changes {
+            upserts: changes.upserts.clone(),
+            ..Changes::default()
+        };
+        self.with_state(|state| {
             if state.live(id, now).is_some() {
-                return false;
+                return Ok(false);
             }
-            let entry = Entry {
-                fields: fields
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                    .collect(),
-                expires_at: expiry(now, ttl),
+            check_limits(None, &fresh, policy)?;
+            let mut entry = Entry {
+                fields: SessionFields::new(),
+                expires_at: now.instant,
             };
+            apply(&mut entry, &fresh, now.ms, now, policy);
             state.sessions.insert(id.clone(), entry);
             state.count_write(now);
-            true
-        }))
+            Ok(true)
+        })
     }
 
     async fn update(
         &self,
         id: &SessionId,
-        fields: &[(&str, &str)],
-        ttl: Duration,
+        changes: &Changes,
+        policy: &WritePolicy,
     ) -> Result<bool, StoreError> {
-        require_fields(fields)?;
-        let now = Instant::now();
-        Ok(self.with_state(|state| {
-            let Some(entry) = state.live(id, now) else {
-                return false;
+        let now = Now::read();
+        self.with_state(|state| {
+            let Some(created) = state.live_created(id, now, policy) else {
+                return Ok(false);
             };
-            for (field, value) in fields {
-                entry
-                    .fields
-                    .insert((*field).to_owned(), (*value).to_owned());
-            }
-            entry.expires_at = expiry(now, ttl);
+            let entry = state.sessions.get_mut(id).ok_or_else(gone)?;
+            check_limits(Some(&entry.fields), changes, policy)?;
+            apply(entry, changes, created, now, policy);
             state.count_write(now);
-            true
-        }))
+            Ok(true)
+        })
+    }
+
+    async fn renew(
+        &self,
+        old: &SessionId,
+        new: &SessionId,
+        changes: &Changes,
+        policy: &WritePolicy,
+    ) -> Result<Renewal, StoreError> {
+        let now = Now::read();
+        self.with_state(|state| {
+            let Some(created) = state.live_created(old, now, policy) else {
+                return Ok(Renewal::Missing);
+            };
+            if state.live(new, now).is_some() {
+                return Ok(Renewal::Taken);
+            }
+            let fields = &state.sessions.get(old).ok_or_else(gone)?.fields;
+            check_limits(Some(fields), changes, policy)?;
+            let mut entry = state.sessions.remove(old).ok_or_else(gone)?;
+            apply(&mut entry, changes, created, now, policy);
+            state.sessions.insert(new.clone(), entry);
+            state.count_write(now);
+            Ok(Renewal::Renewed)
+        })
     }
 
     async fn increment(
@@ -166,44 +285,75 @@ impl SessionStore for MemorySessionStore {
         id: &SessionId,
         field: &str,
         by: i64,
-        ttl: Duration,
+        policy: &WritePolicy,
     ) -> Result<Option<i64>, StoreError> {
-        let now = Instant::now();
+        let now = Now::read();
         self.with_state(|state| {
-            let Some(entry) = state.live(id, now) else {
+            let Some(created) = state.live_created(id, now, policy) else {
                 return Ok(None);
             };
-            // Same rules as Redis's HINCRBY: a missing field is 0; anything
-            // but a 64-bit decimal integer, or an overflow, is refused and
-            // nothing changes.
+            let entry = state.sessions.get_mut(id).ok_or_else(gone)?;
             let current = match entry.fields.get(field) {
-                None => 0,
+                None => {
+                    let added = Changes {
+                        upserts: vec![(field.to_owned(), by.to_string())],
+                        ..Changes::default()
+                    };
+                    check_limits(Some(&entry.fields), &added, policy)?;
+                    0
+                }
                 Some(text) => parse_redis_integer(text)
                     .ok_or_else(|| invalid("hash value is not an integer"))?,
             };
-            let next = current
+            let value = current
                 .checked_add(by)
                 .ok_or_else(|| invalid("increment or decrement would overflow"))?;
-            entry.fields.insert(field.to_owned(), next.to_string());
-            entry.expires_at = expiry(now, ttl);
+            let change = Changes {
+                upserts: vec![(field.to_owned(), value.to_string())],
+                ..Changes::default()
+            };
+            apply(entry, &change, created, now, policy);
             state.count_write(now);
-            Ok(Some(next))
+            Ok(Some(value))
         })
     }
 
-    async fn touch(&self, id: &SessionId, ttl: Duration) -> Result<bool, StoreError> {
-        let now = Instant::now();
-        Ok(self.with_state(|state| match state.live(id, now) {
-            Some(entry) => {
-                entry.expires_at = expiry(now, ttl);
-                true
+    async fn compare_and_set(
+        &self,
+        id: &SessionId,
+        field: &str,
+        expected: Option<&str>,
+        new: Option<&str>,
+        policy: &WritePolicy,
+    ) -> Result<Option<bool>, StoreError> {
+        let now = Now::read();
+        self.with_state(|state| {
+            let Some(created) = state.live_created(id, now, policy) else {
+                return Ok(None);
+            };
+            let entry = state.sessions.get_mut(id).ok_or_else(gone)?;
+            if entry.fields.get(field).map(String::as_str) != expected {
+                return Ok(Some(false));
             }
-            None => false,
-        }))
+            let change = match new {
+                Some(value) => Changes {
+                    upserts: vec![(field.to_owned(), value.to_owned())],
+                    ..Changes::default()
+                },
+                None => Changes {
+                    removals: vec![field.to_owned()],
+                    ..Changes::default()
+                },
+            };
+            check_limits(Some(&entry.fields), &change, policy)?;
+            apply(entry, &change, created, now, policy);
+            state.count_write(now);
+            Ok(Some(true))
+        })
     }
 
     async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
-        let now = Instant::now();
+        let now = Now::read();
         Ok(self.with_state(|state| {
             let existed = state.live(id, now).is_some();
             state.sessions.remove(id);
@@ -216,11 +366,10 @@ impl SessionStore for MemorySessionStore {
     }
 }
 
-fn require_fields(fields: &[(&str, &str)]) -> Result<(), StoreError> {
-    if fields.is_empty() {
-        return Err(invalid("a session needs at least one field"));
-    }
-    Ok(())
+/// Unreachable in practice: `live_created` has just seen the entry under the
+/// same lock. An error rather than a panic all the same.
+fn gone() -> StoreError {
+    invalid("the session vanished under the lock")
 }
 
 fn invalid(reason: &'static str) -> StoreError {

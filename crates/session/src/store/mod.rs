@@ -1,21 +1,55 @@
 //! [`SessionStore`]: where session fields live, and the two stores we ship.
 //!
 //! A store knows nothing about cookies or HTTP. It keeps, per [`SessionId`],
-//! a map of string fields that expires after a TTL, and offers the few
-//! operations the session layer needs, each atomic and each a single round
-//! trip to the backend. Both stores pass the same behaviour suite
-//! (`tests/store_suite/`), so the app can switch between them by one setting.
+//! a map of string fields with an idle timeout and an absolute lifetime, and
+//! offers the few operations the session layer needs, each atomic and each a
+//! single round trip to the backend. Both stores pass the same behaviour
+//! suite (`tests/store_suite/`), so the app can switch between them by one
+//! setting.
+//!
+//! # The rules every store keeps
+//!
+//! - **Nothing re-creates a session.** Only [`SessionStore::create`] makes
+//!   one, and only under an unused id. Every other write checks, in the same
+//!   atomic step, that the session is alive, so a session that was purged or
+//!   expired while a request was in flight stays gone.
+//! - **Every write slides the TTL**: to the idle timeout, but never past the
+//!   absolute lifetime counted from `__created`.
+//! - **Limits or nothing.** A write that would take the session over
+//!   `max_fields` or `max_bytes` fails whole with
+//!   [`StoreError::LimitExceeded`]; nothing of it is written.
+//! - **Metadata** lives beside the user's fields, in fields named `__…`:
+//!   [`CREATED_FIELD`] and [`SEEN_FIELD`]. Users cannot write those names.
 
 mod memory;
 mod redis;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
 pub use self::memory::MemorySessionStore;
 pub use self::redis::RedisSessionStore;
 use crate::{SessionFields, SessionId};
+
+/// Metadata field: when the session was created, in ms since the Unix epoch.
+pub const CREATED_FIELD: &str = "__created";
+/// Metadata field: when the session was last written or refreshed, in ms
+/// since the Unix epoch.
+pub const SEEN_FIELD: &str = "__seen";
+/// Field names with this prefix belong to the session layer.
+pub const RESERVED_PREFIX: &str = "__";
+
+/// Which limit a write would have broken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Limit {
+    /// More user fields than `session.max_fields`.
+    #[error("a session holds at most {0} fields")]
+    Fields(usize),
+    /// More bytes than `session.max_bytes`.
+    #[error("a session holds at most {0} bytes")]
+    Bytes(usize),
+}
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +64,10 @@ pub enum StoreError {
     /// bytes that are not UTF-8. Nothing was written.
     #[error("the stored session data is invalid for this operation")]
     InvalidData(#[source] Box<dyn std::error::Error + Send + Sync>),
+
+    /// The write would break a size limit. Nothing was written.
+    #[error("the session is too large")]
+    LimitExceeded(#[source] Limit),
 }
 
 impl StoreError {
@@ -39,69 +77,167 @@ impl StoreError {
     }
 }
 
+/// How long sessions live and how large they may grow: the rules every
+/// write enforces. Built from [`crate::SessionSettings::write_policy`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WritePolicy {
+    /// The sliding TTL.
+    pub idle_timeout: Duration,
+    /// The hard cap from creation, if any.
+    pub absolute_timeout: Option<Duration>,
+    /// Most user fields.
+    pub max_fields: usize,
+    /// Most bytes of user field names and values.
+    pub max_bytes: usize,
+}
+
+/// What one request changes in a session: applied whole or not at all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Delete every user field first.
+    pub clear: bool,
+    /// Fields to delete (after `clear`).
+    pub removals: Vec<String>,
+    /// Fields to set (last), as stored text.
+    pub upserts: Vec<(String, String)>,
+}
+
+impl Changes {
+    /// True if applying it would change no field (a pure TTL refresh).
+    pub fn is_empty(&self) -> bool {
+        !self.clear && self.removals.is_empty() && self.upserts.is_empty()
+    }
+}
+
+/// A live session as read by [`SessionStore::load`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedSession {
+    /// The user's fields (metadata removed).
+    pub fields: SessionFields,
+    /// When it was created, if stamped (a NestJS-written session is not,
+    /// until a Rust node first writes it).
+    pub created: Option<SystemTime>,
+    /// When it was last written or refreshed, if stamped.
+    pub seen: Option<SystemTime>,
+    /// Time left before it expires (`None`: no expiry).
+    pub ttl: Option<Duration>,
+}
+
+impl LoadedSession {
+    /// Splits a stored hash into user fields and metadata.
+    pub fn from_stored(mut fields: SessionFields, ttl: Option<Duration>) -> Self {
+        let created = fields
+            .remove(CREATED_FIELD)
+            .and_then(|ms| parse_millis(&ms));
+        let seen = fields.remove(SEEN_FIELD).and_then(|ms| parse_millis(&ms));
+        fields.retain(|name, _| !name.starts_with(RESERVED_PREFIX));
+        Self {
+            fields,
+            created,
+            seen,
+            ttl,
+        }
+    }
+}
+
+/// The outcome of [`SessionStore::renew`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    /// The data now lives under the new id; the old id is dead.
+    Renewed,
+    /// The old session is gone (expired or purged). Nothing was written.
+    Missing,
+    /// The new id is taken. Nothing was written.
+    Taken,
+}
+
 /// A place that keeps session fields with an expiry.
 ///
 /// Every method is atomic: a concurrent caller sees the state before it or
-/// after it, never half of it. None of them creates a session except
-/// [`SessionStore::create`], so a session that expired or was deleted stays
-/// gone whatever requests were in flight when it went.
-///
-/// TTLs are whole seconds; a sub-second remainder rounds up.
+/// after it, never half of it. See the module docs for the rules.
 #[async_trait]
 pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
-    /// The fields of a live session, or `None` if it does not exist or expired.
-    async fn load(&self, id: &SessionId) -> Result<Option<SessionFields>, StoreError>;
+    /// The live session `id`, or `None` if it does not exist or expired.
+    async fn load(&self, id: &SessionId) -> Result<Option<LoadedSession>, StoreError>;
 
-    /// Like [`SessionStore::load`], with the time left before the session
-    /// expires (`None` inside if it has no expiry). One round trip.
-    async fn load_with_ttl(
-        &self,
-        id: &SessionId,
-    ) -> Result<Option<(SessionFields, Option<Duration>)>, StoreError>;
-
-    /// Creates a session holding `fields`, only if `id` is not taken. Returns
-    /// false, writing nothing, if it is. `fields` must not be empty.
+    /// Creates session `id` holding `changes.upserts` (the rest of `changes`
+    /// is moot for a new session), only if `id` is unused. Returns false,
+    /// writing nothing, if it is taken.
     async fn create(
         &self,
         id: &SessionId,
-        fields: &[(&str, &str)],
-        ttl: Duration,
+        changes: &Changes,
+        policy: &WritePolicy,
     ) -> Result<bool, StoreError>;
 
-    /// Sets `fields` and restarts the TTL, only if the session exists.
-    /// Returns false, writing nothing, if it does not. `fields` must not be empty.
+    /// Applies `changes` to the live session `id` and slides its TTL (empty
+    /// `changes`: only the TTL). Returns false, writing nothing, if the
+    /// session is gone.
     async fn update(
         &self,
         id: &SessionId,
-        fields: &[(&str, &str)],
-        ttl: Duration,
+        changes: &Changes,
+        policy: &WritePolicy,
     ) -> Result<bool, StoreError>;
 
-    /// Adds `by` to the integer `field` (a missing field counts as 0) and
-    /// restarts the TTL, only if the session exists. Returns the new value,
-    /// or `None` if the session does not exist.
+    /// Moves the live session `old` to the unused id `new`, applying
+    /// `changes`, in one atomic step. `new` must share `old`'s Redis Cluster
+    /// slot: see [`crate::slot::generate_in_same_slot`].
+    async fn renew(
+        &self,
+        old: &SessionId,
+        new: &SessionId,
+        changes: &Changes,
+        policy: &WritePolicy,
+    ) -> Result<Renewal, StoreError>;
+
+    /// Adds `by` to the integer `field` of the live session `id` (a missing
+    /// field counts as 0) and slides its TTL. Returns the new value, or
+    /// `None`, writing nothing, if the session is gone.
     async fn increment(
         &self,
         id: &SessionId,
         field: &str,
         by: i64,
-        ttl: Duration,
+        policy: &WritePolicy,
     ) -> Result<Option<i64>, StoreError>;
 
-    /// Restarts the TTL. Returns false if the session does not exist.
-    async fn touch(&self, id: &SessionId, ttl: Duration) -> Result<bool, StoreError>;
+    /// Sets `field` to `new` (`None`: deletes it) if it now holds `expected`
+    /// (`None`: if it is absent), and then slides the TTL. Returns whether it
+    /// swapped, or `None`, writing nothing, if the session is gone.
+    async fn compare_and_set(
+        &self,
+        id: &SessionId,
+        field: &str,
+        expected: Option<&str>,
+        new: Option<&str>,
+        policy: &WritePolicy,
+    ) -> Result<Option<bool>, StoreError>;
 
     /// Deletes the session. Returns whether it existed.
     async fn delete(&self, id: &SessionId) -> Result<bool, StoreError>;
+
+    /// Gets ready to serve: for Redis, loads the script, so that the first
+    /// write costs one round trip. Called once at start-up.
+    async fn prepare(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// Whether the backend answers right now (for `/readyz`).
     async fn check_health(&self) -> Result<(), StoreError>;
 }
 
-/// Whole seconds, rounding up, at least 1: `EXPIRE 0` would delete the key.
-pub(crate) fn ttl_secs(ttl: Duration) -> u64 {
-    let whole = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
-    whole.max(1)
+/// Milliseconds since the Unix epoch, as the metadata fields hold them.
+pub(crate) fn parse_millis(text: &str) -> Option<SystemTime> {
+    let ms: u64 = text.parse().ok()?;
+    UNIX_EPOCH.checked_add(Duration::from_millis(ms))
+}
+
+/// Whole milliseconds, at least 1: `PEXPIRE 0` would delete the key.
+pub(crate) fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 #[cfg(test)]
@@ -109,9 +245,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ttls_round_up_to_whole_seconds_and_never_reach_zero() {
-        assert_eq!(ttl_secs(Duration::from_secs(1800)), 1800);
-        assert_eq!(ttl_secs(Duration::from_millis(1500)), 2);
-        assert_eq!(ttl_secs(Duration::ZERO), 1);
+    fn durations_become_whole_milliseconds_and_never_zero() {
+        assert_eq!(millis(Duration::from_secs(1800)), 1_800_000);
+        assert_eq!(millis(Duration::from_micros(1500)), 1);
+        assert_eq!(millis(Duration::ZERO), 1);
+    }
+
+    #[test]
+    fn loading_splits_metadata_from_user_fields() {
+        let stored: SessionFields = [
+            ("count", "3"),
+            (CREATED_FIELD, "1700000000000"),
+            (SEEN_FIELD, "1700000001000"),
+            ("__future_metadata", "x"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let loaded = LoadedSession::from_stored(stored, None);
+        assert_eq!(loaded.fields.len(), 1);
+        assert_eq!(
+            loaded.created,
+            UNIX_EPOCH.checked_add(Duration::from_millis(1_700_000_000_000))
+        );
+        assert_eq!(
+            loaded.seen,
+            UNIX_EPOCH.checked_add(Duration::from_millis(1_700_000_001_000))
+        );
+    }
+
+    #[test]
+    fn garbage_metadata_reads_as_unknown() {
+        assert_eq!(parse_millis("yesterday"), None);
+        assert_eq!(parse_millis("-5"), None);
     }
 }

@@ -1,18 +1,27 @@
 //! [`RedisSessionStore`]: sessions as Redis hashes, shared by every app node.
 
-use std::time::Duration;
+use std::sync::LazyLock;
 
 use async_trait::async_trait;
-use redis_client::{RedisClientError, RedisService, WriteCondition};
+use redis_client::redis::{Script, ScriptInvocation};
+use redis_client::{RedisClientError, RedisService};
 
-use super::{SessionStore, StoreError, ttl_secs};
-use crate::{SessionFields, SessionId};
+use super::{
+    Changes, Limit, LoadedSession, Renewal, SessionStore, StoreError, WritePolicy, millis,
+};
+use crate::SessionId;
+
+/// Every write, in one script: `session_write.lua` beside this file.
+static SESSION_WRITE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("session_write.lua")));
 
 /// Sessions as Redis hashes at `{key_prefix}{id}` (by default `sid_<id>`,
-/// the NestJS design's layout), one field per attribute, with the key's TTL
-/// as the session's idle timeout.
+/// the NestJS design's layout), one field per attribute, plus the metadata
+/// fields `__created` and `__seen`. The key's TTL is the idle timeout, cut
+/// short by the absolute lifetime.
 ///
-/// Each method is one round trip: see the table in the crate docs.
+/// Reads are `HGETALL` + `PTTL` in one pipeline; every write is one
+/// `EVALSHA` of `session_write.lua`. Each method is one round trip.
 #[derive(Debug, Clone)]
 pub struct RedisSessionStore {
     /// The pooled client; shared with anything else that was handed a clone.
@@ -20,6 +29,9 @@ pub struct RedisSessionStore {
     /// Prepended to every id to make the key, e.g. `sid_`.
     key_prefix: String,
 }
+
+/// What the script reports: see the header of `session_write.lua`.
+type ScriptReply = (i64, String);
 
 impl RedisSessionStore {
     /// A store writing keys `{key_prefix}{id}` through `redis`.
@@ -38,9 +50,57 @@ impl RedisSessionStore {
         key
     }
 
+    /// The prefix of every session key.
+    pub fn key_prefix(&self) -> &str {
+        &self.key_prefix
+    }
+
     /// The client this store uses.
     pub fn redis(&self) -> &RedisService {
         &self.redis
+    }
+
+    /// Runs the script and turns the limit codes into errors.
+    async fn write(
+        &self,
+        call: &ScriptInvocation<'_>,
+        policy: &WritePolicy,
+    ) -> Result<ScriptReply, StoreError> {
+        let reply: ScriptReply = self.redis.run_script(call).await?;
+        match reply.0 {
+            -2 => Err(StoreError::LimitExceeded(Limit::Fields(policy.max_fields))),
+            -3 => Err(StoreError::LimitExceeded(Limit::Bytes(policy.max_bytes))),
+            -4 => Err(StoreError::InvalidData(
+                "the field is not a 64-bit integer, or the sum overflows".into(),
+            )),
+            _ => Ok(reply),
+        }
+    }
+}
+
+/// The arguments every op starts with: ARGV[1..=5].
+fn invocation<'a>(keys: &[&str], op: &str, policy: &WritePolicy) -> ScriptInvocation<'a> {
+    let mut call = SESSION_WRITE.prepare_invoke();
+    for key in keys {
+        call.key(*key);
+    }
+    call.arg(op)
+        .arg(millis(policy.idle_timeout))
+        .arg(policy.absolute_timeout.map_or(0, millis))
+        .arg(policy.max_fields)
+        .arg(policy.max_bytes);
+    call
+}
+
+/// ARGV[6..]: clear flag, removal count, removals, then field/value pairs.
+fn add_changes(call: &mut ScriptInvocation<'_>, changes: &Changes) {
+    call.arg(if changes.clear { "1" } else { "0" })
+        .arg(changes.removals.len());
+    for field in &changes.removals {
+        call.arg(field);
+    }
+    for (field, value) in &changes.upserts {
+        call.arg(field).arg(value);
     }
 }
 
@@ -56,54 +116,52 @@ impl From<RedisClientError> for StoreError {
 
 #[async_trait]
 impl SessionStore for RedisSessionStore {
-    async fn load(&self, id: &SessionId) -> Result<Option<SessionFields>, StoreError> {
-        let fields = self.redis.hash_get_all(&self.key(id)).await?;
-        // Redis has no empty hashes: no fields means no session.
-        Ok((!fields.is_empty()).then_some(fields))
-    }
-
-    async fn load_with_ttl(
-        &self,
-        id: &SessionId,
-    ) -> Result<Option<(SessionFields, Option<Duration>)>, StoreError> {
+    async fn load(&self, id: &SessionId) -> Result<Option<LoadedSession>, StoreError> {
         let found = self.redis.hash_get_all_with_ttl(&self.key(id)).await?;
-        Ok(found.map(|(fields, ttl_ms)| (fields, ttl_ms.map(Duration::from_millis))))
+        Ok(found.map(|(fields, ttl_ms)| {
+            LoadedSession::from_stored(fields, ttl_ms.map(std::time::Duration::from_millis))
+        }))
     }
 
     async fn create(
         &self,
         id: &SessionId,
-        fields: &[(&str, &str)],
-        ttl: Duration,
+        changes: &Changes,
+        policy: &WritePolicy,
     ) -> Result<bool, StoreError> {
-        let written = self
-            .redis
-            .hash_write(
-                &self.key(id),
-                fields,
-                ttl_secs(ttl),
-                WriteCondition::CreateIfAbsent,
-            )
-            .await?;
-        Ok(written)
+        let key = self.key(id);
+        let mut call = invocation(&[&key], "create", policy);
+        add_changes(&mut call, changes);
+        Ok(self.write(&call, policy).await?.0 == 1)
     }
 
     async fn update(
         &self,
         id: &SessionId,
-        fields: &[(&str, &str)],
-        ttl: Duration,
+        changes: &Changes,
+        policy: &WritePolicy,
     ) -> Result<bool, StoreError> {
-        let written = self
-            .redis
-            .hash_write(
-                &self.key(id),
-                fields,
-                ttl_secs(ttl),
-                WriteCondition::UpdateIfPresent,
-            )
-            .await?;
-        Ok(written)
+        let key = self.key(id);
+        let mut call = invocation(&[&key], "update", policy);
+        add_changes(&mut call, changes);
+        Ok(self.write(&call, policy).await?.0 == 1)
+    }
+
+    async fn renew(
+        &self,
+        old: &SessionId,
+        new: &SessionId,
+        changes: &Changes,
+        policy: &WritePolicy,
+    ) -> Result<Renewal, StoreError> {
+        let (old_key, new_key) = (self.key(old), self.key(new));
+        let mut call = invocation(&[&old_key, &new_key], "renew", policy);
+        add_changes(&mut call, changes);
+        Ok(match self.write(&call, policy).await?.0 {
+            1 => Renewal::Renewed,
+            -1 => Renewal::Taken,
+            _ => Renewal::Missing,
+        })
     }
 
     async fn increment(
@@ -111,21 +169,46 @@ impl SessionStore for RedisSessionStore {
         id: &SessionId,
         field: &str,
         by: i64,
-        ttl: Duration,
+        policy: &WritePolicy,
     ) -> Result<Option<i64>, StoreError> {
-        let value = self
-            .redis
-            .hash_incr_if_exists(&self.key(id), field, by, ttl_secs(ttl))
-            .await?;
-        Ok(value)
+        let key = self.key(id);
+        let mut call = invocation(&[&key], "incr", policy);
+        call.arg(field).arg(by);
+        let (status, value) = self.write(&call, policy).await?;
+        if status != 1 {
+            return Ok(None);
+        }
+        value
+            .parse()
+            .map(Some)
+            .map_err(|error| StoreError::InvalidData(Box::new(error)))
     }
 
-    async fn touch(&self, id: &SessionId, ttl: Duration) -> Result<bool, StoreError> {
-        Ok(self.redis.expire(&self.key(id), ttl_secs(ttl)).await?)
+    async fn compare_and_set(
+        &self,
+        id: &SessionId,
+        field: &str,
+        expected: Option<&str>,
+        new: Option<&str>,
+        policy: &WritePolicy,
+    ) -> Result<Option<bool>, StoreError> {
+        let key = self.key(id);
+        let mut call = invocation(&[&key], "cas", policy);
+        call.arg(field)
+            .arg(if expected.is_some() { "1" } else { "0" })
+            .arg(expected.unwrap_or(""))
+            .arg(if new.is_some() { "1" } else { "0" })
+            .arg(new.unwrap_or(""));
+        let (status, swapped) = self.write(&call, policy).await?;
+        Ok((status == 1).then_some(swapped == "1"))
     }
 
     async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
         Ok(self.redis.delete(&self.key(id)).await?)
+    }
+
+    async fn prepare(&self) -> Result<(), StoreError> {
+        Ok(self.redis.load_script(&SESSION_WRITE).await?)
     }
 
     async fn check_health(&self) -> Result<(), StoreError> {

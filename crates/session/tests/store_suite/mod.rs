@@ -9,7 +9,7 @@ use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
-use session::{SessionId, SessionStore};
+use session::{Changes, SessionId, SessionStore, WritePolicy};
 
 /// A store under test and what keeps its backend alive.
 pub(crate) struct Harness {
@@ -26,16 +26,43 @@ impl Harness {
     }
 }
 
-pub(crate) const LONG: Duration = Duration::from_secs(600);
+/// Ten minutes idle, no absolute cap, roomy limits.
+pub(crate) const LONG: WritePolicy = WritePolicy {
+    idle_timeout: Duration::from_secs(600),
+    absolute_timeout: None,
+    max_fields: 64,
+    max_bytes: 16 * 1024,
+};
+
+pub(crate) fn policy(idle: Duration, absolute: Option<Duration>) -> WritePolicy {
+    WritePolicy {
+        idle_timeout: idle,
+        absolute_timeout: absolute,
+        ..LONG
+    }
+}
+
+pub(crate) fn sets(fields: &[(&str, &str)]) -> Changes {
+    Changes {
+        upserts: fields
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        ..Changes::default()
+    }
+}
 
 pub(crate) async fn created(
     store: &dyn SessionStore,
     fields: &[(&str, &str)],
-    ttl: Duration,
+    policy: &WritePolicy,
 ) -> SessionId {
     let id = SessionId::generate();
     assert!(
-        store.create(&id, fields, ttl).await.expect("create"),
+        store
+            .create(&id, &sets(fields), policy)
+            .await
+            .expect("create"),
         "a fresh id is free"
     );
     id
@@ -46,26 +73,44 @@ macro_rules! store_behaviour_suite {
     ($make_store:ident) => {
         mod store_behaviour {
             use std::sync::Arc;
-            use std::time::Duration;
+            use std::time::{Duration, SystemTime};
 
-            use session::{SessionId, StoreError};
+            use session::store::{Limit, Renewal};
+            use session::{Changes, SessionFields, SessionId, SessionStore, StoreError};
 
             use super::$make_store as make_store;
-            use $crate::store_suite::{LONG, created};
+            use $crate::store_suite::{LONG, created, policy, sets};
+
+            async fn fields_of(store: &dyn SessionStore, id: &SessionId) -> SessionFields {
+                store
+                    .load(id)
+                    .await
+                    .expect("load")
+                    .expect("the session exists")
+                    .fields
+            }
+
+            async fn is_gone(store: &dyn SessionStore, id: &SessionId) -> bool {
+                store.load(id).await.expect("load").is_none()
+            }
 
             #[tokio::test]
-            async fn a_created_session_loads_with_exactly_its_fields() {
+            async fn a_created_session_loads_with_its_fields_and_creation_time() {
                 let harness = make_store().await;
-                let id = created(&*harness.store, &[("count", "1"), ("user", "ada")], LONG).await;
-                let fields = harness
+                let before = SystemTime::now() - Duration::from_secs(5);
+                let id = created(&*harness.store, &[("count", "1"), ("user", "ada")], &LONG).await;
+                let loaded = harness
                     .store
                     .load(&id)
                     .await
                     .expect("load")
                     .expect("exists");
-                assert_eq!(fields.len(), 2);
-                assert_eq!(fields["count"], "1");
-                assert_eq!(fields["user"], "ada");
+                assert_eq!(loaded.fields.len(), 2, "{:?}", loaded.fields);
+                assert_eq!(loaded.fields["count"], "1");
+                assert_eq!(loaded.fields["user"], "ada");
+                let created_at = loaded.created.expect("stamped");
+                assert!(created_at > before, "{created_at:?}");
+                assert_eq!(loaded.seen, loaded.created);
             }
 
             #[tokio::test]
@@ -78,358 +123,570 @@ macro_rules! store_behaviour_suite {
                     "{\"json\":[1,2]}",
                     "line\nbreak",
                     "*?[glob]",
+                    "-- not lua",
                 ];
-                let pairs: Vec<(String, &str)> = odd
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| (format!("f{i}"), *v))
-                    .collect();
-                let fields: Vec<(&str, &str)> =
-                    pairs.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-                let id = created(&*harness.store, &fields, LONG).await;
-                let loaded = harness
-                    .store
-                    .load(&id)
-                    .await
-                    .expect("load")
-                    .expect("exists");
-                for (field, value) in &fields {
-                    assert_eq!(loaded[*field], *value, "field {field}");
+                for value in odd {
+                    let id = created(&*harness.store, &[("v", value)], &LONG).await;
+                    assert_eq!(fields_of(&*harness.store, &id).await["v"], value);
                 }
             }
 
             #[tokio::test]
             async fn create_refuses_a_taken_id_and_keeps_the_owner_data() {
                 let harness = make_store().await;
-                let id = created(&*harness.store, &[("user", "owner")], LONG).await;
-                let taken = harness
+                let id = created(&*harness.store, &[("user", "owner")], &LONG).await;
+                let again = harness
                     .store
-                    .create(&id, &[("user", "intruder")], LONG)
+                    .create(&id, &sets(&[("user", "intruder")]), &LONG)
                     .await
                     .expect("create");
-                assert!(!taken);
-                let fields = harness
+                assert!(!again);
+                assert_eq!(fields_of(&*harness.store, &id).await["user"], "owner");
+            }
+
+            #[tokio::test]
+            async fn load_gives_the_time_left() {
+                let harness = make_store().await;
+                let id = created(&*harness.store, &[("a", "1")], &LONG).await;
+                let ttl = harness
                     .store
                     .load(&id)
                     .await
                     .expect("load")
-                    .expect("exists");
-                assert_eq!(fields["user"], "owner");
-            }
-
-            #[tokio::test]
-            async fn create_and_update_with_no_fields_are_refused_and_write_nothing() {
-                let harness = make_store().await;
-                let id = SessionId::generate();
-                assert!(harness.store.create(&id, &[], LONG).await.is_err());
-                assert_eq!(harness.store.load(&id).await.expect("load"), None);
-                let existing = created(&*harness.store, &[("a", "1")], LONG).await;
-                assert!(harness.store.update(&existing, &[], LONG).await.is_err());
-                let fields = harness
-                    .store
-                    .load(&existing)
-                    .await
-                    .expect("load")
-                    .expect("exists");
-                assert_eq!(fields.len(), 1);
-            }
-
-            #[tokio::test]
-            async fn load_with_ttl_gives_the_fields_and_the_time_left() {
-                let harness = make_store().await;
-                let id =
-                    created(&*harness.store, &[("count", "3")], Duration::from_secs(100)).await;
-                let (fields, ttl) = harness
-                    .store
-                    .load_with_ttl(&id)
-                    .await
-                    .expect("load")
-                    .expect("exists");
-                assert_eq!(fields["count"], "3");
-                let ttl = ttl.expect("sessions always expire");
-                assert!(
-                    ttl > Duration::from_secs(90) && ttl <= Duration::from_secs(100),
-                    "{ttl:?}"
-                );
-                assert!(
-                    harness
-                        .store
-                        .load_with_ttl(&SessionId::generate())
-                        .await
-                        .expect("load")
-                        .is_none()
-                );
+                    .expect("exists")
+                    .ttl
+                    .expect("an expiry");
+                assert!(ttl <= Duration::from_secs(600), "{ttl:?}");
+                assert!(ttl > Duration::from_secs(590), "{ttl:?}");
             }
 
             #[tokio::test]
             async fn an_unknown_id_loads_as_none() {
                 let harness = make_store().await;
+                assert!(is_gone(&*harness.store, &SessionId::generate()).await);
+            }
+
+            #[tokio::test]
+            async fn update_sets_and_removes_only_the_named_fields() {
+                let harness = make_store().await;
+                let store = &*harness.store;
+                let id = created(
+                    store,
+                    &[("keep", "k"), ("change", "1"), ("drop", "d")],
+                    &LONG,
+                )
+                .await;
+                let changes = Changes {
+                    removals: vec!["drop".into()],
+                    upserts: vec![("change".into(), "2".into()), ("new".into(), "n".into())],
+                    ..Changes::default()
+                };
+                assert!(store.update(&id, &changes, &LONG).await.expect("update"));
+                let fields = fields_of(store, &id).await;
+                assert_eq!(fields.len(), 3, "{fields:?}");
                 assert_eq!(
-                    harness
-                        .store
-                        .load(&SessionId::generate())
-                        .await
-                        .expect("load"),
-                    None
+                    (
+                        &fields["keep"][..],
+                        &fields["change"][..],
+                        &fields["new"][..]
+                    ),
+                    ("k", "2", "n")
                 );
             }
 
             #[tokio::test]
-            async fn update_changes_only_the_given_fields() {
+            async fn clear_removes_every_user_field_but_the_session_lives_on() {
                 let harness = make_store().await;
-                let id = created(&*harness.store, &[("a", "1"), ("b", "2")], LONG).await;
-                assert!(
-                    harness
-                        .store
-                        .update(&id, &[("b", "20"), ("c", "30")], LONG)
-                        .await
-                        .expect("update")
-                );
-                let fields = harness
-                    .store
-                    .load(&id)
-                    .await
-                    .expect("load")
-                    .expect("exists");
-                assert_eq!(
-                    (
-                        fields["a"].as_str(),
-                        fields["b"].as_str(),
-                        fields["c"].as_str()
-                    ),
-                    ("1", "20", "30")
-                );
+                let store = &*harness.store;
+                let id = created(store, &[("a", "1"), ("b", "2")], &LONG).await;
+                let changes = Changes {
+                    clear: true,
+                    upserts: vec![("c".into(), "3".into())],
+                    ..Changes::default()
+                };
+                assert!(store.update(&id, &changes, &LONG).await.expect("update"));
+                let loaded = store.load(&id).await.expect("load").expect("alive");
+                assert_eq!(loaded.fields.len(), 1, "{:?}", loaded.fields);
+                assert_eq!(loaded.fields["c"], "3");
+                assert!(loaded.created.is_some(), "metadata survives a clear");
+
+                let only_clear = Changes {
+                    clear: true,
+                    ..Changes::default()
+                };
+                assert!(store.update(&id, &only_clear, &LONG).await.expect("update"));
+                let loaded = store.load(&id).await.expect("load").expect("still alive");
+                assert!(loaded.fields.is_empty(), "{:?}", loaded.fields);
+            }
+
+            #[tokio::test]
+            async fn concurrent_updates_of_different_fields_all_land() {
+                let harness = make_store().await;
+                let id = created(&*harness.store, &[("seed", "0")], &LONG).await;
+                let writers = (0..40).map(|n| {
+                    let (store, id) = (Arc::clone(&harness.store), id.clone());
+                    tokio::spawn(async move {
+                        let field = format!("field{n}");
+                        let value = n.to_string();
+                        store.update(&id, &sets(&[(&field, &value)]), &LONG).await
+                    })
+                });
+                for writer in writers {
+                    assert!(writer.await.expect("task").expect("update"));
+                }
+                let fields = fields_of(&*harness.store, &id).await;
+                assert_eq!(fields.len(), 41, "{fields:?}");
+                for n in 0..40 {
+                    assert_eq!(fields[&format!("field{n}")], n.to_string());
+                }
             }
 
             #[tokio::test]
             async fn update_never_creates_a_missing_session() {
                 let harness = make_store().await;
                 let id = SessionId::generate();
+                let written = harness
+                    .store
+                    .update(&id, &sets(&[("user", "mallory")]), &LONG)
+                    .await
+                    .expect("update");
+                assert!(!written);
+                assert!(is_gone(&*harness.store, &id).await);
+            }
+
+            #[tokio::test]
+            async fn an_empty_update_refreshes_the_ttl_and_changes_no_field() {
+                let harness = make_store().await;
+                let store = &*harness.store;
+                let short = policy(Duration::from_secs(3), None);
+                let id = created(store, &[("a", "1")], &short).await;
+                tokio::time::sleep(Duration::from_millis(1200)).await;
                 assert!(
-                    !harness
-                        .store
-                        .update(&id, &[("a", "1")], LONG)
+                    store
+                        .update(&id, &Changes::default(), &LONG)
                         .await
-                        .expect("update")
+                        .expect("touch")
                 );
-                assert_eq!(harness.store.load(&id).await.expect("load"), None);
+                let loaded = store.load(&id).await.expect("load").expect("alive");
+                assert!(loaded.ttl.expect("ttl") > Duration::from_secs(590));
+                assert_eq!(loaded.fields.len(), 1);
+                assert!(loaded.seen > loaded.created, "{loaded:?}");
             }
 
             #[tokio::test]
             async fn increment_returns_the_new_value_and_a_missing_field_starts_at_zero() {
                 let harness = make_store().await;
-                let id = created(&*harness.store, &[("count", "41")], LONG).await;
+                let store = &*harness.store;
+                let id = created(store, &[("count", "5")], &LONG).await;
                 assert_eq!(
-                    harness
-                        .store
-                        .increment(&id, "count", 1, LONG)
+                    store.increment(&id, "count", 1, &LONG).await.expect("incr"),
+                    Some(6)
+                );
+                assert_eq!(
+                    store
+                        .increment(&id, "count", -10, &LONG)
                         .await
                         .expect("incr"),
-                    Some(42)
+                    Some(-4)
                 );
                 assert_eq!(
-                    harness
-                        .store
-                        .increment(&id, "other", -5, LONG)
-                        .await
-                        .expect("incr"),
-                    Some(-5)
+                    store.increment(&id, "other", 3, &LONG).await.expect("incr"),
+                    Some(3)
                 );
-                let fields = harness
-                    .store
-                    .load(&id)
-                    .await
-                    .expect("load")
-                    .expect("exists");
-                assert_eq!(
-                    (fields["count"].as_str(), fields["other"].as_str()),
-                    ("42", "-5")
-                );
+                let fields = fields_of(store, &id).await;
+                assert_eq!((&fields["count"][..], &fields["other"][..]), ("-4", "3"));
             }
 
             #[tokio::test]
             async fn concurrent_increments_are_all_counted() {
                 let harness = make_store().await;
-                let id = created(&*harness.store, &[("count", "0")], LONG).await;
-                let mut tasks = tokio::task::JoinSet::new();
-                for _ in 0..200 {
+                let id = created(&*harness.store, &[("count", "0")], &LONG).await;
+                let tasks = (0..100).map(|_| {
                     let (store, id) = (Arc::clone(&harness.store), id.clone());
-                    tasks.spawn(async move {
-                        store.increment(&id, "count", 1, LONG).await.expect("incr")
-                    });
+                    tokio::spawn(async move { store.increment(&id, "count", 1, &LONG).await })
+                });
+                let mut seen = Vec::new();
+                for task in tasks {
+                    seen.push(task.await.expect("task").expect("incr").expect("exists"));
                 }
-                let mut seen: Vec<i64> = tasks
-                    .join_all()
-                    .await
-                    .into_iter()
-                    .map(|v| v.expect("exists"))
-                    .collect();
                 seen.sort_unstable();
-                assert_eq!(
-                    seen,
-                    (1..=200).collect::<Vec<i64>>(),
-                    "every increment saw a distinct value"
-                );
+                assert_eq!(seen, (1..=100).collect::<Vec<i64>>(), "each value once");
+                assert_eq!(fields_of(&*harness.store, &id).await["count"], "100");
             }
 
             #[tokio::test]
             async fn increment_never_creates_a_missing_session() {
                 let harness = make_store().await;
                 let id = SessionId::generate();
-                assert_eq!(
-                    harness
-                        .store
-                        .increment(&id, "count", 1, LONG)
-                        .await
-                        .expect("incr"),
-                    None
-                );
-                assert_eq!(harness.store.load(&id).await.expect("load"), None);
+                let counted = harness
+                    .store
+                    .increment(&id, "count", 1, &LONG)
+                    .await
+                    .expect("incr");
+                assert_eq!(counted, None);
+                assert!(is_gone(&*harness.store, &id).await);
             }
 
             #[tokio::test]
             async fn increment_of_a_non_integer_is_invalid_data_and_changes_nothing() {
                 let harness = make_store().await;
-                for bad in [
-                    "abc",
-                    "",
-                    "1.5",
-                    "+1",
-                    "01",
-                    " 1",
-                    "-0",
-                    "9223372036854775808",
-                ] {
-                    let id = created(&*harness.store, &[("count", bad)], LONG).await;
-                    let outcome = harness.store.increment(&id, "count", 1, LONG).await;
+                let store = &*harness.store;
+                for bad in ["abc", "1.5", " 1", "", "+1", "01"] {
+                    let id = created(store, &[("count", bad)], &LONG).await;
+                    let error = store.increment(&id, "count", 1, &LONG).await;
                     assert!(
-                        matches!(outcome, Err(StoreError::InvalidData(_))),
-                        "{bad:?}: {outcome:?}"
+                        matches!(error, Err(StoreError::InvalidData(_))),
+                        "{bad:?}: {error:?}"
                     );
-                    let fields = harness
-                        .store
-                        .load(&id)
-                        .await
-                        .expect("load")
-                        .expect("exists");
-                    assert_eq!(fields["count"], bad, "{bad:?} must be left as it was");
+                    assert_eq!(fields_of(store, &id).await["count"], bad);
                 }
             }
 
             #[tokio::test]
             async fn increment_that_would_overflow_is_invalid_data_and_changes_nothing() {
                 let harness = make_store().await;
+                let store = &*harness.store;
                 let max = i64::MAX.to_string();
-                let id = created(&*harness.store, &[("count", max.as_str())], LONG).await;
-                let outcome = harness.store.increment(&id, "count", 1, LONG).await;
+                let id = created(store, &[("count", &max)], &LONG).await;
+                let error = store.increment(&id, "count", 1, &LONG).await;
                 assert!(
-                    matches!(outcome, Err(StoreError::InvalidData(_))),
-                    "{outcome:?}"
+                    matches!(error, Err(StoreError::InvalidData(_))),
+                    "{error:?}"
                 );
-                let fields = harness
+                assert_eq!(fields_of(store, &id).await["count"], max);
+                assert_eq!(
+                    store
+                        .increment(&id, "count", -1, &LONG)
+                        .await
+                        .expect("incr"),
+                    Some(i64::MAX - 1),
+                    "values near the 64-bit edge come back exact"
+                );
+            }
+
+            #[tokio::test]
+            async fn compare_and_set_swaps_only_on_a_match() {
+                let harness = make_store().await;
+                let store = &*harness.store;
+                let id = created(store, &[("step", "cart")], &LONG).await;
+                let cas = |expected: Option<&'static str>, new: Option<&'static str>| {
+                    let (store, id) = (Arc::clone(&harness.store), id.clone());
+                    async move {
+                        store
+                            .compare_and_set(&id, "step", expected, new, &LONG)
+                            .await
+                            .expect("cas")
+                    }
+                };
+                assert_eq!(cas(Some("paid"), Some("shipped")).await, Some(false));
+                assert_eq!(cas(None, Some("shipped")).await, Some(false));
+                assert_eq!(fields_of(store, &id).await["step"], "cart");
+                assert_eq!(cas(Some("cart"), Some("paid")).await, Some(true));
+                assert_eq!(fields_of(store, &id).await["step"], "paid");
+                assert_eq!(cas(Some("paid"), None).await, Some(true));
+                assert!(!fields_of(store, &id).await.contains_key("step"));
+                assert_eq!(cas(None, Some("cart")).await, Some(true));
+                assert_eq!(fields_of(store, &id).await["step"], "cart");
+            }
+
+            #[tokio::test]
+            async fn concurrent_compare_and_set_has_exactly_one_winner() {
+                let harness = make_store().await;
+                let id = created(&*harness.store, &[("token", "unused")], &LONG).await;
+                let tasks = (0..30).map(|n| {
+                    let (store, id) = (Arc::clone(&harness.store), id.clone());
+                    tokio::spawn(async move {
+                        let mine = format!("used-by-{n}");
+                        store
+                            .compare_and_set(&id, "token", Some("unused"), Some(&mine), &LONG)
+                            .await
+                    })
+                });
+                let mut winners = 0;
+                for task in tasks {
+                    if task.await.expect("task").expect("cas") == Some(true) {
+                        winners += 1;
+                    }
+                }
+                assert_eq!(winners, 1);
+                assert!(fields_of(&*harness.store, &id).await["token"].starts_with("used-by-"));
+            }
+
+            #[tokio::test]
+            async fn compare_and_set_never_creates_a_missing_session() {
+                let harness = make_store().await;
+                let id = SessionId::generate();
+                let swapped = harness
                     .store
-                    .load(&id)
+                    .compare_and_set(&id, "step", None, Some("x"), &LONG)
                     .await
-                    .expect("load")
-                    .expect("exists");
-                assert_eq!(fields["count"], max);
+                    .expect("cas");
+                assert_eq!(swapped, None);
+                assert!(is_gone(&*harness.store, &id).await);
             }
 
             #[tokio::test]
             async fn delete_removes_the_session_and_says_whether_it_existed() {
                 let harness = make_store().await;
-                let id = created(&*harness.store, &[("a", "1")], LONG).await;
+                let id = created(&*harness.store, &[("a", "1")], &LONG).await;
                 assert!(harness.store.delete(&id).await.expect("delete"));
                 assert!(!harness.store.delete(&id).await.expect("delete"));
-                assert_eq!(harness.store.load(&id).await.expect("load"), None);
+                assert!(is_gone(&*harness.store, &id).await);
             }
 
             #[tokio::test]
             async fn nothing_resurrects_a_deleted_session() {
                 let harness = make_store().await;
-                let id = created(&*harness.store, &[("count", "5")], LONG).await;
-                assert!(harness.store.delete(&id).await.expect("delete"));
-                assert_eq!(
-                    harness
-                        .store
-                        .increment(&id, "count", 1, LONG)
-                        .await
-                        .expect("incr"),
-                    None
-                );
+                let store = &*harness.store;
+                let id = created(store, &[("user", "ada")], &LONG).await;
+                assert!(store.delete(&id).await.expect("delete"));
                 assert!(
-                    !harness
-                        .store
-                        .update(&id, &[("count", "6")], LONG)
+                    !store
+                        .update(&id, &sets(&[("user", "ada")]), &LONG)
                         .await
                         .expect("update")
                 );
-                assert!(!harness.store.touch(&id, LONG).await.expect("touch"));
-                assert_eq!(harness.store.load(&id).await.expect("load"), None);
-            }
-
-            #[tokio::test]
-            async fn a_session_expires_after_its_ttl() {
-                let harness = make_store().await;
-                let id = created(&*harness.store, &[("a", "1")], Duration::from_secs(1)).await;
-                tokio::time::sleep(Duration::from_millis(2100)).await;
-                assert_eq!(harness.store.load(&id).await.expect("load"), None);
-                assert_eq!(
-                    harness
-                        .store
-                        .increment(&id, "a", 1, LONG)
-                        .await
-                        .expect("incr"),
-                    None
-                );
-            }
-
-            #[tokio::test]
-            async fn touch_increment_and_update_each_restart_the_ttl() {
-                let harness = make_store().await;
-                let one = Duration::from_secs(1);
-                let three = Duration::from_secs(3);
-                let touched = created(&*harness.store, &[("a", "1")], one).await;
-                let counted = created(&*harness.store, &[("a", "1")], one).await;
-                let updated = created(&*harness.store, &[("a", "1")], one).await;
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                assert!(harness.store.touch(&touched, three).await.expect("touch"));
                 assert!(
-                    harness
-                        .store
-                        .increment(&counted, "a", 1, three)
-                        .await
-                        .expect("incr")
-                        .is_some()
-                );
-                assert!(
-                    harness
-                        .store
-                        .update(&updated, &[("b", "2")], three)
-                        .await
-                        .expect("update")
-                );
-                // Past the original 1 s expiry, well inside the new 3 s one.
-                tokio::time::sleep(Duration::from_millis(1500)).await;
-                for id in [&touched, &counted, &updated] {
-                    assert!(
-                        harness.store.load(id).await.expect("load").is_some(),
-                        "{id} should still be alive"
-                    );
-                }
-                assert!(
-                    !harness
-                        .store
-                        .touch(&SessionId::generate(), three)
+                    !store
+                        .update(&id, &Changes::default(), &LONG)
                         .await
                         .expect("touch")
                 );
+                assert_eq!(
+                    store.increment(&id, "count", 1, &LONG).await.expect("incr"),
+                    None
+                );
+                assert_eq!(
+                    store
+                        .compare_and_set(&id, "user", None, Some("x"), &LONG)
+                        .await
+                        .expect("cas"),
+                    None
+                );
+                let renewed = store
+                    .renew(&id, &SessionId::generate(), &Changes::default(), &LONG)
+                    .await
+                    .expect("renew");
+                assert_eq!(renewed, Renewal::Missing);
+                assert!(is_gone(store, &id).await);
+            }
+
+            #[tokio::test]
+            async fn a_session_expires_after_its_idle_timeout() {
+                let harness = make_store().await;
+                let short = policy(Duration::from_secs(1), None);
+                let id = created(&*harness.store, &[("a", "1")], &short).await;
+                tokio::time::sleep(Duration::from_millis(1300)).await;
+                assert!(is_gone(&*harness.store, &id).await);
+            }
+
+            #[tokio::test]
+            async fn every_write_slides_the_idle_timeout() {
+                let harness = make_store().await;
+                let store = &*harness.store;
+                let short = policy(Duration::from_millis(1500), None);
+                let id = created(store, &[("count", "0")], &short).await;
+                // Six writes 600 ms apart: 3.6 s in all, well past one idle
+                // timeout, yet each lands inside the previous one's TTL.
+                for round in 0..6 {
+                    tokio::time::sleep(Duration::from_millis(600)).await;
+                    let alive = match round % 3 {
+                        0 => store
+                            .increment(&id, "count", 1, &short)
+                            .await
+                            .expect("incr")
+                            .is_some(),
+                        1 => store
+                            .update(&id, &sets(&[("x", "y")]), &short)
+                            .await
+                            .expect("update"),
+                        _ => store
+                            .compare_and_set(&id, "x", Some("y"), Some("z"), &short)
+                            .await
+                            .expect("cas")
+                            .is_some(),
+                    };
+                    assert!(alive, "round {round}");
+                }
+                tokio::time::sleep(Duration::from_millis(1700)).await;
+                assert!(is_gone(store, &id).await, "then idleness ends it");
+            }
+
+            #[tokio::test]
+            async fn the_absolute_lifetime_ends_even_a_busy_session() {
+                let harness = make_store().await;
+                let store = &*harness.store;
+                let capped = policy(Duration::from_secs(60), Some(Duration::from_secs(2)));
+                let id = created(store, &[("count", "0")], &capped).await;
+                let ttl = store
+                    .load(&id)
+                    .await
+                    .expect("load")
+                    .expect("alive")
+                    .ttl
+                    .expect("ttl");
+                assert!(
+                    ttl <= Duration::from_secs(2),
+                    "the TTL is cut to the cap: {ttl:?}"
+                );
+                let mut last = 0;
+                for _ in 0..20 {
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                    match store
+                        .increment(&id, "count", 1, &capped)
+                        .await
+                        .expect("incr")
+                    {
+                        Some(value) => last = value,
+                        None => break,
+                    }
+                }
+                assert!(last >= 8, "busy for a while first: {last}");
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                assert_eq!(
+                    store
+                        .increment(&id, "count", 1, &capped)
+                        .await
+                        .expect("incr"),
+                    None
+                );
+                assert!(
+                    !store
+                        .update(&id, &Changes::default(), &capped)
+                        .await
+                        .expect("touch")
+                );
+                assert!(is_gone(store, &id).await);
+            }
+
+            #[tokio::test]
+            async fn renew_moves_the_data_to_the_new_id_and_the_old_id_dies() {
+                let harness = make_store().await;
+                let store = &*harness.store;
+                let old = created(store, &[("count", "3"), ("cart", "2 books")], &LONG).await;
+                let created_at = store
+                    .load(&old)
+                    .await
+                    .expect("load")
+                    .expect("alive")
+                    .created;
+                let new = SessionId::generate();
+                let changes = sets(&[("user", "ada")]);
+                assert_eq!(
+                    store
+                        .renew(&old, &new, &changes, &LONG)
+                        .await
+                        .expect("renew"),
+                    Renewal::Renewed
+                );
+                assert!(is_gone(store, &old).await);
+                let loaded = store.load(&new).await.expect("load").expect("moved");
+                assert_eq!(loaded.fields.len(), 3, "{:?}", loaded.fields);
+                assert_eq!(loaded.fields["user"], "ada");
+                assert_eq!(loaded.fields["cart"], "2 books");
+                assert_eq!(
+                    loaded.created, created_at,
+                    "the absolute lifetime carries over"
+                );
+            }
+
+            #[tokio::test]
+            async fn renew_refuses_a_taken_new_id_and_changes_nothing() {
+                let harness = make_store().await;
+                let store = &*harness.store;
+                let old = created(store, &[("user", "ada")], &LONG).await;
+                let taken = created(store, &[("user", "bob")], &LONG).await;
+                assert_eq!(
+                    store
+                        .renew(&old, &taken, &sets(&[("x", "1")]), &LONG)
+                        .await
+                        .expect("renew"),
+                    Renewal::Taken
+                );
+                assert_eq!(fields_of(store, &old).await.len(), 1);
+                assert_eq!(fields_of(store, &taken).await["user"], "bob");
+            }
+
+            #[tokio::test]
+            async fn too_many_fields_are_refused_whole() {
+                let harness = make_store().await;
+                let store = &*harness.store;
+                let tight = session::WritePolicy {
+                    max_fields: 3,
+                    ..LONG
+                };
+                let four = sets(&[("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")]);
+                let refused = store.create(&SessionId::generate(), &four, &tight).await;
+                assert!(
+                    matches!(refused, Err(StoreError::LimitExceeded(Limit::Fields(3)))),
+                    "{refused:?}"
+                );
+                let id = created(store, &[("a", "1"), ("b", "2")], &tight).await;
+                let two_more = sets(&[("b", "changed"), ("c", "3"), ("d", "4")]);
+                let refused = store.update(&id, &two_more, &tight).await;
+                assert!(
+                    matches!(refused, Err(StoreError::LimitExceeded(_))),
+                    "{refused:?}"
+                );
+                let fields = fields_of(store, &id).await;
+                assert_eq!(
+                    (fields.len(), &fields["b"][..]),
+                    (2, "2"),
+                    "nothing half-written"
+                );
+                let refused = store.increment(&id, "c", 1, &tight).await;
+                assert!(refused.is_ok(), "a third field fits: {refused:?}");
+                let refused = store.increment(&id, "d", 1, &tight).await;
+                assert!(
+                    matches!(refused, Err(StoreError::LimitExceeded(_))),
+                    "{refused:?}"
+                );
+                let swap = Changes {
+                    removals: vec!["a".into()],
+                    upserts: vec![("d".into(), "4".into())],
+                    ..Changes::default()
+                };
+                assert!(
+                    store
+                        .update(&id, &swap, &tight)
+                        .await
+                        .expect("room was made")
+                );
+            }
+
+            #[tokio::test]
+            async fn too_many_bytes_are_refused_whole() {
+                let harness = make_store().await;
+                let store = &*harness.store;
+                let tight = session::WritePolicy {
+                    max_bytes: 100,
+                    ..LONG
+                };
+                let id = created(store, &[("note", &"x".repeat(50))], &tight).await;
+                let big = "y".repeat(60);
+                let refused = store.update(&id, &sets(&[("other", &big)]), &tight).await;
+                assert!(
+                    matches!(refused, Err(StoreError::LimitExceeded(Limit::Bytes(100)))),
+                    "{refused:?}"
+                );
+                let refused = store
+                    .compare_and_set(&id, "other", None, Some(&big), &tight)
+                    .await;
+                assert!(
+                    matches!(refused, Err(StoreError::LimitExceeded(_))),
+                    "{refused:?}"
+                );
+                let fields = fields_of(store, &id).await;
+                assert_eq!(fields.len(), 1, "nothing half-written: {fields:?}");
+                let replaced = store.update(&id, &sets(&[("note", &big)]), &tight).await;
+                assert!(replaced.expect("a replaced value counts once"));
             }
 
             #[tokio::test]
             async fn a_healthy_store_says_so() {
                 let harness = make_store().await;
                 harness.store.check_health().await.expect("healthy");
+                harness.store.prepare().await.expect("ready");
             }
         }
     };

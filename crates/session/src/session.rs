@@ -1,0 +1,763 @@
+//! [`Session`]: the per-request handle that handlers extract.
+//!
+//! The handle records what the handler reads and changes; the middleware
+//! commits the changes after the handler, in one round trip. Nothing touches
+//! the store until the handler asks for something the request does not
+//! already know, so a route that never uses its `Session` costs nothing.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::{Duration, SystemTime};
+
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpMessage, HttpRequest};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::codec;
+use crate::store::{Changes, LoadedSession, RESERVED_PREFIX, Renewal};
+use crate::{SessionError, SessionFields, SessionId, SessionService, StoreError, slot};
+
+/// How often a fresh id may collide before we give up: see
+/// [`SessionError::IdsExhausted`].
+const FRESH_ID_ATTEMPTS: usize = 3;
+
+/// The session of the current request. Extract it in a handler on a route
+/// wrapped by [`crate::SessionMiddleware`].
+///
+/// Cheap to clone; clones share one state. It lives on the request's worker
+/// thread (it is not `Send`), like the request itself.
+///
+/// # Reads
+///
+/// [`Session::get`], [`Session::entries`] and [`Session::get_as`] load the
+/// session on first use: one round trip (`HGETALL` + `PTTL`, pipelined), and
+/// none for a request without a session cookie. Later reads in the same
+/// request are served from that snapshot, overlaid with this request's own
+/// changes.
+///
+/// # Writes
+///
+/// [`Session::insert`], [`Session::remove`], [`Session::clear`],
+/// [`Session::purge`] and [`Session::renew`] only record; the middleware
+/// commits them after the handler, as one atomic script, and only the fields
+/// that changed. Two requests that change different fields of one session
+/// therefore never clobber each other.
+///
+/// [`Session::incr`] and [`Session::compare_and_set`] act at once, atomically
+/// in the store, because their answer depends on what every other request
+/// did: concurrent increments never lose an update.
+#[derive(Clone)]
+pub struct Session(Rc<RefCell<State>>);
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.0.borrow();
+        f.debug_struct("Session")
+            .field("id", &state.id)
+            .field("changed_fields", &state.changes.len())
+            .field("purged", &state.purged)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the request knows of the stored session.
+#[derive(Debug)]
+enum Snapshot {
+    /// Not read yet.
+    Unknown,
+    /// There is no live session under the request's id (or no id at all).
+    Absent,
+    /// Read once, or created by this request.
+    Live(LoadedSession),
+}
+
+#[derive(Debug)]
+struct State {
+    sessions: SessionService,
+    /// The session's id: the cookie's, or one issued during this request.
+    id: Option<SessionId>,
+    /// The id came from this request (a new session or a renewal): the
+    /// response must carry a cookie.
+    issued: bool,
+    /// The request came with a cookie that names no live session: the
+    /// response should clear it unless a session is created.
+    stale_cookie: bool,
+    snapshot: Snapshot,
+    /// Data was read from the stored session. If the session is gone at
+    /// commit, the changes may derive from a dead session and are dropped.
+    observed: bool,
+    /// Pending changes: `Some` sets, `None` deletes.
+    changes: BTreeMap<String, Option<String>>,
+    /// Delete every user field first.
+    cleared: bool,
+    purged: bool,
+    renew: bool,
+    /// An immediate write (incr, compare_and_set) already slid the TTL.
+    written: bool,
+}
+
+/// What the response must do with the session cookie.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CookieUpdate {
+    /// Leave the browser's cookie alone.
+    Keep,
+    /// Send a cookie naming this id (new, renewed, or a refreshed `Max-Age`).
+    Set(SessionId),
+    /// Make the browser forget the cookie.
+    Remove,
+}
+
+/// When a session was created and last used, for pages like "your session".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionTimes {
+    /// When the session was created (`None` for a session written by a node
+    /// that does not record it, until a Rust node first writes it).
+    pub created: Option<SystemTime>,
+    /// When it was last written or had its TTL refreshed: precise to the
+    /// touch interval (`session.touch_after_fraction` of the idle timeout).
+    pub last_seen: Option<SystemTime>,
+    /// Time left before it expires unless used again.
+    pub expires_in: Option<Duration>,
+}
+
+impl Session {
+    /// The handle for one request. `id` is the cookie's id, if it sent one.
+    pub(crate) fn new(sessions: SessionService, id: Option<SessionId>) -> Self {
+        let snapshot = if id.is_some() {
+            Snapshot::Unknown
+        } else {
+            Snapshot::Absent
+        };
+        Self(Rc::new(RefCell::new(State {
+            sessions,
+            id,
+            issued: false,
+            stale_cookie: false,
+            snapshot,
+            observed: false,
+            changes: BTreeMap::new(),
+            cleared: false,
+            purged: false,
+            renew: false,
+            written: false,
+        })))
+    }
+
+    /// The current session id, if there is one: the cookie's, or one issued
+    /// during this request. Log it only through its `Display`, which shows a
+    /// prefix.
+    pub fn id(&self) -> Option<SessionId> {
+        self.0.borrow().id.clone()
+    }
+
+    /// The value of `key`, or `None` if the session or the field is absent.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Decode`] if the field does not parse as a `T`;
+    /// [`SessionError::Store`] if the session could not be loaded.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
+        {
+            let state = self.0.borrow();
+            if let Some(pending) = state.changes.get(key) {
+                return decode_opt(pending.as_deref());
+            }
+            if state.cleared || state.purged {
+                return Ok(None);
+            }
+        }
+        self.ensure_loaded().await?;
+        let state = self.0.borrow();
+        match &state.snapshot {
+            Snapshot::Live(loaded) => decode_opt(loaded.fields.get(key).map(String::as_str)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Every user field as stored text: the stored session overlaid with
+    /// this request's changes. Empty if there is no session.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] if the session could not be loaded.
+    pub async fn entries(&self) -> Result<SessionFields, SessionError> {
+        let needs_load = {
+            let state = self.0.borrow();
+            !(state.cleared || state.purged)
+        };
+        if needs_load {
+            self.ensure_loaded().await?;
+        }
+        let state = self.0.borrow();
+        let mut fields = match &state.snapshot {
+            Snapshot::Live(loaded) if !state.cleared && !state.purged => loaded.fields.clone(),
+            _ => SessionFields::new(),
+        };
+        for (key, change) in &state.changes {
+            match change {
+                Some(value) => fields.insert(key.clone(), value.clone()),
+                None => fields.remove(key),
+            };
+        }
+        Ok(fields)
+    }
+
+    /// The whole session decoded as one struct `S`, field by field (see
+    /// [`crate::codec`]), or `None` if there is no session.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Decode`] if the fields do not form an `S`;
+    /// [`SessionError::Store`] if the session could not be loaded.
+    pub async fn get_as<S: DeserializeOwned>(&self) -> Result<Option<S>, SessionError> {
+        let fields = self.entries().await?;
+        if fields.is_empty() && !self.is_live() {
+            return Ok(None);
+        }
+        codec::decode_fields(&fields)
+            .map(Some)
+            .map_err(SessionError::Decode)
+    }
+
+    /// When the session was created and last used, and when it expires;
+    /// `None` if there is no session.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] if the session could not be loaded.
+    pub async fn times(&self) -> Result<Option<SessionTimes>, SessionError> {
+        self.ensure_loaded().await?;
+        let state = self.0.borrow();
+        Ok(match &state.snapshot {
+            Snapshot::Live(loaded) if !state.purged => Some(SessionTimes {
+                created: loaded.created,
+                last_seen: loaded.seen,
+                expires_in: loaded.ttl,
+            }),
+            _ => None,
+        })
+    }
+
+    /// Sets `key` to `value` when the request commits. Strings and numbers
+    /// are stored as plain text, anything else as JSON; `None` or `()`
+    /// removes the field.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::InvalidKey`] for an empty or reserved name;
+    /// [`SessionError::Encode`] if serde fails; [`SessionError::Store`] with
+    /// [`StoreError::LimitExceeded`] if this field alone, or the number of
+    /// fields this request sets, is over the limits. The full limits are
+    /// checked again, atomically, at commit.
+    pub fn insert<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<(), SessionError> {
+        check_key(key)?;
+        let encoded = codec::encode_value(value).map_err(SessionError::Encode)?;
+        let mut state = self.0.borrow_mut();
+        let policy = state.sessions.settings().write_policy();
+        if let Some(text) = &encoded
+            && key.len() + text.len() > policy.max_bytes
+        {
+            return Err(limit(crate::store::Limit::Bytes(policy.max_bytes)));
+        }
+        if !state.changes.contains_key(key) && state.changes.len() >= policy.max_fields {
+            return Err(limit(crate::store::Limit::Fields(policy.max_fields)));
+        }
+        state.changes.insert(key.to_owned(), encoded);
+        Ok(())
+    }
+
+    /// Removes `key` when the request commits.
+    pub fn remove(&self, key: &str) {
+        if check_key(key).is_ok() {
+            self.0.borrow_mut().changes.insert(key.to_owned(), None);
+        }
+    }
+
+    /// Removes every user field when the request commits. The session itself
+    /// (its id, creation time and TTL) lives on; see [`Session::purge`] to
+    /// end it.
+    pub fn clear(&self) {
+        let mut state = self.0.borrow_mut();
+        state.cleared = true;
+        state.changes.clear();
+    }
+
+    /// Ends the session: it is deleted from the store when the request
+    /// commits (even if the handler then fails) and the cookie is expired.
+    /// No request still in flight can bring it back: their writes find it
+    /// gone and write nothing.
+    pub fn purge(&self) {
+        let mut state = self.0.borrow_mut();
+        state.purged = true;
+        state.changes.clear();
+    }
+
+    /// Moves the session to a fresh id when the request commits, keeping its
+    /// data, and sends the new id: call it when the user's privileges change
+    /// (login), so that an id planted or seen before cannot ride along.
+    ///
+    /// The move is one atomic script (`RENAME` + the request's changes), and
+    /// it is safe on Redis Cluster because the new id is drawn so that its
+    /// key hashes to the old key's slot
+    /// ([`crate::slot::generate_in_same_slot`]); a `RENAME` across slots
+    /// would fail with `CROSSSLOT`.
+    pub fn renew(&self) {
+        self.0.borrow_mut().renew = true;
+    }
+
+    /// Leaves the current session alone for the rest of this request, without
+    /// deleting it: the next write starts a fresh session with a fresh id.
+    /// For data this app cannot use (a counter that is not a number, written
+    /// by another app) where deleting it would destroy someone else's data.
+    pub fn start_over(&self) {
+        let mut state = self.0.borrow_mut();
+        if let Some(id) = &state.id {
+            log::debug!("leaving session {id} alone; the next write starts a fresh one");
+        }
+        state.id = None;
+        state.snapshot = Snapshot::Absent;
+        state.observed = false;
+        state.issued = false;
+        state.stale_cookie = false;
+        state.renew = false;
+        state.written = false;
+        state.cleared = false;
+        state.changes.clear();
+    }
+
+    /// Adds `by` to the integer field `key` (a missing field counts as 0) at
+    /// once, atomically in the store, and returns the new value. Concurrent
+    /// increments from any number of nodes never lose an update.
+    ///
+    /// With no live session, a fresh one is created holding `key = by` and
+    /// this request's pending changes; its cookie goes out with the
+    /// response. One round trip either way (two when the cookie names a
+    /// session that has just expired).
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] with [`StoreError::InvalidData`] if the field
+    /// holds something other than an integer or the sum overflows (nothing
+    /// is written), [`StoreError::LimitExceeded`] if a new field would break
+    /// the limits, or unavailability.
+    pub async fn incr(&self, key: &str, by: i64) -> Result<i64, SessionError> {
+        check_key(key)?;
+        if let Some(local) = self.pending_integer(key, by)? {
+            return Ok(local);
+        }
+        let (id, sessions) = self.target();
+        if let Some(id) = id {
+            let policy = sessions.settings().write_policy();
+            if let Some(value) = sessions.store().increment(&id, key, by, &policy).await? {
+                self.record_stored(key, value.to_string());
+                return Ok(value);
+            }
+            self.mark_gone();
+        }
+        self.create_with(key, by.to_string()).await?;
+        Ok(by)
+    }
+
+    /// Sets `key` to `new` only if it now holds `expected` (`None`: only if
+    /// it is absent), at once and atomically in the store. Returns whether
+    /// it did. Use it for state machines that concurrent requests must not
+    /// both advance (a one-time token, a checkout step).
+    ///
+    /// Values are compared as stored text: see [`crate::codec`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::incr`], and [`SessionError::Encode`] for values serde
+    /// cannot serialize.
+    pub async fn compare_and_set<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        expected: Option<&T>,
+        new: &T,
+    ) -> Result<bool, SessionError> {
+        check_key(key)?;
+        let expected = match expected {
+            Some(value) => codec::encode_value(value).map_err(SessionError::Encode)?,
+            None => None,
+        };
+        let Some(new) = codec::encode_value(new).map_err(SessionError::Encode)? else {
+            return Err(SessionError::Encode(serde::ser::Error::custom(
+                "compare_and_set needs a non-null new value",
+            )));
+        };
+        {
+            let mut state = self.0.borrow_mut();
+            if let Some(pending) = state.changes.get(key) {
+                let swapped = *pending == expected;
+                if swapped {
+                    state.changes.insert(key.to_owned(), Some(new));
+                }
+                return Ok(swapped);
+            }
+        }
+        let (id, sessions) = self.target();
+        if let Some(id) = id {
+            let policy = sessions.settings().write_policy();
+            let store = sessions.store();
+            match store
+                .compare_and_set(&id, key, expected.as_deref(), Some(&new), &policy)
+                .await?
+            {
+                Some(true) => {
+                    self.record_stored(key, new);
+                    return Ok(true);
+                }
+                Some(false) => return Ok(false),
+                None => self.mark_gone(),
+            }
+        }
+        // No live session: the field is absent.
+        if expected.is_some() {
+            return Ok(false);
+        }
+        self.create_with(key, new).await?;
+        Ok(true)
+    }
+
+    /// True if the request knows of a live session, or has created one.
+    fn is_live(&self) -> bool {
+        matches!(self.0.borrow().snapshot, Snapshot::Live(_))
+    }
+
+    /// The id to act on now (none after a `clear` of a session not yet
+    /// stored, a purge, or with no session) and the service.
+    fn target(&self) -> (Option<SessionId>, SessionService) {
+        let state = self.0.borrow();
+        let id = if matches!(state.snapshot, Snapshot::Absent) || state.purged {
+            None
+        } else {
+            state.id.clone()
+        };
+        (id, state.sessions.clone())
+    }
+
+    /// `incr` on a field this request already set or removed: the request's
+    /// own value is the truth, so count on it locally.
+    fn pending_integer(&self, key: &str, by: i64) -> Result<Option<i64>, SessionError> {
+        let mut state = self.0.borrow_mut();
+        let current = match state.changes.get(key) {
+            Some(Some(text)) => text
+                .parse::<i64>()
+                .map_err(|error| SessionError::Store(StoreError::InvalidData(Box::new(error))))?,
+            Some(None) => 0,
+            None if state.cleared => 0,
+            None => return Ok(None),
+        };
+        let value = current.checked_add(by).ok_or_else(|| {
+            SessionError::Store(StoreError::InvalidData(
+                "increment or decrement would overflow".into(),
+            ))
+        })?;
+        state
+            .changes
+            .insert(key.to_owned(), Some(value.to_string()));
+        Ok(Some(value))
+    }
+
+    /// After an immediate write: keep the snapshot in step with the store.
+    fn record_stored(&self, key: &str, value: String) {
+        let mut state = self.0.borrow_mut();
+        state.written = true;
+        if let Snapshot::Live(loaded) = &mut state.snapshot {
+            loaded.fields.insert(key.to_owned(), value);
+        }
+    }
+
+    /// The store says the session is gone. Changes made after reading it may
+    /// carry its data: they die with it.
+    fn mark_gone(&self) {
+        let mut state = self.0.borrow_mut();
+        log_gone(&state);
+        if state.observed {
+            state.changes.clear();
+            state.cleared = false;
+        }
+        state.snapshot = Snapshot::Absent;
+        state.stale_cookie = !state.issued;
+    }
+
+    /// Creates a fresh session holding `key = value` and the pending changes.
+    async fn create_with(&self, key: &str, value: String) -> Result<(), SessionError> {
+        let (mut changes, sessions) = {
+            let state = self.0.borrow();
+            (state.pending_changes(), state.sessions.clone())
+        };
+        changes.upserts.retain(|(field, _)| field != key);
+        changes.upserts.push((key.to_owned(), value));
+        let id = create_fresh(&sessions, &changes).await?;
+        let mut state = self.0.borrow_mut();
+        let fields: SessionFields = changes.upserts.into_iter().collect();
+        state.snapshot = Snapshot::Live(LoadedSession {
+            fields,
+            created: Some(SystemTime::now()),
+            seen: Some(SystemTime::now()),
+            ttl: Some(sessions.settings().idle_timeout()),
+        });
+        state.id = Some(id);
+        state.issued = true;
+        state.stale_cookie = false;
+        state.written = true;
+        state.renew = false; // a fresh id needs no renewal
+        state.changes.clear();
+        state.cleared = false;
+        Ok(())
+    }
+
+    /// Reads the session once, if the request has an id and has not read it.
+    async fn ensure_loaded(&self) -> Result<(), SessionError> {
+        let (id, sessions) = {
+            let state = self.0.borrow();
+            match (&state.snapshot, &state.id) {
+                (Snapshot::Unknown, Some(id)) => (id.clone(), state.sessions.clone()),
+                _ => return Ok(()),
+            }
+        };
+        let loaded = sessions.store().load(&id).await?;
+        let mut state = self.0.borrow_mut();
+        match loaded {
+            Some(loaded) => {
+                state.snapshot = Snapshot::Live(loaded);
+                state.observed = true;
+            }
+            None => {
+                state.snapshot = Snapshot::Absent;
+                state.stale_cookie = !state.issued;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what the request changed: the middleware calls it once, after
+    /// the handler. `skip_writes` (a 5xx response) keeps only a purge.
+    pub(crate) async fn commit(&self, skip_writes: bool) -> Result<CookieUpdate, SessionError> {
+        let (id, sessions, purged) = {
+            let state = self.0.borrow();
+            (state.id.clone(), state.sessions.clone(), state.purged)
+        };
+        if purged {
+            // A purge is a security action: it happens even on a 5xx.
+            if let Some(id) = &id {
+                let existed = sessions.store().delete(id).await?;
+                log::debug!("purged session {id} (existed: {existed})");
+                return Ok(CookieUpdate::Remove);
+            }
+            return Ok(if self.0.borrow().stale_cookie {
+                CookieUpdate::Remove
+            } else {
+                CookieUpdate::Keep
+            });
+        }
+        if skip_writes {
+            return Ok(CookieUpdate::Keep);
+        }
+        let plan = self.0.borrow().plan();
+        let policy = sessions.settings().write_policy();
+        let store = sessions.store();
+        match plan {
+            Plan::Nothing => Ok(CookieUpdate::Keep),
+            Plan::ForgetCookie => Ok(CookieUpdate::Remove),
+            Plan::RefreshCookie(id) => Ok(self.cookie_for(id)),
+            Plan::Create(changes) => {
+                let id = create_fresh(&sessions, &changes).await?;
+                log::debug!("created session {id}");
+                Ok(CookieUpdate::Set(id))
+            }
+            Plan::Update(id, changes) => {
+                if store.update(&id, &changes, &policy).await? {
+                    return Ok(self.cookie_for(id));
+                }
+                self.mark_gone();
+                self.after_gone(&sessions, changes).await
+            }
+            Plan::Renew(old, changes) => {
+                for _ in 0..FRESH_ID_ATTEMPTS {
+                    let new = slot::generate_in_same_slot(store_prefix(&sessions), &old)
+                        .map_err(|_| SessionError::IdsExhausted)?;
+                    match store.renew(&old, &new, &changes, &policy).await? {
+                        Renewal::Renewed => {
+                            log::debug!("renewed session {old} as {new}");
+                            return Ok(CookieUpdate::Set(new));
+                        }
+                        Renewal::Taken => log::error!("renewed id {new} collided"),
+                        Renewal::Missing => {
+                            self.mark_gone();
+                            return self.after_gone(&sessions, changes).await;
+                        }
+                    }
+                }
+                Err(SessionError::IdsExhausted)
+            }
+        }
+    }
+
+    /// The commit found the session gone. A request that read it drops its
+    /// changes (they may carry the dead session's data); one that only
+    /// wrote blindly starts a fresh session with its own changes.
+    async fn after_gone(
+        &self,
+        sessions: &SessionService,
+        changes: Changes,
+    ) -> Result<CookieUpdate, SessionError> {
+        if self.0.borrow().observed || changes.upserts.is_empty() {
+            return Ok(CookieUpdate::Remove);
+        }
+        let fresh = Changes {
+            upserts: changes.upserts,
+            ..Changes::default()
+        };
+        let id = create_fresh(sessions, &fresh).await?;
+        Ok(CookieUpdate::Set(id))
+    }
+
+    /// The cookie after a successful write to `id`: always for a new id, and
+    /// for a persistent cookie whose `Max-Age` should slide with the TTL.
+    fn cookie_for(&self, id: SessionId) -> CookieUpdate {
+        let state = self.0.borrow();
+        if state.issued || state.sessions.settings().cookie_mode == crate::CookieMode::Persistent {
+            CookieUpdate::Set(id)
+        } else {
+            CookieUpdate::Keep
+        }
+    }
+}
+
+/// What the commit will do, decided without awaiting anything.
+enum Plan {
+    Nothing,
+    ForgetCookie,
+    /// An immediate write already went out; only the cookie is due.
+    RefreshCookie(SessionId),
+    Create(Changes),
+    Update(SessionId, Changes),
+    Renew(SessionId, Changes),
+}
+
+impl State {
+    fn pending_changes(&self) -> Changes {
+        let mut changes = Changes {
+            clear: self.cleared,
+            ..Changes::default()
+        };
+        for (key, change) in &self.changes {
+            match change {
+                Some(value) => changes.upserts.push((key.clone(), value.clone())),
+                None => changes.removals.push(key.clone()),
+            }
+        }
+        changes
+    }
+
+    fn plan(&self) -> Plan {
+        let changes = self.pending_changes();
+        let known_absent = matches!(self.snapshot, Snapshot::Absent);
+        match &self.id {
+            Some(id) if !known_absent => {
+                if self.renew {
+                    Plan::Renew(id.clone(), changes)
+                } else if !changes.is_empty() || self.touch_due() {
+                    Plan::Update(id.clone(), changes)
+                } else if self.written {
+                    Plan::RefreshCookie(id.clone())
+                } else {
+                    Plan::Nothing
+                }
+            }
+            _ if !changes.upserts.is_empty() => Plan::Create(Changes {
+                upserts: changes.upserts,
+                ..Changes::default()
+            }),
+            _ if self.stale_cookie => Plan::ForgetCookie,
+            _ => Plan::Nothing,
+        }
+    }
+
+    /// Whether a session that was only read should have its TTL refreshed:
+    /// when the TTL has run down by more than the touch threshold from what
+    /// a refresh would set it to (the idle timeout, or less near the
+    /// absolute end, where refreshing gains nothing).
+    fn touch_due(&self) -> bool {
+        if self.written {
+            return false;
+        }
+        let Snapshot::Live(loaded) = &self.snapshot else {
+            return false;
+        };
+        let Some(ttl) = loaded.ttl else {
+            return false;
+        };
+        let settings = self.sessions.settings();
+        let mut refreshed = settings.idle_timeout();
+        if let (Some(absolute), Some(created)) = (settings.absolute_timeout(), loaded.created) {
+            let age = SystemTime::now()
+                .duration_since(created)
+                .unwrap_or_default();
+            refreshed = refreshed.min(absolute.saturating_sub(age));
+        }
+        refreshed.saturating_sub(ttl) > settings.touch_after()
+    }
+}
+
+/// A fresh id holding `changes.upserts`, retried on the (astronomically
+/// rare) collision.
+async fn create_fresh(
+    sessions: &SessionService,
+    changes: &Changes,
+) -> Result<SessionId, SessionError> {
+    let policy = sessions.settings().write_policy();
+    for _ in 0..FRESH_ID_ATTEMPTS {
+        let id = SessionId::generate();
+        if sessions.store().create(&id, changes, &policy).await? {
+            return Ok(id);
+        }
+        log::error!("fresh session id {id} collided with an existing session");
+    }
+    Err(SessionError::IdsExhausted)
+}
+
+fn store_prefix(sessions: &SessionService) -> &str {
+    &sessions.settings().key_prefix
+}
+
+fn log_gone(state: &State) {
+    if let Some(id) = &state.id {
+        log::debug!("session {id} is gone (expired, purged or never existed)");
+    }
+}
+
+fn check_key(key: &str) -> Result<(), SessionError> {
+    if key.is_empty() || key.starts_with(RESERVED_PREFIX) {
+        return Err(SessionError::InvalidKey(key.to_owned()));
+    }
+    Ok(())
+}
+
+fn limit(limit: crate::store::Limit) -> SessionError {
+    SessionError::Store(StoreError::LimitExceeded(limit))
+}
+
+fn decode_opt<T: DeserializeOwned>(raw: Option<&str>) -> Result<Option<T>, SessionError> {
+    raw.map(codec::decode_value)
+        .transpose()
+        .map_err(SessionError::Decode)
+}
+
+impl FromRequest for Session {
+    type Error = SessionError;
+    type Future = std::future::Ready<Result<Self, SessionError>>;
+
+    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        std::future::ready(
+            req.extensions()
+                .get::<Session>()
+                .cloned()
+                .ok_or(SessionError::MiddlewareMissing),
+        )
+    }
+}

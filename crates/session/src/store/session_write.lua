@@ -1,0 +1,230 @@
+-- SESSION_WRITE: every write to a session, in one script, so that every write
+-- passes the same guards in the same atomic step (one EVALSHA round trip).
+--
+-- KEYS[1]  the session's hash, e.g. sid_<id>
+-- KEYS[2]  renew only: the new key, in the SAME hash slot as KEYS[1] (the
+--          caller draws the new id so; see session::slot). Redis Cluster
+--          refuses a script whose keys span slots, and this one never does.
+--
+-- ARGV[1]  op: create | update | renew | incr | cas
+-- ARGV[2]  idle timeout, ms (the sliding TTL)
+-- ARGV[3]  absolute lifetime from creation, ms; 0 = none
+-- ARGV[4]  most user fields a session may hold
+-- ARGV[5]  most bytes (names + values of user fields) a session may hold
+-- create / update / renew:
+--   ARGV[6]  "1" to delete every user field first (Session::clear)
+--   ARGV[7]  n, the number of fields to delete, then n field names,
+--            then field, value, field, value, ... to set
+-- incr: ARGV[6] field, ARGV[7] increment (a signed 64-bit integer)
+-- cas:  ARGV[6] field, ARGV[7] "1" if a value is expected (else the field
+--       must be absent), ARGV[8] that value, ARGV[9] "1" to set (else
+--       delete), ARGV[10] the new value
+--
+-- Replies {status, value}:
+--    1  done; value = incr's new value, or cas's '1' (swapped) / '0' (not),
+--       as text
+--    0  no live session: it never existed, expired, was purged, or outlived
+--       its absolute lifetime. NOTHING was written: a write never re-creates
+--       a session that is gone (this is how a logout always wins).
+--   -1  create / renew: the id is taken. Nothing was written.
+--   -2  the session would hold more than max_fields user fields. Nothing written.
+--   -3  the session would hold more than max_bytes. Nothing written.
+--   -4  incr: the field is not an integer, or the sum overflows. Nothing written.
+--
+-- Fields named "__..." are the session's own metadata, never user data:
+--   __created  creation time, ms since the epoch (anchors the absolute lifetime)
+--   __seen     time of the last write or TTL refresh, ms since the epoch
+
+local key = KEYS[1]
+local op = ARGV[1]
+local idle_ms = tonumber(ARGV[2])
+local absolute_ms = tonumber(ARGV[3])
+local max_fields = tonumber(ARGV[4])
+local max_bytes = tonumber(ARGV[5])
+
+-- Redis's clock, not the app node's: nodes with skewed clocks still agree.
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+
+-- Lua 5.1 prints numbers with 14 significant digits; these stay integral.
+local function int(n)
+  return string.format('%.0f', n)
+end
+
+local function is_metadata(field)
+  return string.sub(field, 1, 2) == '__'
+end
+
+-- The creation time of the live session at k, or nil if there is none. A
+-- session past its absolute lifetime is deleted here and then: its TTL never
+-- reaches past that point when we wrote it last, but another writer (a NestJS
+-- node) may have stretched it.
+local function live_created(k)
+  if redis.call('EXISTS', k) == 0 then
+    return nil
+  end
+  -- A session created by a node that does not stamp __created (the NestJS
+  -- original) starts its absolute lifetime now; apply() stamps it.
+  local created = tonumber(redis.call('HGET', k, '__created')) or now
+  if absolute_ms > 0 and created + absolute_ms <= now then
+    redis.call('DEL', k)
+    return nil
+  end
+  return created
+end
+
+-- 0 if the session at k (nil: a new one) would stay within the limits after
+-- the change, else -2 or -3. Only sets can grow a session, so a change that
+-- sets nothing skips the count.
+local function check_limits(k, clear, removals, upserts)
+  if #upserts == 0 then
+    return 0
+  end
+  local fields = {}
+  if k and not clear then
+    local flat = redis.call('HGETALL', k)
+    for i = 1, #flat, 2 do
+      fields[flat[i]] = flat[i + 1]
+    end
+  end
+  for _, field in ipairs(removals) do
+    fields[field] = nil
+  end
+  for i = 1, #upserts, 2 do
+    fields[upserts[i]] = upserts[i + 1]
+  end
+  local count, bytes = 0, 0
+  for field, value in pairs(fields) do
+    if not is_metadata(field) then
+      count = count + 1
+      bytes = bytes + #field + #value
+    end
+  end
+  if count > max_fields then
+    return -2
+  end
+  if bytes > max_bytes then
+    return -3
+  end
+  return 0
+end
+
+-- Applies a change to k and slides its TTL: the idle timeout, cut short by
+-- the absolute lifetime. Every write refreshes the TTL.
+local function apply(k, clear, removals, upserts, created)
+  if clear then
+    local doomed = {}
+    for _, field in ipairs(redis.call('HKEYS', k)) do
+      if not is_metadata(field) then
+        doomed[#doomed + 1] = field
+      end
+    end
+    if #doomed > 0 then
+      redis.call('HDEL', k, unpack(doomed))
+    end
+  end
+  if #removals > 0 then
+    redis.call('HDEL', k, unpack(removals))
+  end
+  -- The metadata keeps the hash non-empty even when every user field is gone.
+  redis.call('HSET', k, '__created', int(created), '__seen', int(now), unpack(upserts))
+  local ttl = idle_ms
+  if absolute_ms > 0 then
+    ttl = math.min(idle_ms, created + absolute_ms - now)
+  end
+  redis.call('PEXPIRE', k, int(ttl))
+end
+
+local function parse_change()
+  local clear = ARGV[6] == '1'
+  local n = tonumber(ARGV[7])
+  local removals, upserts = {}, {}
+  for i = 1, n do
+    removals[i] = ARGV[7 + i]
+  end
+  for i = 8 + n, #ARGV do
+    upserts[#upserts + 1] = ARGV[i]
+  end
+  return clear, removals, upserts
+end
+
+if op == 'create' then
+  if redis.call('EXISTS', key) == 1 then
+    return {-1, '0'}
+  end
+  local _, _, upserts = parse_change()
+  local limit = check_limits(nil, true, {}, upserts)
+  if limit ~= 0 then
+    return {limit, '0'}
+  end
+  apply(key, false, {}, upserts, now)
+  return {1, '0'}
+end
+
+local created = live_created(key)
+if not created then
+  return {0, '0'}
+end
+
+if op == 'update' then
+  local clear, removals, upserts = parse_change()
+  local limit = check_limits(key, clear, removals, upserts)
+  if limit ~= 0 then
+    return {limit, '0'}
+  end
+  apply(key, clear, removals, upserts, created)
+  return {1, '0'}
+elseif op == 'renew' then
+  -- Fixation defence: the data moves to a fresh id and the old id dies, in
+  -- one step. Both keys share a slot, so RENAME is legal on Redis Cluster.
+  local new_key = KEYS[2]
+  if redis.call('EXISTS', new_key) == 1 then
+    return {-1, '0'}
+  end
+  local clear, removals, upserts = parse_change()
+  local limit = check_limits(key, clear, removals, upserts)
+  if limit ~= 0 then
+    return {limit, '0'}
+  end
+  redis.call('RENAME', key, new_key)
+  apply(new_key, clear, removals, upserts, created)
+  return {1, '0'}
+elseif op == 'incr' then
+  local field, by = ARGV[6], ARGV[7]
+  if redis.call('HEXISTS', key, field) == 0 then
+    local limit = check_limits(key, false, {}, {field, by})
+    if limit ~= 0 then
+      return {limit, '0'}
+    end
+  end
+  -- HINCRBY is atomic: concurrent increments never lose an update. A value
+  -- that is not an integer, or an overflow, fails here before any write.
+  local added = redis.pcall('HINCRBY', key, field, by)
+  if type(added) == 'table' and added.err then
+    return {-4, '0'}
+  end
+  apply(key, false, {}, {}, created)
+  -- Read back as text: a Lua number holds only 53 bits of the 64.
+  return {1, redis.call('HGET', key, field)}
+elseif op == 'cas' then
+  local field = ARGV[6]
+  local current = redis.call('HGET', key, field)
+  local expected = false
+  if ARGV[7] == '1' then
+    expected = ARGV[8]
+  end
+  if current ~= expected then
+    return {1, '0'}
+  end
+  if ARGV[9] == '1' then
+    local limit = check_limits(key, false, {}, {field, ARGV[10]})
+    if limit ~= 0 then
+      return {limit, '0'}
+    end
+    apply(key, false, {}, {field, ARGV[10]}, created)
+  else
+    apply(key, false, {field}, {}, created)
+  end
+  return {1, '1'}
+end
+return redis.error_reply('SESSION_WRITE: unknown op ' .. tostring(op))
