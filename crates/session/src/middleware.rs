@@ -22,7 +22,8 @@ use crate::{Session, SessionService};
 /// - changes: one atomic write of the changed fields only, guarded so that it
 ///   never re-creates a session that was purged or expired meanwhile;
 /// - a purge: one `UNLINK`, and a cookie that expires the browser's;
-/// - a 5xx response: nothing is written (except a purge);
+/// - the handler returned an error, or any 5xx response: nothing is
+///   written (except a purge), since the handler may have stopped half-way;
 /// - the write fails: the handler's response is replaced by the error's (503
 ///   with `Retry-After: 1` and a JSON body when the store is unavailable; see
 ///   [`crate::SessionError`]), never an empty 500.
@@ -106,7 +107,10 @@ where
         let sessions = self.sessions.clone();
         Box::pin(async move {
             let mut response = service.call(req).await?;
-            let failed = response.status().is_server_error();
+            // A handler that failed (an error it returned, or any 5xx) may
+            // have stopped half-way through its changes: save none of them.
+            let failed =
+                response.status().is_server_error() || response.response().error().is_some();
             match session.commit(failed).await {
                 Ok(update) => {
                     let cookie = match update {

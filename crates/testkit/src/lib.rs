@@ -236,7 +236,7 @@ pub struct Monitor {
     /// Sends the markers that delimit a measurement.
     control: redis::Connection,
     /// Distinguishes markers.
-    next_marker: u64,
+    next_marker: usize,
 }
 
 impl RedisServer {
@@ -294,8 +294,7 @@ impl Monitor {
     ///
     /// If the feed falls silent for 10 s.
     pub fn begin(&mut self) -> usize {
-        self.mark_and_wait();
-        self.seen.lock().expect("not poisoned").len()
+        self.mark_and_wait() + 1
     }
 
     /// The client commands Redis ran since `begin` returned `start`,
@@ -305,15 +304,15 @@ impl Monitor {
     ///
     /// If the feed falls silent for 10 s.
     pub fn commands_since(&mut self, start: usize) -> Vec<String> {
-        self.mark_and_wait();
-        let seen = self.seen.lock().expect("not poisoned");
-        // Everything after the opening marker, without the closing one.
-        seen[start..seen.len() - 1].to_vec()
+        let end = self.mark_and_wait();
+        // Everything after the opening marker, before the closing one.
+        self.seen.lock().expect("not poisoned")[start..end].to_vec()
     }
 
     /// Sends an `ECHO` marker and waits until the feed shows it: Redis runs
     /// commands in order, so everything before it has been seen by then.
-    fn mark_and_wait(&mut self) {
+    /// Returns the marker's index in the feed.
+    fn mark_and_wait(&mut self) -> usize {
         self.next_marker += 1;
         let marker = format!("testkit-marker-{}", self.next_marker);
         let _: String = redis::cmd("ECHO")
@@ -322,15 +321,20 @@ impl Monitor {
             .expect("ECHO");
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if self
+            // Find the n-th marker (apps never ECHO): looking at the last
+            // line would mistake the previous marker for this one when no
+            // command came in between.
+            let found = self
                 .seen
                 .lock()
                 .expect("not poisoned")
-                .last()
-                .map(String::as_str)
-                == Some("echo")
-            {
-                return;
+                .iter()
+                .enumerate()
+                .filter(|(_, name)| *name == "echo")
+                .nth(self.next_marker - 1)
+                .map(|(index, _)| index);
+            if let Some(index) = found {
+                return index;
             }
             assert!(
                 Instant::now() < deadline,

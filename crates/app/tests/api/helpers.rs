@@ -43,6 +43,20 @@ pub(crate) async fn spawn_app_with(
     redis_url: String,
     customize: impl FnOnce(&mut Settings),
 ) -> TestApp {
+    spawn_app_with_routes(redis_url, customize, |_| {}).await
+}
+
+/// [`spawn_app_with`], plus `extra_routes` behind the same session
+/// middleware: routes that only tests need (one that holds a request in
+/// flight, one that fails after writing).
+pub(crate) async fn spawn_app_with_routes<F>(
+    redis_url: String,
+    customize: impl FnOnce(&mut Settings),
+    extra_routes: F,
+) -> TestApp
+where
+    F: Fn(&mut actix_web::web::ServiceConfig) + Clone + Send + 'static,
+{
     let mut settings = Settings::load().expect("config/default.toml loads");
     settings.server.host = "127.0.0.1".to_owned();
     settings.server.port = 0;
@@ -51,7 +65,9 @@ pub(crate) async fn spawn_app_with(
     settings.redis.url = redis_url;
     customize(&mut settings);
     let node_name = settings.server.node_name.clone();
-    let application = Application::build(settings).await.expect("the app starts");
+    let application = Application::build_with_routes(settings, extra_routes)
+        .await
+        .expect("the app starts");
     let address = format!("http://127.0.0.1:{}", application.port());
     tokio::spawn(application.run_until_stopped());
     TestApp { address, node_name }
@@ -71,6 +87,29 @@ pub(crate) fn bare_client() -> reqwest::Client {
 }
 
 impl TestApp {
+    /// `POST /login {"user": user}` with `client`: the status and the body.
+    pub(crate) async fn login(
+        &self,
+        client: &reqwest::Client,
+        user: &str,
+    ) -> (StatusCode, serde_json::Value) {
+        let response = client
+            .post(self.url("/login"))
+            .json(&serde_json::json!({ "user": user }))
+            .send()
+            .await
+            .expect("POST /login");
+        let status = response.status();
+        (status, response.json().await.unwrap_or_default())
+    }
+
+    /// `GET /me` with `client`: the body.
+    pub(crate) async fn me(&self, client: &reqwest::Client) -> serde_json::Value {
+        let response = client.get(self.url("/me")).send().await.expect("GET /me");
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.expect("a JSON body")
+    }
+
     pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }

@@ -7,4 +7,5 @@ mod helpers;
 mod page_and_logout;
 mod redis_outage;
 mod round_trips;
+mod session_api;
 mod startup;

@@ -9,7 +9,10 @@ use testkit::RedisServer;
 
 /// Runs the app binary with `env` until it exits; returns (code, stderr).
 fn run_app(env: &[(&str, &str)]) -> (Option<i32>, String) {
+    // Port 0 unless the case sets one: tests run in parallel, and two of
+    // them on the default 8080 would fail each other's bind.
     let output = Command::new(env!("CARGO_BIN_EXE_app"))
+        .env("APP__SERVER__PORT", "0")
         .envs(env.iter().copied())
         .env("RUST_LOG", "off")
         .stdin(Stdio::null())
