@@ -1,4 +1,5 @@
-//! One Redis round trip per `/count`, counted with MONITOR: the commands
+//! One Redis round trip per phase, for `/count` and every other route,
+//! counted with MONITOR: the commands
 //! clients sent, script-internal ones left out.
 
 use testkit::RedisServer;
@@ -67,4 +68,62 @@ async fn a_malformed_sid_costs_one_round_trip_it_never_reaches_redis_as_a_key() 
 
     assert_eq!(reply.count, Some(1));
     assert_eq!(commands, vec!["evalsha"], "only the create");
+}
+
+/// The commands one request sends, counted by MONITOR around it.
+async fn commands_of(
+    redis: &RedisServer,
+    send: impl std::future::Future<Output = reqwest::Response>,
+) -> (reqwest::StatusCode, Vec<String>) {
+    let mut monitor = redis.monitor();
+    let start = monitor.begin();
+    let response = send.await;
+    let commands = monitor.commands_since(start);
+    (response.status(), commands)
+}
+
+#[tokio::test]
+async fn each_request_kind_costs_one_round_trip_per_phase() {
+    let redis = RedisServer::start();
+    let app = spawn_app(&redis).await;
+    let client = browser();
+    app.count(&client).await; // a session, and warm connections
+    let post_login = || {
+        client
+            .post(app.url("/login"))
+            .json(&serde_json::json!({ "user": "ada" }))
+            .send()
+    };
+    let get = |path: &str| client.get(app.url(path)).send();
+
+    let login = commands_of(&redis, async { post_login().await.expect("login") }).await;
+    assert_eq!(login.1, vec!["evalsha"], "renew + user, one script");
+    let me = commands_of(&redis, async { get("/me").await.expect("me") }).await;
+    assert_eq!(
+        me.1,
+        vec!["hgetall", "pttl"],
+        "one pipelined load, no write"
+    );
+    let page = commands_of(&redis, async { get("/").await.expect("page") }).await;
+    assert_eq!(
+        page.1,
+        vec!["hgetall", "pttl"],
+        "one load serves both reads"
+    );
+    let health = commands_of(&redis, async { get("/healthz").await.expect("healthz") }).await;
+    assert_eq!(health.1, Vec::<String>::new(), "untouched: nothing");
+    let logout = commands_of(&redis, async {
+        client
+            .post(app.url("/logout"))
+            .send()
+            .await
+            .expect("logout")
+    })
+    .await;
+    assert_eq!(logout.1, vec!["unlink"]);
+    let fresh_login = commands_of(&redis, async { post_login().await.expect("login") }).await;
+    assert_eq!(fresh_login.1, vec!["evalsha"], "no session: one create");
+    for (status, _) in [login, me, page, health, logout, fresh_login] {
+        assert_eq!(status, reqwest::StatusCode::OK);
+    }
 }
