@@ -5,6 +5,7 @@
 //! - `startup.rs`: [`startup::Application`], built once, run until stopped.
 //! - `routes/`: every route, registered in [`routes::configure`].
 //! - `error.rs`: [`error::ApiError`], errors mapped to HTTP in one place.
+//! - `telemetry.rs`: `/metrics`, request metrics, the access log.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -12,3 +13,4 @@ pub mod error;
 pub mod routes;
 pub mod settings;
 pub mod startup;
+pub mod telemetry;

@@ -35,6 +35,13 @@ pub struct ServerSettings {
     pub node_name: String,
     /// Worker threads; 0 means one per CPU core. Default 0.
     pub workers: usize,
+    /// On SIGTERM or SIGINT: stop accepting at once, then give in-flight
+    /// requests this many seconds to finish before closing their
+    /// connections. Default 30.
+    pub shutdown_grace_secs: u64,
+    /// Log one line per request (actix's access log, session ids shown only
+    /// as a short hash). Default true.
+    pub access_log: bool,
 }
 
 impl Default for ServerSettings {
@@ -44,6 +51,8 @@ impl Default for ServerSettings {
             port: 8080,
             node_name: host_name(),
             workers: 0,
+            shutdown_grace_secs: 30,
+            access_log: true,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
-use actix_web::middleware::DefaultHeaders;
+use actix_web::middleware::{Condition, DefaultHeaders, from_fn};
 use actix_web::{App, HttpServer, web};
 use redis_client::{RedisClientError, RedisService};
 use session::{
@@ -15,6 +15,7 @@ use session::{
 
 use crate::routes;
 use crate::settings::{Settings, SettingsError};
+use crate::telemetry::{self, Telemetry};
 
 /// Why the app could not start. Each message is one line that says what is
 /// wrong and how to fix it; `main` prints it and exits non-zero.
@@ -59,6 +60,8 @@ pub struct Application {
     port: u16,
     /// The actix server; runs when awaited.
     server: Server,
+    /// The Redis client, to close its pool after the last request.
+    redis: Option<RedisService>,
 }
 
 impl Application {
@@ -98,12 +101,17 @@ impl Application {
             .map_err(|source| StartupError::Bind { address, source })?
             .port();
 
-        let store = build_store(&settings).await?;
-        let session_layer = SessionMiddleware::new(SessionService::new(
-            Arc::clone(&store),
-            settings.session.clone(),
-        ));
-        let sessions = web::Data::new(SessionService::new(store, settings.session.clone()));
+        telemetry::install_recorder(); // before the first Redis call
+        let (store, redis) = build_store(&settings).await?;
+        // One service: the middleware and the handlers share its store.
+        let session_service = SessionService::new(store, settings.session.clone());
+        let session_layer = SessionMiddleware::new(session_service.clone());
+        let sessions = web::Data::new(session_service);
+        let telemetry = web::Data::new(Telemetry::new(redis.clone()));
+        let access_log = settings
+            .server
+            .access_log
+            .then(|| settings.session.cookie_name.clone());
         let node_name = settings.server.node_name.clone();
         let node = web::Data::new(NodeName(node_name.clone()));
         log::info!(
@@ -116,11 +124,21 @@ impl Application {
                 // Lazy: a route that never extracts `Session` costs no Redis call.
                 .wrap(session_layer.clone())
                 .wrap(DefaultHeaders::new().add(("X-Served-By", node_name.as_str())))
+                // Outside the session layer: the time and status include the commit.
+                .wrap(from_fn(telemetry::record_request))
+                .wrap(Condition::new(
+                    access_log.is_some(),
+                    telemetry::access_log(access_log.clone().unwrap_or_default()),
+                ))
                 .app_data(sessions.clone())
                 .app_data(node.clone())
+                .app_data(telemetry.clone())
                 .configure(routes::configure)
                 .configure(extra_routes.clone())
         })
+        // SIGTERM / SIGINT: stop accepting at once, let in-flight requests
+        // finish within the grace period.
+        .shutdown_timeout(settings.server.shutdown_grace_secs)
         .listen(listener)
         .map_err(StartupError::Serve)?;
         if settings.server.workers > 0 {
@@ -129,6 +147,7 @@ impl Application {
         Ok(Self {
             port,
             server: server.run(),
+            redis,
         })
     }
 
@@ -137,25 +156,34 @@ impl Application {
         self.port
     }
 
-    /// Serves until the process gets SIGINT or SIGTERM, then drains in-flight
-    /// requests.
+    /// Serves until the process gets SIGINT or SIGTERM. Then it stops
+    /// accepting connections at once, lets in-flight requests finish within
+    /// `server.shutdown_grace_secs`, and closes the Redis pool.
     ///
     /// # Errors
     ///
     /// [`StartupError::Serve`] if the server fails.
     pub async fn run_until_stopped(self) -> Result<(), StartupError> {
-        self.server.await.map_err(StartupError::Serve)
+        let served = self.server.await.map_err(StartupError::Serve);
+        if let Some(redis) = &self.redis {
+            redis.close();
+        }
+        log::info!("stopped: in-flight requests done, Redis pool closed");
+        served
     }
 }
 
-/// The store `session.store` asks for; for Redis, only once Redis answers.
-async fn build_store(settings: &Settings) -> Result<Arc<dyn SessionStore>, StartupError> {
+/// The store `session.store` asks for; for Redis, only once Redis answers,
+/// with its client for metrics and shutdown.
+async fn build_store(
+    settings: &Settings,
+) -> Result<(Arc<dyn SessionStore>, Option<RedisService>), StartupError> {
     match settings.session.store {
         StoreKind::Memory => {
             log::warn!(
                 "session.store = \"memory\": sessions live in this process and are NOT shared between nodes"
             );
-            Ok(Arc::new(MemorySessionStore::new()))
+            Ok((Arc::new(MemorySessionStore::new()), None))
         }
         StoreKind::Redis => {
             let redis = RedisService::new(&settings.redis).map_err(|error| {
@@ -174,7 +202,7 @@ async fn build_store(settings: &Settings) -> Result<Arc<dyn SessionStore>, Start
             })?;
             log::info!("sessions in Redis at {}", redis.redacted_url());
             let url = redis.redacted_url().to_owned();
-            let store = RedisSessionStore::new(redis, settings.session.key_prefix.clone());
+            let store = RedisSessionStore::new(redis.clone(), settings.session.key_prefix.clone());
             // Load the script now, so that the first request costs one round trip.
             store
                 .prepare()
@@ -183,7 +211,7 @@ async fn build_store(settings: &Settings) -> Result<Arc<dyn SessionStore>, Start
                     url,
                     reason: crate::error::cause_chain(&error),
                 })?;
-            Ok(Arc::new(store))
+            Ok((Arc::new(store), Some(redis)))
         }
     }
 }

@@ -43,6 +43,30 @@ impl RedisClientError {
         matches!(self, Self::Unavailable { .. })
     }
 
+    /// True when the failure was a timeout: waiting for a pooled connection,
+    /// connecting, or waiting for a reply.
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            Self::Unavailable {
+                source: Some(error),
+                ..
+            } => error.is_timeout(),
+            Self::Unavailable { reason, .. } => reason.starts_with(POOL_TIMEOUT),
+            _ => false,
+        }
+    }
+
+    /// The variant's name for metrics labels: `unavailable`, `rejected`,
+    /// `bad_reply` or `invalid_settings`.
+    pub fn kind_label(&self) -> &'static str {
+        match self {
+            Self::InvalidSettings(_) => "invalid_settings",
+            Self::Unavailable { .. } => "unavailable",
+            Self::Rejected(_) => "rejected",
+            Self::BadReply(_) => "bad_reply",
+        }
+    }
+
     pub(crate) fn unavailable(reason: impl Into<String>) -> Self {
         Self::Unavailable {
             reason: reason.into(),
@@ -96,6 +120,9 @@ impl From<RedisError> for RedisClientError {
     }
 }
 
+/// How a pool wait timeout's reason begins (see `service.rs`).
+pub(crate) const POOL_TIMEOUT: &str = "pool timed out";
+
 /// A short, lower-case cause for the one-line messages people read.
 pub(crate) fn describe(error: &RedisError) -> String {
     if error.is_connection_refusal() {
@@ -133,8 +160,17 @@ mod tests {
     }
 
     #[test]
+    fn a_pool_wait_timeout_counts_as_a_timeout() {
+        let error = RedisClientError::unavailable(format!("{POOL_TIMEOUT} (wait)"));
+        assert!(error.is_timeout());
+        assert_eq!(error.kind_label(), "unavailable");
+        assert!(!RedisClientError::unavailable("connection refused").is_timeout());
+    }
+
+    #[test]
     fn a_timeout_is_unavailable_and_breaks_the_connection() {
         let error = RedisClientError::from(io(std::io::ErrorKind::TimedOut));
+        assert!(error.is_timeout());
         assert!(error.is_unavailable());
         assert!(error.breaks_connection());
     }

@@ -65,6 +65,13 @@
 //! twice (`a_frozen_server_gives_unavailable_and_the_unanswered_increment_is_never_retried`
 //! in the session crate's tests shows it).
 //!
+//! # Metrics
+//!
+//! Recorded through the [`metrics`](https://docs.rs/metrics) facade, so they
+//! cost nothing until the application installs a recorder (the app crate
+//! exports them in the Prometheus format at `/metrics`). Names are in
+//! [`metric_names`].
+//!
 //! # Layout
 //!
 //! - `settings.rs`: [`RedisSettings`], with a password-safe `Debug`.
@@ -75,6 +82,7 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod metric_names;
 mod pool;
 mod service;
 mod settings;

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 use deadpool::managed::{Object, PoolError};
 use deadpool_redis::redis::{self, Cmd, FromRedisValue, RedisError, Script, ScriptInvocation};
 
+use crate::error::POOL_TIMEOUT;
 use crate::pool::{ConnectionManager, Pool, build_pool};
-use crate::{RedisClientError, RedisSettings};
+use crate::{RedisClientError, RedisSettings, metric_names};
 
 /// Connections and their states, for health checks and metrics.
 pub use deadpool::Status as PoolStatus;
@@ -213,7 +214,11 @@ impl RedisService {
         &self,
         request: Request<'_>,
     ) -> Result<T, RedisClientError> {
-        let mut connection = self.pool.get().await.map_err(pool_error)?;
+        let mut connection = match self.pool.get().await {
+            Ok(connection) => connection,
+            Err(error) => return Err(count_error(pool_error(error))),
+        };
+        let started = Instant::now();
         let reply: Result<T, RedisError> = match request {
             Request::Command(command) => command.query_async(&mut *connection).await,
             // EVALSHA; on NOSCRIPT (a restarted or flushed server) redis-rs
@@ -227,7 +232,8 @@ impl RedisService {
                 Err(error) => Err(error),
             },
         };
-        let result = reply.map_err(RedisClientError::from);
+        metrics::histogram!(metric_names::ROUND_TRIP_SECONDS).record(started.elapsed());
+        let result = reply.map_err(|error| count_error(RedisClientError::from(error)));
         if let Err(error) = &result
             && error.breaks_connection()
         {
@@ -236,6 +242,22 @@ impl RedisService {
         }
         result
     }
+
+    /// Closes the pool: idle connections are dropped, and every later call
+    /// fails at once with "the pool is closed". For a graceful shutdown,
+    /// after the last request.
+    pub fn close(&self) {
+        self.pool.close();
+    }
+}
+
+/// Counts a failure by kind, and timeouts apart, then hands it on.
+fn count_error(error: RedisClientError) -> RedisClientError {
+    metrics::counter!(metric_names::ERRORS_TOTAL, "kind" => error.kind_label()).increment(1);
+    if error.is_timeout() {
+        metrics::counter!(metric_names::TIMEOUTS_TOTAL).increment(1);
+    }
+    error
 }
 
 fn discard(connection: Object<ConnectionManager>) {
@@ -246,7 +268,7 @@ fn pool_error(error: PoolError<RedisError>) -> RedisClientError {
     match error {
         PoolError::Backend(error) => RedisClientError::from(error),
         PoolError::Timeout(kind) => {
-            RedisClientError::unavailable(format!("pool timed out ({kind:?})").to_lowercase())
+            RedisClientError::unavailable(format!("{POOL_TIMEOUT} ({kind:?})").to_lowercase())
         }
         PoolError::Closed => RedisClientError::unavailable("the pool is closed"),
         PoolError::NoRuntimeSpecified => {

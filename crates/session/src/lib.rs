@@ -179,6 +179,13 @@
 //! - Limits (`max_fields`, `max_bytes`) are checked by the script against
 //!   the whole session: a write past them fails whole, nothing half-written.
 //!
+//! # Metrics
+//!
+//! Loads, commits (by op), creations, renewals, purges and commit failures
+//! are recorded through the [`metrics`](https://docs.rs/metrics) facade:
+//! free until the application installs a recorder. Names are in
+//! [`metric_names`].
+//!
 //! # The Nest-style service
 //!
 //! [`SessionService`] also offers the NestJS `SessionService` calls
@@ -201,6 +208,7 @@ pub mod codec;
 pub mod cookie;
 mod error;
 mod id;
+pub mod metric_names;
 mod middleware;
 mod service;
 mod session;

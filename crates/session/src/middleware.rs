@@ -128,6 +128,7 @@ where
                     Ok(response.map_into_left_body())
                 }
                 Err(error) => {
+                    metrics::counter!(crate::metric_names::COMMIT_FAILURES_TOTAL).increment(1);
                     log::warn!(
                         "session commit failed for {} {}: {}",
                         response.request().method(),

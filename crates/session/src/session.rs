@@ -16,6 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec;
+use crate::metric_names as names;
 use crate::store::{Changes, LoadedSession, RESERVED_PREFIX, Renewal};
 use crate::{SessionError, SessionFields, SessionId, SessionService, StoreError, slot};
 
@@ -520,6 +521,7 @@ impl Session {
             }
         };
         let loaded = sessions.store().load(&id).await?;
+        metrics::counter!(names::LOADS_TOTAL).increment(1);
         let mut state = self.0.borrow_mut();
         match loaded {
             Some(loaded) => {
@@ -545,6 +547,8 @@ impl Session {
             // A purge is a security action: it happens even on a 5xx.
             if let Some(id) = &id {
                 let existed = sessions.store().delete(id).await?;
+                commit_done("purge");
+                metrics::counter!(names::PURGES_TOTAL).increment(1);
                 log::debug!("purged session {id} (existed: {existed})");
                 return Ok(CookieUpdate::Remove);
             }
@@ -566,11 +570,18 @@ impl Session {
             Plan::RefreshCookie(id) => Ok(self.cookie_for(id)),
             Plan::Create(changes) => {
                 let id = create_fresh(&sessions, &changes).await?;
+                commit_done("create");
                 log::debug!("created session {id}");
                 Ok(CookieUpdate::Set(id))
             }
             Plan::Update(id, changes) => {
-                if store.update(&id, &changes, &policy).await? {
+                let written = store.update(&id, &changes, &policy).await?;
+                commit_done(if changes.is_empty() {
+                    "touch"
+                } else {
+                    "update"
+                });
+                if written {
                     return Ok(self.cookie_for(id));
                 }
                 self.mark_gone();
@@ -580,8 +591,11 @@ impl Session {
                 for _ in 0..FRESH_ID_ATTEMPTS {
                     let new = slot::generate_in_same_slot(store_prefix(&sessions), &old)
                         .map_err(|_| SessionError::IdsExhausted)?;
-                    match store.renew(&old, &new, &changes, &policy).await? {
+                    let renewal = store.renew(&old, &new, &changes, &policy).await?;
+                    commit_done("renew");
+                    match renewal {
                         Renewal::Renewed => {
+                            metrics::counter!(names::RENEWALS_TOTAL).increment(1);
                             log::debug!("renewed session {old} as {new}");
                             return Ok(CookieUpdate::Set(new));
                         }
@@ -714,11 +728,17 @@ async fn create_fresh(
     for _ in 0..FRESH_ID_ATTEMPTS {
         let id = SessionId::generate();
         if sessions.store().create(&id, changes, &policy).await? {
+            metrics::counter!(names::CREATIONS_TOTAL).increment(1);
             return Ok(id);
         }
         log::error!("fresh session id {id} collided with an existing session");
     }
     Err(SessionError::IdsExhausted)
+}
+
+/// Counts one write made by the commit.
+fn commit_done(op: &'static str) {
+    metrics::counter!(names::COMMITS_TOTAL, "op" => op).increment(1);
 }
 
 fn store_prefix(sessions: &SessionService) -> &str {

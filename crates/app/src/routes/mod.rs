@@ -20,6 +20,7 @@ use actix_web::web;
 /// | `GET /me` | `routes/me.rs` | the user and the session's times |
 /// | `GET /healthz` | `routes/health.rs` | 200 while the process is up |
 /// | `GET /readyz` | `routes/health.rs` | 200 if the session store answers, else 503 |
+/// | `GET /metrics` | `telemetry.rs` | Prometheus text format |
 pub fn configure(routes: &mut web::ServiceConfig) {
     routes
         .app_data(json_config())
@@ -29,7 +30,11 @@ pub fn configure(routes: &mut web::ServiceConfig) {
         .route("/logout", web::post().to(logout::logout))
         .route("/me", web::get().to(me::me))
         .route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz));
+        .route("/readyz", web::get().to(health::readyz))
+        .route(
+            "/metrics",
+            web::get().to(crate::telemetry::metrics_endpoint),
+        );
 }
 
 /// Bodies are small JSON objects: 4 KiB is plenty, and a body that is not

@@ -227,3 +227,96 @@ pub(crate) fn all_keys(redis: &RedisServer) -> Vec<String> {
         .query(&mut redis.connection())
         .expect("KEYS")
 }
+
+/// The real `app` binary in a process of its own: its own metrics recorder,
+/// its own signals.
+pub(crate) struct AppProcess {
+    child: std::process::Child,
+    /// `http://127.0.0.1:<port>`.
+    pub(crate) base: String,
+    pub(crate) port: u16,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl AppProcess {
+    /// Starts the binary on a free port with `env` (on top of Redis at
+    /// `redis_url` and one worker) and waits until `/healthz` answers.
+    pub(crate) async fn start(redis_url: &str, env: &[(&str, &str)]) -> Self {
+        use std::io::BufRead;
+        let port = testkit::free_port();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_app"))
+            .env("APP__REDIS__URL", redis_url)
+            .env("APP__SERVER__PORT", port.to_string())
+            .env("APP__SERVER__WORKERS", "1")
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the app binary");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = std::sync::Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                sink.lock().expect("not poisoned").push(line);
+            }
+        });
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while reqwest::get(format!("{base}/healthz")).await.is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the app did not come up"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Self {
+            child,
+            base,
+            port,
+            log,
+        }
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Everything the process has logged so far.
+    pub(crate) fn log(&self) -> String {
+        self.log.lock().expect("not poisoned").join("\n")
+    }
+
+    /// Sends SIGTERM, by PID, as an orchestrator would.
+    pub(crate) fn terminate(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Waits up to `limit` for the process to exit; its exit code.
+    pub(crate) async fn exit_code(&mut self, limit: std::time::Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            assert!(std::time::Instant::now() < deadline, "the app did not exit");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for AppProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

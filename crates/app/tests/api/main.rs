@@ -4,6 +4,7 @@ mod bad_input;
 mod count;
 mod health;
 mod helpers;
+mod operations;
 mod page_and_logout;
 mod redis_outage;
 mod round_trips;

@@ -1,0 +1,153 @@
+//! `/metrics` in the Prometheus text format, the per-request metrics, and
+//! the access log.
+//!
+//! The libraries record through the `metrics` facade (names in
+//! `redis_client::metric_names` and `session::metric_names`); this module
+//! installs the recorder, `metrics-exporter-prometheus`, once per process,
+//! and adds what only the app knows: requests by route and status, and the
+//! pool's gauges at scrape time.
+
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::CONTENT_TYPE;
+use actix_web::middleware::{Logger, Next};
+use actix_web::{Error, HttpResponse, web};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use redis_client::RedisService;
+
+/// Counter, labels `method`, `route` (the pattern, e.g. `/count`, or
+/// `unmatched`) and `status`.
+pub const HTTP_REQUESTS_TOTAL: &str = "http_requests_total";
+/// Histogram, label `route`: time from the request reaching the app to its
+/// response, session commit included.
+pub const HTTP_REQUEST_SECONDS: &str = "http_request_duration_seconds";
+/// Gauges: the Redis pool's connections, those idle, and callers waiting.
+pub const POOL_SIZE: &str = "redis_pool_connections";
+/// See [`POOL_SIZE`].
+pub const POOL_AVAILABLE: &str = "redis_pool_idle_connections";
+/// See [`POOL_SIZE`].
+pub const POOL_WAITING: &str = "redis_pool_waiting_callers";
+
+/// Latency buckets in seconds: loopback Redis answers in tens of
+/// microseconds, a stalled one in the 1 s response timeout.
+const BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5,
+];
+
+/// What `/metrics` needs: the recorder's handle and, with the Redis store,
+/// the pool to read gauges from.
+#[derive(Clone)]
+pub struct Telemetry {
+    handle: PrometheusHandle,
+    redis: Option<RedisService>,
+}
+
+/// Installs the Prometheus recorder on first use and returns its handle;
+/// later calls (several apps in one test process) share it. Call it before
+/// anything records, so that start-up's round trips are counted too.
+pub fn install_recorder() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            // Only an empty bucket list fails, and ours is not empty; were it
+            // to, histograms would render as summaries instead.
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), BUCKETS)
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                log::warn!("another metrics recorder was installed first: /metrics stays empty");
+            }
+            handle
+        })
+        .clone()
+}
+
+impl Telemetry {
+    /// `/metrics` for the recorder [`install_recorder`] installed, with
+    /// `redis`'s pool gauges if there is one.
+    pub fn new(redis: Option<RedisService>) -> Self {
+        Self {
+            handle: install_recorder(),
+            redis,
+        }
+    }
+
+    fn render(&self) -> String {
+        if let Some(redis) = &self.redis {
+            let status = redis.pool_status();
+            metrics::gauge!(POOL_SIZE).set(status.size as f64);
+            metrics::gauge!(POOL_AVAILABLE).set(status.available as f64);
+            metrics::gauge!(POOL_WAITING).set(status.waiting as f64);
+        }
+        self.handle.render()
+    }
+}
+
+/// `GET /metrics`: the Prometheus text format. Touches no session.
+pub(crate) async fn metrics_endpoint(telemetry: web::Data<Telemetry>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8"))
+        .body(telemetry.render())
+}
+
+/// Middleware: counts every request by route and status, and times it.
+pub(crate) async fn record_request(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let response = next.call(request).await?;
+    let route = response
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let status = response.status().as_u16().to_string();
+    metrics::histogram!(HTTP_REQUEST_SECONDS, "route" => route.clone()).record(started.elapsed());
+    metrics::counter!(HTTP_REQUESTS_TOTAL, "method" => method, "route" => route, "status" => status)
+        .increment(1);
+    Ok(response)
+}
+
+/// The access log: actix's `Logger`, one line per request, with the session
+/// cookie shown as `sid=<8 hex>`, a hash that tells requests of one session
+/// apart without revealing the id (`-` without a cookie).
+pub(crate) fn access_log(cookie_name: String) -> Logger {
+    Logger::new(r#"%a "%r" %s %b %Dms sid=%{sid}xi "%{User-Agent}i""#).custom_request_replace(
+        "sid",
+        move |request| {
+            request
+                .cookie(&cookie_name)
+                .map_or_else(|| "-".to_owned(), |cookie| short_hash(cookie.value()))
+        },
+    )
+}
+
+/// Eight hex digits of a keyed-by-nothing SipHash: the same on every node,
+/// so one session's lines can be followed across nodes, and 32 bits, so
+/// nothing of the 122-bit id can be recovered from it.
+pub fn short_hash(text: &str) -> String {
+    let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(text);
+    format!("{:08x}", hash >> 32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short_hash;
+
+    #[test]
+    fn the_short_hash_is_stable_and_reveals_no_id() {
+        let id = "3f2a9c1e-4b7d-4e2a-9c1e-3f2a9c1e4b7d";
+        assert_eq!(short_hash(id), short_hash(id));
+        assert_eq!(short_hash(id).len(), 8);
+        assert!(!id.contains(&short_hash(id)));
+        assert_ne!(short_hash(id), short_hash("another"));
+    }
+}

@@ -1,0 +1,12 @@
+//! The names of the metrics this crate records, in Prometheus style.
+
+/// Histogram: time from sending a command, script or pipeline to reading its
+/// reply (the pool wait is not included).
+pub const ROUND_TRIP_SECONDS: &str = "redis_round_trip_duration_seconds";
+
+/// Counter, label `kind` (`unavailable`, `rejected`, `bad_reply`): failed
+/// calls, pool wait failures included.
+pub const ERRORS_TOTAL: &str = "redis_errors_total";
+
+/// Counter: failed calls that were timeouts (pool wait, connect or reply).
+pub const TIMEOUTS_TOTAL: &str = "redis_timeouts_total";

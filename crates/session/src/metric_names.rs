@@ -1,0 +1,21 @@
+//! The names of the metrics this crate records, through the `metrics` facade.
+
+/// Counter: sessions read from the store (one per request that reads).
+pub const LOADS_TOTAL: &str = "session_loads_total";
+
+/// Counter, label `op` (`create`, `update`, `touch`, `renew`, `purge`): the
+/// writes the middleware makes after handlers.
+pub const COMMITS_TOTAL: &str = "session_commits_total";
+
+/// Counter: new sessions written, by a commit or by `incr` /
+/// `compare_and_set` on a request without one.
+pub const CREATIONS_TOTAL: &str = "session_creations_total";
+
+/// Counter: sessions moved to a new id by `renew`.
+pub const RENEWALS_TOTAL: &str = "session_renewals_total";
+
+/// Counter: sessions deleted by `purge`.
+pub const PURGES_TOTAL: &str = "session_purges_total";
+
+/// Counter: commits that failed and replaced the handler's response.
+pub const COMMIT_FAILURES_TOTAL: &str = "session_commit_failures_total";
