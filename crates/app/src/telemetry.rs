@@ -39,6 +39,9 @@ const BUCKETS: &[f64] = &[
     1.0, 2.5,
 ];
 
+/// How often histogram samples are folded into buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What `/metrics` needs: the recorder's handle and, with the Redis store,
 /// the pool to read gauges from.
 #[derive(Clone)]
@@ -63,6 +66,21 @@ pub fn install_recorder() -> PrometheusHandle {
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 log::warn!("another metrics recorder was installed first: /metrics stays empty");
+            }
+            // Histograms keep raw samples until upkeep folds them into their
+            // buckets: without it, memory grows with every request between
+            // scrapes (the benchmark's RSS check found this).
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new()
+                .name("metrics-upkeep".to_owned())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(UPKEEP_EVERY);
+                        upkeep.run_upkeep();
+                    }
+                });
+            if let Err(error) = spawned {
+                log::warn!("no metrics upkeep thread ({error}): histograms fold at scrapes only");
             }
             handle
         })

@@ -1,13 +1,16 @@
 //! [`RedisService`]: the hash operations sessions need, one round trip each.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use deadpool::managed::{Object, PoolError};
 use deadpool_redis::redis::{self, Cmd, FromRedisValue, RedisError, Script, ScriptInvocation};
 
 use crate::error::POOL_TIMEOUT;
-use crate::pool::{ConnectionManager, Pool, build_pool};
+use crate::pool::{ConnectionManager, Pool, SharedConnection, build_pool};
 use crate::{RedisClientError, RedisSettings, metric_names};
 
 /// Connections and their states, for health checks and metrics.
@@ -23,6 +26,8 @@ pub use deadpool::Status as PoolStatus;
 pub struct RedisService {
     /// The shared pool; clones of the service share it.
     pool: Pool,
+    /// This pool's key in the per-thread leases.
+    pool_id: u64,
     /// `redis.url` without its password, for messages.
     redacted_url: String,
 }
@@ -58,6 +63,7 @@ impl RedisService {
         settings.validate()?;
         Ok(Self {
             pool: build_pool(settings)?,
+            pool_id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
             redacted_url: settings.redacted_url(),
         })
     }
@@ -214,18 +220,16 @@ impl RedisService {
         &self,
         request: Request<'_>,
     ) -> Result<T, RedisClientError> {
-        let mut connection = match self.pool.get().await {
-            Ok(connection) => connection,
-            Err(error) => return Err(count_error(pool_error(error))),
-        };
+        let shared = self.connection().await.map_err(count_error)?;
+        let mut connection = shared.connection.clone();
         let started = Instant::now();
         let reply: Result<T, RedisError> = match request {
-            Request::Command(command) => command.query_async(&mut *connection).await,
+            Request::Command(command) => command.query_async(&mut connection).await,
             // EVALSHA; on NOSCRIPT (a restarted or flushed server) redis-rs
             // loads the script and retries, once.
-            Request::Script(call) => call.invoke_async(&mut *connection).await,
-            Request::Pipeline(pipeline) => pipeline.query_async(&mut *connection).await,
-            Request::Load(script) => match script.load_async(&mut *connection).await {
+            Request::Script(call) => call.invoke_async(&mut connection).await,
+            Request::Pipeline(pipeline) => pipeline.query_async(&mut connection).await,
+            Request::Load(script) => match script.load_async(&mut connection).await {
                 Ok(sha) => {
                     T::from_redis_value(redis::Value::SimpleString(sha)).map_err(RedisError::from)
                 }
@@ -238,7 +242,7 @@ impl RedisService {
             && error.breaks_connection()
         {
             // Never hand a broken or timed-out connection to the next request.
-            discard(connection);
+            shared.mark_broken();
         }
         result
     }
@@ -249,7 +253,74 @@ impl RedisService {
     pub fn close(&self) {
         self.pool.close();
     }
+
+    /// A handle to this thread's connection (see `pool.rs`): the leased one,
+    /// or, the first time, one leased now, opened on this thread.
+    async fn connection(&self) -> Result<SharedConnection, RedisClientError> {
+        if let Some(shared) = self.leased() {
+            return Ok(shared);
+        }
+        // One lease at a time per thread: a burst of requests at start-up
+        // waits for the first to open the connection instead of each opening
+        // one.
+        let lock = LEASE_LOCK.with(Arc::clone);
+        let _leasing = lock.lock().await;
+        if let Some(shared) = self.leased() {
+            return Ok(shared);
+        }
+        let here = std::thread::current().id();
+        // At most twice: once to find an idle connection from another thread
+        // (dropped, so the pool has room), once to open this thread's own.
+        for _ in 0..2 {
+            let object = self.pool.get().await.map_err(pool_error)?;
+            let shared = SharedConnection::clone(&object);
+            let status = self.pool.status();
+            // Never lease the last connection: threads without a lease of
+            // their own share what is left.
+            let room_after_lease = status.available > 0 || status.size < status.max_size;
+            if shared.opened_on == here {
+                if room_after_lease {
+                    LEASES.with_borrow_mut(|leases| leases.push((self.pool_id, object)));
+                }
+                return Ok(shared);
+            }
+            if status.size < status.max_size {
+                // Another thread opened it and does not lease it: forget it
+                // (requests holding handles finish on it), open one here.
+                drop(Object::take(object));
+                continue;
+            }
+            return Ok(shared); // full: share this one for now
+        }
+        let object = self.pool.get().await.map_err(pool_error)?;
+        Ok(SharedConnection::clone(&object))
+    }
+
+    /// This thread's leased connection for this pool, unless it broke (then
+    /// it is discarded) or the pool was closed.
+    fn leased(&self) -> Option<SharedConnection> {
+        LEASES.with_borrow_mut(|leases| {
+            let index = leases.iter().position(|(id, _)| *id == self.pool_id)?;
+            let usable = !leases[index].1.is_broken() && !self.pool.is_closed();
+            if usable {
+                return Some(SharedConnection::clone(&leases[index].1));
+            }
+            let (_, object) = leases.swap_remove(index);
+            drop(Object::take(object));
+            None
+        })
+    }
 }
+
+thread_local! {
+    /// Held while this thread leases a connection.
+    static LEASE_LOCK: Arc<tokio::sync::Mutex<()>> = Arc::new(tokio::sync::Mutex::new(()));
+    /// The connection each pool leased to this thread, by pool id.
+    static LEASES: RefCell<Vec<(u64, Object<ConnectionManager>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Tells pools apart in [`LEASES`]: an address could be reused.
+static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(0);
 
 /// Counts a failure by kind, and timeouts apart, then hands it on.
 fn count_error(error: RedisClientError) -> RedisClientError {
@@ -258,10 +329,6 @@ fn count_error(error: RedisClientError) -> RedisClientError {
         metrics::counter!(metric_names::TIMEOUTS_TOTAL).increment(1);
     }
     error
-}
-
-fn discard(connection: Object<ConnectionManager>) {
-    drop(Object::take(connection));
 }
 
 fn pool_error(error: PoolError<RedisError>) -> RedisClientError {

@@ -60,12 +60,17 @@ end
 -- reaches past that point when we wrote it last, but another writer (a NestJS
 -- node) may have stretched it.
 local function live_created(k)
-  if redis.call('EXISTS', k) == 0 then
-    return nil
+  -- One HGET answers both questions for every session we wrote: a key
+  -- exists exactly when it has fields, and ours always have __created.
+  local created = tonumber(redis.call('HGET', k, '__created'))
+  if not created then
+    -- No stamp: no session, or one a NestJS node wrote. Its absolute
+    -- lifetime starts now; apply() stamps it.
+    if redis.call('EXISTS', k) == 0 then
+      return nil
+    end
+    created = now
   end
-  -- A session created by a node that does not stamp __created (the NestJS
-  -- original) starts its absolute lifetime now; apply() stamps it.
-  local created = tonumber(redis.call('HGET', k, '__created')) or now
   if absolute_ms > 0 and created + absolute_ms <= now then
     redis.call('DEL', k)
     return nil
@@ -204,7 +209,10 @@ elseif op == 'incr' then
     return {-4, '0'}
   end
   apply(key, false, {}, {}, created)
-  -- Read back as text: a Lua number holds only 53 bits of the 64.
+  -- A Lua number holds 53 bits of the 64: past that, read the text back.
+  if added > -9007199254740992 and added < 9007199254740992 then
+    return {1, int(added)}
+  end
   return {1, redis.call('HGET', key, field)}
 elseif op == 'cas' then
   local field = ARGV[6]

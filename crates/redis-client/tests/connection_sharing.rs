@@ -1,0 +1,98 @@
+//! Connections are shared and per thread (see `src/pool.rs`): many requests
+//! on one thread travel on ONE connection, each thread has its own, and a
+//! connection that broke is replaced.
+
+use std::time::Duration;
+
+use redis_client::{RedisService, RedisSettings};
+use testkit::{RedisServer, redis};
+
+/// Connections the server has, not counting the one asking.
+fn clients(server: &RedisServer) -> usize {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut server.connection())
+        .expect("CLIENT LIST");
+    list.lines().count() - 1
+}
+
+fn service(server: &RedisServer) -> RedisService {
+    RedisService::new(&RedisSettings {
+        url: server.url(),
+        ..Default::default()
+    })
+    .expect("valid settings")
+}
+
+/// A single-threaded runtime, as each actix worker has.
+fn worker_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
+#[test]
+fn concurrent_calls_on_one_thread_share_one_connection() {
+    let server = RedisServer::start();
+    let redis = service(&server);
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&worker_runtime(), async {
+        let tasks: Vec<_> = (0..200)
+            .map(|n| {
+                let redis = redis.clone();
+                tokio::task::spawn_local(
+                    async move { redis.hash_get_all(&format!("sid_{n}")).await },
+                )
+            })
+            .collect();
+        for task in tasks {
+            assert!(task.await.expect("the task").expect("HGETALL").is_empty());
+        }
+        assert_eq!(clients(&server), 1, "200 concurrent calls, one connection");
+    });
+}
+
+#[test]
+fn each_thread_gets_its_own_connection() {
+    let server = RedisServer::start();
+    let redis = service(&server);
+    let threads: Vec<_> = (0..3)
+        .map(|_| {
+            let redis = redis.clone();
+            std::thread::spawn(move || {
+                worker_runtime().block_on(async {
+                    for _ in 0..20 {
+                        redis.ping().await.expect("PING");
+                    }
+                    // Keep the thread, and its lease, until counted.
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                });
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(250));
+    assert_eq!(clients(&server), 3, "one per thread");
+    for thread in threads {
+        thread.join().expect("the thread");
+    }
+}
+
+#[test]
+fn a_broken_connection_is_replaced_on_the_next_call() {
+    let mut server = RedisServer::start();
+    let redis = service(&server);
+    worker_runtime().block_on(async {
+        redis.ping().await.expect("PING");
+        server.restart(); // the leased connection's socket is dead now
+        let mut outcomes = Vec::new();
+        for _ in 0..3 {
+            outcomes.push(redis.ping().await.is_ok());
+        }
+        assert_eq!(
+            outcomes,
+            [false, true, true],
+            "one call finds it broken, the next reconnects"
+        );
+    });
+}
