@@ -35,18 +35,10 @@ cargo build --release -p app --quiet
 dir=$(mktemp -d -t session-demo.XXXXXX)
 chmod 755 "$dir" # nginx workers run as nobody and must reach their temp dirs
 pids=()
-cleanup() {
-  local pid
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$dir"
-}
+cleanup() { stop_and_clean "$dir" "${pids[@]}"; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 wait_for() { # wait_for DESCRIPTION COMMAND...: retry for up to 20 s
   local what=$1

@@ -22,3 +22,18 @@ ensure_command() {
 workspace_root() {
   cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd
 }
+
+# free_port: print a TCP port on 127.0.0.1 that is free right now.
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# stop_and_clean DIR PID...: stop the processes this script started, by PID
+# (never by name), wait for them, and remove DIR. For `trap ... EXIT`.
+stop_and_clean() {
+  local dir=$1 pid
+  shift
+  for pid in "$@"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$dir"
+}

@@ -1,0 +1,226 @@
+#!/usr/bin/env bash
+# The benchmark: our app against its ceiling (a bare actix-web handler, no
+# Redis) and its peer (actix-session with its Redis store), side by side in
+# ONE run on this machine, with wrk on 127.0.0.1.
+#
+#   scripts/bench.sh                 the full run (about 4 minutes)
+#   scripts/bench.sh --smoke         1-second runs and small populations: CI checks it still runs
+#   scripts/bench.sh --out FILE      also write the report (markdown) to FILE
+#
+# Prints one table (workload, req/s, p50, p99, Redis commands per request,
+# ratios), then Redis memory per session, the app's RSS under load, and the
+# scaling check (1,000 vs 1,000,000 sessions in Redis).
+#
+# Everything it starts is stopped by PID when it exits, however it exits.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+root=$(workspace_root)
+cd "$root"
+
+smoke=false
+out=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --smoke) smoke=true ;;
+    --out) out=$2; shift ;;
+    *) echo "usage: scripts/bench.sh [--smoke] [--out FILE]" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+if $smoke; then
+  duration=1s; warmup=1s; live_sessions=200; memory_sessions=10000; big_population=20000
+else
+  duration=10s; warmup=3s; live_sessions=1000; memory_sessions=100000; big_population=1000000
+fi
+connections=32
+wrk_threads=2
+# Workers for every server: the same for all three, so the comparison is fair.
+workers=${BENCH_WORKERS:-2}
+
+ensure_command redis-server redis-server
+ensure_command redis-cli redis-server
+ensure_command wrk wrk
+ensure_command python3 python3
+ensure_command curl curl
+
+echo "==> building (release): app, and the baselines in benches/baselines"
+cargo build --release -p app --quiet
+(cd benches/baselines && cargo build --release --quiet)
+app_bin=$root/target/release/app
+peer_bin=$root/benches/baselines/target/release/peer-actix-session
+ceiling_bin=$root/benches/baselines/target/release/ceiling
+
+dir=$(mktemp -d -t session-bench.XXXXXX)
+pids=()
+cleanup() { stop_and_clean "$dir" "${pids[@]}"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wait_for() { # wait_for DESCRIPTION COMMAND...
+  for _ in $(seq 1 200); do "${@:2}" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "error: $1 did not come up; logs in $dir" >&2
+  tail -n 5 "$dir"/*.log >&2 || true
+  exit 1
+}
+
+redis_port=$(free_port)
+redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
+  --dir "$dir" --logfile "$dir/redis.log" &
+pids+=($!)
+rcli() { redis-cli -p "$redis_port" "$@"; }
+wait_for redis rcli ping
+
+app_port=$(free_port); peer_port=$(free_port); ceiling_port=$(free_port)
+APP__REDIS__URL="redis://127.0.0.1:$redis_port" APP__SERVER__PORT=$app_port \
+  APP__SERVER__WORKERS=$workers APP__SERVER__ACCESS_LOG=false RUST_LOG=warn \
+  "$app_bin" >"$dir/app.log" 2>&1 &
+app_pid=$!
+pids+=($app_pid)
+REDIS_URL="redis://127.0.0.1:$redis_port" PORT=$peer_port WORKERS=$workers \
+  "$peer_bin" >"$dir/peer.log" 2>&1 &
+pids+=($!)
+PORT=$ceiling_port WORKERS=$workers "$ceiling_bin" >"$dir/ceiling.log" 2>&1 &
+pids+=($!)
+wait_for app curl -sf "http://127.0.0.1:$app_port/healthz"
+wait_for peer curl -sf "http://127.0.0.1:$peer_port/healthz"
+wait_for ceiling curl -sf "http://127.0.0.1:$ceiling_port/healthz"
+
+echo "==> sessions for the existing-session workloads: $live_sessions on each server"
+python3 scripts/bench/make_sessions.py "http://127.0.0.1:$app_port/count" "$live_sessions" >"$dir/ours.cookies"
+python3 scripts/bench/make_sessions.py "http://127.0.0.1:$peer_port/count" "$live_sessions" >"$dir/peer.cookies"
+
+# Total Redis commands executed so far (INFO commandstats, script-internal
+# commands included), and EVAL/EVALSHA calls alone.
+redis_calls() {
+  rcli info commandstats | awk -F'[:=,]' '/^cmdstat_/ {n += $3} END {print n + 0}'
+}
+
+rows=()
+declare -A rps p99s
+# run NAME URL [COOKIE_FILE]: one wrk run; records req/s, p50, p99, cmds/req.
+run() {
+  local name=$1 url=$2 cookies=${3:-}
+  local args=(-t"$wrk_threads" -c"$connections" --latency -s scripts/bench/sessions.lua "$url")
+  [ -n "$cookies" ] && args+=(-- "$cookies")
+  wrk -d"$warmup" "${args[@]}" >/dev/null # warm the pools, the caches, the CPU
+  local before after report
+  before=$(redis_calls)
+  report=$(wrk -d"$duration" "${args[@]}")
+  after=$(redis_calls)
+  local requests rate p50 p99 errors
+  requests=$(awk '/requests in/ {print $1}' <<<"$report")
+  rate=$(awk '/^Requests\/sec/ {print $2}' <<<"$report")
+  p50=$(awk '$1 == "50%" {print $2}' <<<"$report")
+  p99=$(awk '$1 == "99%" {print $2}' <<<"$report")
+  errors=$(awk '/Non-2xx or 3xx responses|Socket errors/ {print}' <<<"$report")
+  if [ -n "$errors" ]; then
+    echo "error: $name: $errors" >&2
+    exit 1
+  fi
+  local per_request
+  per_request=$(awk -v d="$((after - before))" -v n="$requests" 'BEGIN {printf "%.2f", d / n}')
+  rps[$name]=$rate
+  p99s[$name]=$(to_ms "$p99")
+  rows+=("$name|$rate|$p50|$p99|$per_request")
+  printf '  %-44s %10s req/s  p50 %8s  p99 %8s  redis cmds/req %s\n' "$name" "$rate" "$p50" "$p99" "$per_request"
+}
+to_ms() { # wrk prints 1.23ms, 456.00us or 1.20s
+  awk -v v="$1" 'BEGIN {
+    if (v ~ /us$/) { sub(/us$/, "", v); print v / 1000 }
+    else if (v ~ /ms$/) { sub(/ms$/, "", v); print v + 0 }
+    else { sub(/s$/, "", v); print v * 1000 } }'
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+
+echo "==> workloads: wrk -t$wrk_threads -c$connections -d$duration, $workers workers per server"
+run "ceiling: GET /count, no Redis" "http://127.0.0.1:$ceiling_port/count"
+run "ours: GET /count, existing session" "http://127.0.0.1:$app_port/count" "$dir/ours.cookies"
+run "peer: GET /count, existing session" "http://127.0.0.1:$peer_port/count" "$dir/peer.cookies"
+run "ours: GET /count, new session" "http://127.0.0.1:$app_port/count"
+run "peer: GET /count, new session" "http://127.0.0.1:$peer_port/count"
+run "ours: GET /healthz with a session cookie" "http://127.0.0.1:$app_port/healthz" "$dir/ours.cookies"
+run "ceiling: GET /healthz" "http://127.0.0.1:$ceiling_port/healthz"
+
+ceiling=${rps["ceiling: GET /count, no Redis"]}
+existing=${rps["ours: GET /count, existing session"]}
+fresh=${rps["ours: GET /count, new session"]}
+untouched=${rps["ours: GET /healthz with a session cookie"]}
+
+echo "==> Redis memory per session ($memory_sessions one-field sessions, as the app writes them)"
+rcli flushall >/dev/null
+memory_before=$(rcli info memory | awk -F: '/^used_memory:/ {print $2+0}')
+batch=50000
+for ((first = 0; first < memory_sessions; first += batch)); do
+  n=$((memory_sessions - first < batch ? memory_sessions - first : batch))
+  rcli --eval scripts/bench/populate.lua , "$first" "$n" >/dev/null
+done
+memory_after=$(rcli info memory | awk -F: '/^used_memory:/ {print $2+0}')
+bytes_per_session=$(((memory_after - memory_before) / memory_sessions))
+sid=$(python3 scripts/bench/make_sessions.py "http://127.0.0.1:$app_port/count" 1 | cut -d= -f2)
+encoding=$(rcli object encoding "sid_$sid")
+memory_usage=$(rcli memory usage "sid_$sid")
+echo "  $bytes_per_session bytes per session (INFO used_memory delta / $memory_sessions); one app-written session: MEMORY USAGE $memory_usage bytes, encoding $encoding"
+
+echo "==> scaling: 1,000 vs $big_population sessions in Redis, and the app's RSS"
+rcli flushall >/dev/null
+python3 scripts/bench/make_sessions.py "http://127.0.0.1:$app_port/count" "$live_sessions" >"$dir/ours.cookies"
+rss() { awk '/^VmRSS/ {print $2}' "/proc/$app_pid/status"; }
+rss_start=$(rss)
+run "ours: existing, $live_sessions sessions in Redis" "http://127.0.0.1:$app_port/count" "$dir/ours.cookies"
+small_rps=${rps["ours: existing, $live_sessions sessions in Redis"]}
+small_p99=${p99s["ours: existing, $live_sessions sessions in Redis"]}
+for ((first = 0; first < big_population; first += batch)); do
+  n=$((big_population - first < batch ? big_population - first : batch))
+  rcli --eval scripts/bench/populate.lua , "$first" "$n" >/dev/null
+done
+echo "  Redis now holds $(rcli dbsize) keys"
+rss_samples="$dir/rss"
+(while kill -0 "$app_pid" 2>/dev/null; do rss >>"$rss_samples"; sleep 0.5; done) &
+pids+=($!)
+run "ours: existing, $big_population more sessions in Redis" "http://127.0.0.1:$app_port/count" "$dir/ours.cookies"
+big_rps=${rps["ours: existing, $big_population more sessions in Redis"]}
+big_p99=${p99s["ours: existing, $big_population more sessions in Redis"]}
+rss_min=$(sort -n "$rss_samples" | head -1)
+rss_max=$(sort -n "$rss_samples" | tail -1)
+rss_end=$(rss)
+echo "  app RSS: ${rss_start} kB before, ${rss_min}..${rss_max} kB under load with $(rcli dbsize) sessions, ${rss_end} kB after"
+
+report() {
+  echo "# Benchmark: $(date -u +%Y-%m-%d) on $(nproc) cores ($(uname -m)), $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ *//')"
+  echo
+  echo "redis-server $(redis-server --version | awk '{print $3}' | cut -d= -f2), wrk -t$wrk_threads -c$connections -d$duration (after a $warmup warm-up), $workers actix workers per server, everything on 127.0.0.1. Ratios are within this one run."
+  echo
+  echo "| workload | req/s | p50 | p99 | Redis cmds/req | vs ceiling | vs peer |"
+  echo "|---|---|---|---|---|---|---|"
+  local row name rate p50 p99 cmds vs_peer
+  for row in "${rows[@]}"; do
+    IFS='|' read -r name rate p50 p99 cmds <<<"$row"
+    vs_peer=""
+    case "$name" in
+      "ours: GET /count, existing session") vs_peer="$(ratio "$rate" "${rps["peer: GET /count, existing session"]}")x" ;;
+      "ours: GET /count, new session") vs_peer="$(ratio "$rate" "${rps["peer: GET /count, new session"]}")x" ;;
+    esac
+    echo "| $name | $rate | $p50 | $p99 | $cmds | $(ratio "$rate" "$ceiling") | $vs_peer |"
+  done
+  echo
+  echo "| target | measured |"
+  echo "|---|---|"
+  echo "| existing session >= 1.8x peer | $(ratio "$existing" "${rps["peer: GET /count, existing session"]}")x |"
+  echo "| existing session >= 70% of ceiling | $(ratio "$existing" "$ceiling") |"
+  echo "| new session >= 1.3x peer | $(ratio "$fresh" "${rps["peer: GET /count, new session"]}")x |"
+  echo "| new session, aim 60% of ceiling | $(ratio "$fresh" "$ceiling") |"
+  echo "| untouched route within 5% of the ceiling's /healthz | $(ratio "$untouched" "${rps["ceiling: GET /healthz"]}") |"
+  echo "| p99 existing session <= 3x ceiling p99 | $(ratio "${p99s["ours: GET /count, existing session"]}" "${p99s["ceiling: GET /count, no Redis"]}")x |"
+  echo "| Redis memory per one-field session | $bytes_per_session bytes (MEMORY USAGE of one: $memory_usage, $encoding) |"
+  echo "| app RSS, load with $(rcli dbsize) sessions in Redis | ${rss_start} kB before, ${rss_min}..${rss_max} kB during, ${rss_end} kB after |"
+  echo "| req/s, $big_population vs $live_sessions sessions in Redis | $(ratio "$big_rps" "$small_rps") |"
+  echo "| p99, $big_population vs $live_sessions sessions in Redis | $(ratio "$big_p99" "$small_p99") |"
+}
+echo
+report | tee "$dir/report.md"
+if [ -n "$out" ]; then
+  cp "$dir/report.md" "$out"
+  echo "==> report written to $out"
+fi
+echo "bench: done"
