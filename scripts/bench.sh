@@ -162,7 +162,7 @@ encoding=$(rcli object encoding "sid_$sid")
 memory_usage=$(rcli memory usage "sid_$sid")
 echo "  $bytes_per_session bytes per session (INFO used_memory delta / $memory_sessions); one app-written session: MEMORY USAGE $memory_usage bytes, encoding $encoding"
 
-echo "==> scaling: 1,000 vs $big_population sessions in Redis, and the app's RSS"
+echo "==> scaling: $live_sessions vs $big_population sessions in Redis, and the app's RSS"
 rcli flushall >/dev/null
 python3 scripts/bench/make_sessions.py "http://127.0.0.1:$app_port/count" "$live_sessions" >"$dir/ours.cookies"
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$app_pid/status"; }
