@@ -104,7 +104,10 @@ impl Settings {
                 Environment::with_prefix("APP")
                     .prefix_separator("__")
                     .separator("__")
-                    .try_parsing(true),
+                    .try_parsing(true)
+                    // APP__REDIS__NODES=redis://a:7000,redis://b:7000
+                    .list_separator(",")
+                    .with_list_parse_key("redis.nodes"),
             )
             .build()
             .and_then(Config::try_deserialize)

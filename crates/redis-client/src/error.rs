@@ -105,9 +105,12 @@ impl From<RedisError> for RedisClientError {
             ErrorKind::UnexpectedReturnType | ErrorKind::Parse => Self::BadReply(error),
             // Errors about the key or its value, including those raised inside
             // a script by redis.call (WRONGTYPE, "not an integer", overflow).
-            ErrorKind::Server(ServerErrorKind::ResponseError | ServerErrorKind::ExecAbort) => {
-                Self::Rejected(error)
-            }
+            // CROSSSLOT is a request that can never run on this cluster.
+            ErrorKind::Server(
+                ServerErrorKind::ResponseError
+                | ServerErrorKind::ExecAbort
+                | ServerErrorKind::CrossSlot,
+            ) => Self::Rejected(error),
             ErrorKind::Extension if is_wrong_type(&error) => Self::Rejected(error),
             // Everything else is about reaching a working server: I/O, refused
             // connections, timeouts, LOADING, READONLY after a failover,

@@ -89,7 +89,7 @@ mod settings;
 
 pub use error::RedisClientError;
 pub use service::{PoolStatus, RedisService};
-pub use settings::RedisSettings;
+pub use settings::{RedisMode, RedisSettings};
 
 /// The `redis` crate, re-exported so that no other crate depends on a second
 /// version of it.

@@ -26,10 +26,15 @@ use std::thread::ThreadId;
 use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
+use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection};
+use deadpool_redis::redis::cluster::ClusterClient;
+use deadpool_redis::redis::cluster_async::ClusterConnection;
 use deadpool_redis::redis::{
-    self, AsyncConnectionConfig, Client, RedisError, aio::MultiplexedConnection,
+    self, AsyncConnectionConfig, Client, Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline,
+    RedisError, RedisFuture, Value,
 };
 
+use crate::settings::{RedisMode, redact_url};
 use crate::{RedisClientError, RedisSettings};
 
 /// The pool of connections, as handed around inside a [`crate::RedisService`].
@@ -37,31 +42,124 @@ pub(crate) type Pool = managed::Pool<ConnectionManager>;
 
 /// Opens connections with the configured timeouts and recycles them cheaply.
 pub(crate) struct ConnectionManager {
-    /// Parsed once from `redis.url`; opening a connection reuses it.
-    client: Client,
-    /// Connect and response timeouts applied to every new connection.
-    connection_config: AsyncConnectionConfig,
+    /// Where connections go: parsed once from the settings.
+    backend: Backend,
     /// Idle time after which a connection is PINGed before reuse.
     idle_check_after: Duration,
 }
 
+/// A standalone server or a cluster.
+enum Backend {
+    Standalone {
+        client: Client,
+        /// Connect and response timeouts applied to every new connection.
+        config: AsyncConnectionConfig,
+    },
+    Cluster(ClusterClient),
+}
+
 impl ConnectionManager {
     fn new(settings: &RedisSettings) -> Result<Self, RedisClientError> {
-        let client = Client::open(settings.url.as_str()).map_err(|error| {
-            // The parse error may quote the URL; never let it carry the password.
-            RedisClientError::InvalidSettings(format!(
-                "redis.url is not a valid Redis URL ({}): {}",
-                error.category(),
-                settings.redacted_url()
-            ))
-        })?;
+        let backend = match settings.mode {
+            RedisMode::Standalone => Backend::Standalone {
+                client: Client::open(connection_info(&settings.url, settings)?)
+                    .map_err(|error| invalid_url("redis.url", &settings.url, &error))?,
+                config: AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(settings.connect_timeout()))
+                    .set_response_timeout(Some(settings.response_timeout())),
+            },
+            RedisMode::Cluster => {
+                let nodes = settings
+                    .nodes
+                    .iter()
+                    .map(|node| connection_info(node.trim(), settings))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let client = ClusterClient::builder(nodes)
+                    .connection_timeout(settings.connect_timeout())
+                    .response_timeout(settings.response_timeout())
+                    .build()
+                    .map_err(|error| {
+                        RedisClientError::InvalidSettings(format!(
+                            "redis.nodes cannot make a cluster client ({})",
+                            error.category()
+                        ))
+                    })?;
+                Backend::Cluster(client)
+            }
+        };
         Ok(Self {
-            client,
-            connection_config: AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(settings.connect_timeout()))
-                .set_response_timeout(Some(settings.response_timeout())),
+            backend,
             idle_check_after: Duration::from_millis(settings.idle_check_after_ms),
         })
+    }
+}
+
+/// `url` parsed, with `redis.username` / `redis.password` applied over any
+/// credentials in it.
+fn connection_info(
+    url: &str,
+    settings: &RedisSettings,
+) -> Result<ConnectionInfo, RedisClientError> {
+    let key = if settings.mode == RedisMode::Cluster {
+        "redis.nodes"
+    } else {
+        "redis.url"
+    };
+    let info = url
+        .into_connection_info()
+        .map_err(|error| invalid_url(key, url, &error))?;
+    let mut redis = info.redis_settings().clone();
+    if let Some(username) = &settings.username {
+        redis = redis.set_username(username);
+    }
+    if let Some(password) = &settings.password {
+        redis = redis.set_password(password);
+    }
+    Ok(info.set_redis_settings(redis))
+}
+
+/// The parse error may quote the URL: never let it carry the password.
+fn invalid_url(key: &str, url: &str, error: &RedisError) -> RedisClientError {
+    RedisClientError::InvalidSettings(format!(
+        "{key} is not a valid Redis URL ({}): {}",
+        error.category(),
+        redact_url(url)
+    ))
+}
+
+/// A connection to a standalone server or to a cluster: both multiplexed,
+/// both cheap to clone.
+#[derive(Clone)]
+pub(crate) enum Connection {
+    Standalone(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Standalone(connection) => connection.req_packed_command(cmd),
+            Self::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Standalone(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Standalone(connection) => connection.get_db(),
+            Self::Cluster(connection) => connection.get_db(),
+        }
     }
 }
 
@@ -69,7 +167,7 @@ impl ConnectionManager {
 /// and whether one of them saw it fail.
 #[derive(Clone)]
 pub(crate) struct SharedConnection {
-    pub(crate) connection: MultiplexedConnection,
+    pub(crate) connection: Connection,
     broken: Arc<AtomicBool>,
     /// The thread whose runtime runs the connection's driver task.
     pub(crate) opened_on: ThreadId,
@@ -92,10 +190,14 @@ impl managed::Manager for ConnectionManager {
     type Error = RedisError;
 
     async fn create(&self) -> Result<SharedConnection, RedisError> {
-        let connection = self
-            .client
-            .get_multiplexed_async_connection_with_config(&self.connection_config)
-            .await?;
+        let connection = match &self.backend {
+            Backend::Standalone { client, config } => Connection::Standalone(
+                client
+                    .get_multiplexed_async_connection_with_config(config)
+                    .await?,
+            ),
+            Backend::Cluster(client) => Connection::Cluster(client.get_async_connection().await?),
+        };
         Ok(SharedConnection {
             connection,
             broken: Arc::new(AtomicBool::new(false)),

@@ -64,7 +64,7 @@ impl RedisService {
         Ok(Self {
             pool: build_pool(settings)?,
             pool_id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
-            redacted_url: settings.redacted_url(),
+            redacted_url: settings.redacted_target(),
         })
     }
 
@@ -73,7 +73,8 @@ impl RedisService {
         self.pool.status()
     }
 
-    /// The URL this service talks to, with any password hidden.
+    /// Where this service connects (the URL, or the cluster's seed nodes),
+    /// with any password hidden.
     pub fn redacted_url(&self) -> &str {
         &self.redacted_url
     }

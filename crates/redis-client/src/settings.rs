@@ -7,6 +7,18 @@ use serde::Deserialize;
 
 use crate::RedisClientError;
 
+/// Which kind of Redis deployment to talk to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    /// One server (or a proxy in front of several) at `redis.url`. The default.
+    #[default]
+    Standalone,
+    /// Redis Cluster, discovered from the seed nodes in `redis.nodes`. The
+    /// client follows `MOVED` / `ASK` redirects and topology changes.
+    Cluster,
+}
+
 /// How to reach Redis and how long to wait for it.
 ///
 /// Loaded by the app from the `[redis]` section of `config/*.toml` or from
@@ -19,10 +31,22 @@ use crate::RedisClientError;
 #[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisSettings {
-    /// `redis://[[user]:password@]host:port[/db]`. Default `redis://127.0.0.1:6379`.
+    /// `"standalone"` (default) or `"cluster"`.
+    pub mode: RedisMode,
+    /// Standalone: `redis://[[user]:password@]host:port[/db]`. Default
+    /// `redis://127.0.0.1:6379`.
     ///
     /// The password, if any, is never logged: see [`RedisSettings::redacted_url`].
     pub url: String,
+    /// Cluster: seed nodes, `redis://host:port` each; any live one is enough
+    /// to discover the rest. From the environment, comma-separated:
+    /// `APP__REDIS__NODES=redis://127.0.0.1:7000,redis://127.0.0.1:7001`.
+    pub nodes: Vec<String>,
+    /// ACL user name, kept out of URLs. Overrides one given in a URL.
+    pub username: Option<String>,
+    /// Password (or ACL password), kept out of URLs and never logged.
+    /// Overrides one given in a URL.
+    pub password: Option<String>,
     /// Most connections the pool keeps open. Default 16.
     pub pool_max_size: usize,
     /// How long a request may wait for a free pooled connection. Default 500.
@@ -43,7 +67,11 @@ pub struct RedisSettings {
 impl Default for RedisSettings {
     fn default() -> Self {
         Self {
+            mode: RedisMode::Standalone,
             url: "redis://127.0.0.1:6379".to_owned(),
+            nodes: Vec::new(),
+            username: None,
+            password: None,
             pool_max_size: 16,
             wait_timeout_ms: 500,
             connect_timeout_ms: 500,
@@ -66,6 +94,18 @@ impl RedisSettings {
         redact_url(&self.url)
     }
 
+    /// Where this connects, passwords hidden: the URL, or for a cluster
+    /// `cluster <node>,<node>...`. For messages and logs.
+    pub fn redacted_target(&self) -> String {
+        match self.mode {
+            RedisMode::Standalone => self.redacted_url(),
+            RedisMode::Cluster => {
+                let nodes: Vec<String> = self.nodes.iter().map(|node| redact_url(node)).collect();
+                format!("cluster {}", nodes.join(","))
+            }
+        }
+    }
+
     /// Checks the values that cannot be right whatever the deployment.
     ///
     /// # Errors
@@ -73,11 +113,25 @@ impl RedisSettings {
     /// [`RedisClientError::InvalidSettings`] naming the key and the fix.
     pub fn validate(&self) -> Result<(), RedisClientError> {
         let invalid = |reason: String| Err(RedisClientError::InvalidSettings(reason));
-        if !(self.url.starts_with("redis://") || self.url.starts_with("rediss://")) {
+        let is_redis_url = |url: &str| url.starts_with("redis://") || url.starts_with("rediss://");
+        if !is_redis_url(&self.url) {
             return invalid(format!(
                 "redis.url must start with redis:// or rediss://, got {}",
                 self.redacted_url()
             ));
+        }
+        if self.mode == RedisMode::Cluster {
+            if self.nodes.is_empty() {
+                return invalid(
+                    "redis.mode = \"cluster\" needs redis.nodes, e.g. APP__REDIS__NODES=redis://10.0.0.1:7000,redis://10.0.0.2:7000".to_owned(),
+                );
+            }
+            if let Some(bad) = self.nodes.iter().find(|node| !is_redis_url(node.trim())) {
+                return invalid(format!(
+                    "every redis.nodes entry must start with redis:// or rediss://, got {}",
+                    redact_url(bad)
+                ));
+            }
         }
         if self.pool_max_size == 0 {
             return invalid("redis.pool_max_size must be at least 1".to_owned());
@@ -109,8 +163,13 @@ impl RedisSettings {
 // can never print the password inside the URL.
 impl fmt::Debug for RedisSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nodes: Vec<String> = self.nodes.iter().map(|node| redact_url(node)).collect();
         f.debug_struct("RedisSettings")
+            .field("mode", &self.mode)
             .field("url", &self.redacted_url())
+            .field("nodes", &nodes)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
             .field("pool_max_size", &self.pool_max_size)
             .field("wait_timeout_ms", &self.wait_timeout_ms)
             .field("connect_timeout_ms", &self.connect_timeout_ms)

@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use crate::codec;
 use crate::metric_names as names;
 use crate::store::{Changes, LoadedSession, RESERVED_PREFIX, Renewal};
-use crate::{SessionError, SessionFields, SessionId, SessionService, StoreError, slot};
+use crate::{SessionError, SessionFields, SessionId, SessionService, StoreError};
 
 /// How often a fresh id may collide before we give up: see
 /// [`SessionError::IdsExhausted`].
@@ -589,8 +589,7 @@ impl Session {
             }
             Plan::Renew(old, changes) => {
                 for _ in 0..FRESH_ID_ATTEMPTS {
-                    let new = slot::generate_in_same_slot(store_prefix(&sessions), &old)
-                        .map_err(|_| SessionError::IdsExhausted)?;
+                    let new = store.id_for_renewal(&old);
                     let renewal = store.renew(&old, &new, &changes, &policy).await?;
                     commit_done("renew");
                     match renewal {
@@ -739,10 +738,6 @@ async fn create_fresh(
 /// Counts one write made by the commit.
 fn commit_done(op: &'static str) {
     metrics::counter!(names::COMMITS_TOTAL, "op" => op).increment(1);
-}
-
-fn store_prefix(sessions: &SessionService) -> &str {
-    &sessions.settings().key_prefix
 }
 
 fn log_gone(state: &State) {

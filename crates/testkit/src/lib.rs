@@ -6,6 +6,8 @@
 //! including when the test panics. A machine without `redis-server` fails
 //! the test with the command that installs it: tests never skip silently.
 //!
+//! [`RedisCluster`] starts several, joined into a Redis Cluster.
+//!
 //! ```no_run
 //! let redis = testkit::RedisServer::start();
 //! let mut connection = redis.connection();
@@ -207,6 +209,117 @@ impl Drop for RedisServer {
         // A paused server would ignore nothing but SIGKILL; kill works either way.
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Redis Cluster of real `redis-server` processes on 127.0.0.1, made with
+/// `redis-cli --cluster create`, with a 1 s `cluster-node-timeout` so that
+/// failovers happen in seconds. Every node is killed on drop.
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// `masters` masters (at least 3) with `replicas` replicas each; returns
+    /// once every node reports `cluster_state:ok`.
+    ///
+    /// # Panics
+    ///
+    /// If a server does not start, or the cluster is not ready within 20 s.
+    pub fn start(masters: usize, replicas: usize) -> Self {
+        let nodes: Vec<RedisServer> = (0..masters * (1 + replicas))
+            .map(|_| {
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "1000",
+                ])
+            })
+            .collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.port()))
+            .collect();
+        let output = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        let cluster = Self { nodes };
+        cluster.wait_until_ok(Duration::from_secs(20));
+        cluster
+    }
+
+    /// `redis://127.0.0.1:<port>` of every node, for `redis.nodes`.
+    pub fn seed_urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// The nodes, in creation order.
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+
+    /// Index of a node that is a master right now.
+    ///
+    /// # Panics
+    ///
+    /// If no running node says it is a master.
+    pub fn a_master(&self) -> usize {
+        self.nodes
+            .iter()
+            .position(|node| {
+                node.child.is_some()
+                    && redis::cmd("ROLE")
+                        .query::<Vec<redis::Value>>(&mut node.connection())
+                        .ok()
+                        .and_then(|role| role.into_iter().next())
+                        == Some(redis::Value::BulkString(b"master".to_vec()))
+            })
+            .expect("a master")
+    }
+
+    /// Kills node `index` (SIGKILL), as a crash would.
+    pub fn kill(&mut self, index: usize) {
+        self.nodes[index].stop();
+    }
+
+    /// Waits until every running node reports `cluster_state:ok`.
+    ///
+    /// # Panics
+    ///
+    /// If that takes longer than `limit`.
+    pub fn wait_until_ok(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let all_ok = self
+                .nodes
+                .iter()
+                .filter(|node| node.child.is_some())
+                .all(|node| {
+                    redis::cmd("CLUSTER")
+                        .arg("INFO")
+                        .query::<String>(&mut node.connection())
+                        .is_ok_and(|info| info.contains("cluster_state:ok"))
+                });
+            if all_ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster is not ok after {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 

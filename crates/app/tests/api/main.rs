@@ -1,6 +1,7 @@
 //! HTTP tests of the real app against real Redis: one test binary.
 mod across_nodes;
 mod bad_input;
+mod cluster;
 mod count;
 mod health;
 mod helpers;

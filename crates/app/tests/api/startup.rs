@@ -97,6 +97,29 @@ fn an_impossible_value_ends_start_up_naming_the_key() {
 }
 
 #[test]
+fn cluster_mode_without_nodes_ends_start_up_naming_redis_nodes() {
+    let (code, stderr) = run_app(&[("APP__REDIS__MODE", "cluster")]);
+
+    assert_eq!(code, Some(1));
+    assert_one_clear_line(&stderr);
+    assert!(stderr.contains("redis.nodes"), "{stderr}");
+}
+
+#[test]
+fn a_password_given_apart_from_the_url_is_never_printed() {
+    let url = format!("redis://127.0.0.1:{}", testkit::free_port());
+    let (code, stderr) = run_app(&[
+        ("APP__REDIS__URL", &url),
+        ("APP__REDIS__PASSWORD", "hunter2"),
+        ("APP__REDIS__STARTUP_WAIT_MS", "300"),
+    ]);
+
+    assert_eq!(code, Some(1));
+    assert_one_clear_line(&stderr);
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
+#[test]
 fn a_missing_app_env_file_ends_start_up_naming_it() {
     let (code, stderr) = run_app(&[("APP_ENV", "no-such-environment")]);
 

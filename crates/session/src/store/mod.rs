@@ -181,8 +181,9 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<bool, StoreError>;
 
     /// Moves the live session `old` to the unused id `new`, applying
-    /// `changes`, in one atomic step. `new` must share `old`'s Redis Cluster
-    /// slot: see [`crate::slot::generate_in_same_slot`].
+    /// `changes`, in one atomic step. Take `new` from
+    /// [`SessionStore::id_for_renewal`]: on Redis Cluster it must share
+    /// `old`'s slot.
     async fn renew(
         &self,
         old: &SessionId,
@@ -213,6 +214,15 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
         new: Option<&str>,
         policy: &WritePolicy,
     ) -> Result<Option<bool>, StoreError>;
+
+    /// A fresh id that [`SessionStore::renew`] can move `old` to. The Redis
+    /// store draws it so that its key hashes to `old`'s Redis Cluster slot
+    /// (a cross-slot rename is impossible on a cluster); others need nothing
+    /// special.
+    fn id_for_renewal(&self, old: &SessionId) -> SessionId {
+        let _ = old;
+        SessionId::generate()
+    }
 
     /// Deletes the session. Returns whether it existed.
     async fn delete(&self, id: &SessionId) -> Result<bool, StoreError>;

@@ -203,6 +203,13 @@ impl SessionStore for RedisSessionStore {
         Ok((status == 1).then_some(swapped == "1"))
     }
 
+    fn id_for_renewal(&self, old: &SessionId) -> SessionId {
+        // 16,384 draws on average; getrandom failing here means the OS has
+        // no randomness left, where a plain draw would fail the same way.
+        crate::slot::generate_in_same_slot(&self.key_prefix, old)
+            .unwrap_or_else(|error| panic!("the OS random source failed: {error}"))
+    }
+
     async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
         Ok(self.redis.delete(&self.key(id)).await?)
     }

@@ -464,7 +464,7 @@ macro_rules! store_behaviour_suite {
                     None
                 );
                 let renewed = store
-                    .renew(&id, &SessionId::generate(), &Changes::default(), &LONG)
+                    .renew(&id, &store.id_for_renewal(&id), &Changes::default(), &LONG)
                     .await
                     .expect("renew");
                 assert_eq!(renewed, Renewal::Missing);
@@ -570,7 +570,7 @@ macro_rules! store_behaviour_suite {
                     .expect("load")
                     .expect("alive")
                     .created;
-                let new = SessionId::generate();
+                let new = store.id_for_renewal(&old);
                 let changes = sets(&[("user", "ada")]);
                 assert_eq!(
                     store
@@ -595,7 +595,13 @@ macro_rules! store_behaviour_suite {
                 let harness = make_store().await;
                 let store = &*harness.store;
                 let old = created(store, &[("user", "ada")], &LONG).await;
-                let taken = created(store, &[("user", "bob")], &LONG).await;
+                let taken = store.id_for_renewal(&old);
+                assert!(
+                    store
+                        .create(&taken, &sets(&[("user", "bob")]), &LONG)
+                        .await
+                        .expect("create")
+                );
                 assert_eq!(
                     store
                         .renew(&old, &taken, &sets(&[("x", "1")]), &LONG)

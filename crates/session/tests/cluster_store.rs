@@ -1,0 +1,105 @@
+//! The store behaviour suite on a real Redis Cluster (3 masters), and what
+//! only a cluster can show: sessions on every master, renewals on each.
+
+mod store_suite;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis_client::{RedisMode, RedisService, RedisSettings};
+use session::{RedisSessionStore, SessionId, SessionStore};
+use store_suite::{Harness, LONG, created, sets};
+use testkit::{RedisCluster, redis};
+
+async fn cluster_store(cluster: &RedisCluster, prefix: &str) -> RedisSessionStore {
+    let settings = RedisSettings {
+        mode: RedisMode::Cluster,
+        nodes: cluster.seed_urls(),
+        ..Default::default()
+    };
+    let redis = RedisService::new(&settings).expect("valid settings");
+    redis
+        .wait_until_ready(Duration::from_secs(10))
+        .await
+        .expect("the cluster answers");
+    let store = RedisSessionStore::new(redis, prefix);
+    store
+        .prepare()
+        .await
+        .expect("the script loads on every master");
+    store
+}
+
+/// A store on a cluster of its own, with a random key prefix.
+async fn make_store() -> Harness {
+    let cluster = RedisCluster::start(3, 0);
+    let prefix = format!("test_{}_", &SessionId::generate().as_str()[..8]);
+    let store = cluster_store(&cluster, &prefix).await;
+    Harness::new(Arc::new(store), cluster)
+}
+
+store_behaviour_suite!(make_store);
+
+/// The node whose `KEYS` lists `key`.
+fn holder(cluster: &RedisCluster, key: &str) -> Option<u16> {
+    cluster.nodes().iter().find_map(|node| {
+        let found: i64 = redis::cmd("EXISTS")
+            .arg(key)
+            .query(&mut node.connection())
+            .unwrap_or(0);
+        (found == 1).then(|| node.port())
+    })
+}
+
+#[tokio::test]
+async fn sessions_land_on_every_master_and_renew_works_on_each() {
+    let cluster = RedisCluster::start(3, 0);
+    let store = cluster_store(&cluster, "sid_").await;
+    let mut holders = std::collections::BTreeSet::new();
+    for _ in 0..30 {
+        let old = created(&store, &[("count", "1")], &LONG).await;
+        let new = session::slot::generate_in_same_slot("sid_", &old).expect("randomness");
+        let renewal = store
+            .renew(&old, &new, &sets(&[("user", "ada")]), &LONG)
+            .await
+            .expect("renew");
+        assert_eq!(renewal, session::store::Renewal::Renewed);
+        let old_key = format!("sid_{}", old.as_str());
+        let new_key = format!("sid_{}", new.as_str());
+        assert_eq!(holder(&cluster, &old_key), None, "the old id is gone");
+        let node = holder(&cluster, &new_key).expect("the new key is on some master");
+        holders.insert(node);
+        let fields = store
+            .load(&new)
+            .await
+            .expect("load")
+            .expect("renewed")
+            .fields;
+        assert_eq!((&fields["count"][..], &fields["user"][..]), ("1", "ada"));
+    }
+    assert_eq!(holders.len(), 3, "30 sessions reached all three masters");
+}
+
+#[tokio::test]
+async fn a_renew_to_an_id_in_another_slot_is_refused_by_the_cluster_not_half_done() {
+    let cluster = RedisCluster::start(3, 0);
+    let store = cluster_store(&cluster, "sid_").await;
+    let old = created(&store, &[("count", "1")], &LONG).await;
+    // Why renew draws the new id in the old one's slot: a plain new id
+    // almost surely hashes elsewhere, and a two-key script there is CROSSSLOT.
+    let elsewhere = loop {
+        let candidate = SessionId::generate();
+        let slot =
+            |id: &SessionId| session::slot::key_slot(format!("sid_{}", id.as_str()).as_bytes());
+        if slot(&candidate) != slot(&old) {
+            break candidate;
+        }
+    };
+    let outcome = store.renew(&old, &elsewhere, &sets(&[]), &LONG).await;
+    assert!(outcome.is_err(), "{outcome:?}");
+    assert!(
+        store.load(&old).await.expect("load").is_some(),
+        "the old session is intact"
+    );
+    assert!(store.load(&elsewhere).await.expect("load").is_none());
+}
