@@ -107,7 +107,8 @@ impl Settings {
                     .try_parsing(true)
                     // APP__REDIS__NODES=redis://a:7000,redis://b:7000
                     .list_separator(",")
-                    .with_list_parse_key("redis.nodes"),
+                    .with_list_parse_key("redis.nodes")
+                    .with_list_parse_key("redis.sentinels"),
             )
             .build()
             .and_then(Config::try_deserialize)

@@ -80,7 +80,18 @@ impl RedisClientError {
             Self::Unavailable {
                 source: Some(error),
                 ..
-            } => error.is_unrecoverable_error() || error.is_io_error() || error.is_timeout(),
+            } => {
+                error.is_unrecoverable_error()
+                    || error.is_io_error()
+                    || error.is_timeout()
+                    // A master demoted by a failover answers READONLY; a
+                    // replica cut off from its master, MASTERDOWN. A new
+                    // connection finds the current master.
+                    || matches!(
+                        error.kind(),
+                        ErrorKind::Server(ServerErrorKind::ReadOnly | ServerErrorKind::MasterDown)
+                    )
+            }
             _ => false,
         }
     }

@@ -29,6 +29,9 @@ use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection};
 use deadpool_redis::redis::cluster::ClusterClient;
 use deadpool_redis::redis::cluster_async::ClusterConnection;
+use deadpool_redis::redis::sentinel::{
+    SentinelClient, SentinelNodeConnectionInfo, SentinelServerType,
+};
 use deadpool_redis::redis::{
     self, AsyncConnectionConfig, Client, Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline,
     RedisError, RedisFuture, Value,
@@ -56,6 +59,13 @@ enum Backend {
         config: AsyncConnectionConfig,
     },
     Cluster(ClusterClient),
+    /// `SentinelClient` asks the Sentinels for the master on every new
+    /// connection; it needs `&mut`, hence the lock (held only while one
+    /// connection opens).
+    Sentinel {
+        client: tokio::sync::Mutex<SentinelClient>,
+        config: AsyncConnectionConfig,
+    },
 }
 
 impl ConnectionManager {
@@ -86,6 +96,43 @@ impl ConnectionManager {
                     })?;
                 Backend::Cluster(client)
             }
+            RedisMode::Sentinel => {
+                let sentinels = settings
+                    .sentinels
+                    .iter()
+                    .map(|node| node.trim().into_connection_info())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|error| invalid_url("redis.sentinels", "", &error))?;
+                // The master and replicas get the credentials; the Sentinels
+                // themselves are reached as their URLs say.
+                let mut data_nodes = redis::RedisConnectionInfo::default();
+                if let Some(username) = &settings.username {
+                    data_nodes = data_nodes.set_username(username);
+                }
+                if let Some(password) = &settings.password {
+                    data_nodes = data_nodes.set_password(password);
+                }
+                let node_info =
+                    SentinelNodeConnectionInfo::default().set_redis_connection_info(data_nodes);
+                let client = SentinelClient::build(
+                    sentinels,
+                    settings.master_name.clone(),
+                    Some(node_info),
+                    SentinelServerType::Master,
+                )
+                .map_err(|error| {
+                    RedisClientError::InvalidSettings(format!(
+                        "redis.sentinels cannot make a sentinel client ({})",
+                        error.category()
+                    ))
+                })?;
+                Backend::Sentinel {
+                    client: tokio::sync::Mutex::new(client),
+                    config: AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(settings.connect_timeout()))
+                        .set_response_timeout(Some(settings.response_timeout())),
+                }
+            }
         };
         Ok(Self {
             backend,
@@ -100,10 +147,10 @@ fn connection_info(
     url: &str,
     settings: &RedisSettings,
 ) -> Result<ConnectionInfo, RedisClientError> {
-    let key = if settings.mode == RedisMode::Cluster {
-        "redis.nodes"
-    } else {
-        "redis.url"
+    let key = match settings.mode {
+        RedisMode::Standalone => "redis.url",
+        RedisMode::Cluster => "redis.nodes",
+        RedisMode::Sentinel => "redis.sentinels",
     };
     let info = url
         .into_connection_info()
@@ -197,6 +244,13 @@ impl managed::Manager for ConnectionManager {
                     .await?,
             ),
             Backend::Cluster(client) => Connection::Cluster(client.get_async_connection().await?),
+            Backend::Sentinel { client, config } => Connection::Standalone(
+                client
+                    .lock()
+                    .await
+                    .get_async_connection_with_config(config)
+                    .await?,
+            ),
         };
         Ok(SharedConnection {
             connection,

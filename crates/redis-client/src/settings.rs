@@ -17,6 +17,10 @@ pub enum RedisMode {
     /// Redis Cluster, discovered from the seed nodes in `redis.nodes`. The
     /// client follows `MOVED` / `ASK` redirects and topology changes.
     Cluster,
+    /// A master found through the Sentinels in `redis.sentinels` under
+    /// `redis.master_name`; after a failover, the next connection goes to
+    /// the new master. Reads go to the master too (no stale reads).
+    Sentinel,
 }
 
 /// How to reach Redis and how long to wait for it.
@@ -42,6 +46,11 @@ pub struct RedisSettings {
     /// to discover the rest. From the environment, comma-separated:
     /// `APP__REDIS__NODES=redis://127.0.0.1:7000,redis://127.0.0.1:7001`.
     pub nodes: Vec<String>,
+    /// Sentinel: the Sentinels' addresses, `redis://host:port` each; from the
+    /// environment, comma-separated like `redis.nodes`.
+    pub sentinels: Vec<String>,
+    /// Sentinel: the name the Sentinels monitor the master under.
+    pub master_name: String,
     /// ACL user name, kept out of URLs. Overrides one given in a URL.
     pub username: Option<String>,
     /// Password (or ACL password), kept out of URLs and never logged.
@@ -70,6 +79,8 @@ impl Default for RedisSettings {
             mode: RedisMode::Standalone,
             url: "redis://127.0.0.1:6379".to_owned(),
             nodes: Vec::new(),
+            sentinels: Vec::new(),
+            master_name: String::new(),
             username: None,
             password: None,
             pool_max_size: 16,
@@ -103,6 +114,15 @@ impl RedisSettings {
                 let nodes: Vec<String> = self.nodes.iter().map(|node| redact_url(node)).collect();
                 format!("cluster {}", nodes.join(","))
             }
+            RedisMode::Sentinel => {
+                let nodes: Vec<String> =
+                    self.sentinels.iter().map(|node| redact_url(node)).collect();
+                format!(
+                    "master {:?} via sentinels {}",
+                    self.master_name,
+                    nodes.join(",")
+                )
+            }
         }
     }
 
@@ -119,6 +139,23 @@ impl RedisSettings {
                 "redis.url must start with redis:// or rediss://, got {}",
                 self.redacted_url()
             ));
+        }
+        if self.mode == RedisMode::Sentinel {
+            if self.sentinels.is_empty() || self.master_name.is_empty() {
+                return invalid(
+                    "redis.mode = \"sentinel\" needs redis.sentinels and redis.master_name, e.g. APP__REDIS__SENTINELS=redis://10.0.0.1:26379 APP__REDIS__MASTER_NAME=mymaster".to_owned(),
+                );
+            }
+            if let Some(bad) = self
+                .sentinels
+                .iter()
+                .find(|node| !is_redis_url(node.trim()))
+            {
+                return invalid(format!(
+                    "every redis.sentinels entry must start with redis://, got {}",
+                    redact_url(bad)
+                ));
+            }
         }
         if self.mode == RedisMode::Cluster {
             if self.nodes.is_empty() {
@@ -168,6 +205,15 @@ impl fmt::Debug for RedisSettings {
             .field("mode", &self.mode)
             .field("url", &self.redacted_url())
             .field("nodes", &nodes)
+            .field(
+                "sentinels",
+                &self
+                    .sentinels
+                    .iter()
+                    .map(|n| redact_url(n))
+                    .collect::<Vec<_>>(),
+            )
+            .field("master_name", &self.master_name)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("pool_max_size", &self.pool_max_size)

@@ -323,6 +323,202 @@ impl RedisCluster {
     }
 }
 
+/// A Sentinel group on 127.0.0.1: one master, one replica and three
+/// Sentinels (`redis-server --sentinel`) watching it as
+/// [`SentinelGroup::MASTER_NAME`], with a 1 s down-after. Killed on drop.
+pub struct SentinelGroup {
+    /// The master at start; after a failover, a replica.
+    pub master: RedisServer,
+    /// The replica at start; after a failover, the master.
+    pub replica: RedisServer,
+    sentinels: Vec<SentinelProcess>,
+}
+
+/// One `redis-server --sentinel` child process.
+struct SentinelProcess {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Drop for SentinelProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl SentinelGroup {
+    /// The name the Sentinels monitor the master under.
+    pub const MASTER_NAME: &'static str = "mymaster";
+
+    /// Starts the five processes and returns once the replica is in sync and
+    /// every Sentinel knows the replica and the two other Sentinels.
+    ///
+    /// # Panics
+    ///
+    /// If a process does not start, or the group is not ready within 30 s.
+    pub fn start() -> Self {
+        let master = RedisServer::start();
+        let master_port = master.port().to_string();
+        let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master_port]);
+        let sentinels = (0..3)
+            .map(|_| SentinelProcess::start(master.port()))
+            .collect();
+        let group = Self {
+            master,
+            replica,
+            sentinels,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !group.ready() {
+            assert!(
+                Instant::now() < deadline,
+                "the Sentinel group is not ready after 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        group
+    }
+
+    /// `redis://127.0.0.1:<port>` of every Sentinel, for `redis.sentinels`.
+    pub fn sentinel_urls(&self) -> Vec<String> {
+        self.sentinels
+            .iter()
+            .map(|sentinel| format!("redis://127.0.0.1:{}", sentinel.port))
+            .collect()
+    }
+
+    /// The master's port, as the first Sentinel reports it.
+    ///
+    /// # Panics
+    ///
+    /// If the Sentinel does not answer.
+    pub fn master_port(&self) -> u16 {
+        let (_, port): (String, u16) = redis::cmd("SENTINEL")
+            .arg("get-master-addr-by-name")
+            .arg(Self::MASTER_NAME)
+            .query(&mut self.sentinel_connection(0))
+            .expect("SENTINEL get-master-addr-by-name");
+        port
+    }
+
+    /// `SENTINEL FAILOVER`, then waits until the Sentinels name the other
+    /// server as master and it says so itself.
+    ///
+    /// # Panics
+    ///
+    /// If that takes longer than 30 s.
+    pub fn failover(&self) {
+        let before = self.master_port();
+        let () = redis::cmd("SENTINEL")
+            .arg("FAILOVER")
+            .arg(Self::MASTER_NAME)
+            .query(&mut self.sentinel_connection(0))
+            .expect("SENTINEL FAILOVER");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let now = self.master_port();
+            let promoted = [&self.master, &self.replica]
+                .into_iter()
+                .find(|server| server.port() == now)
+                .is_some_and(|server| role_of(server) == "master");
+            if now != before && promoted {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no failover after 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn sentinel_connection(&self, index: usize) -> redis::Connection {
+        redis::Client::open(format!("redis://127.0.0.1:{}", self.sentinels[index].port))
+            .and_then(|client| client.get_connection())
+            .expect("connect to a Sentinel")
+    }
+
+    fn ready(&self) -> bool {
+        let replica_synced = redis::cmd("INFO")
+            .arg("replication")
+            .query::<String>(&mut self.replica.connection())
+            .is_ok_and(|info| info.contains("master_link_status:up"));
+        replica_synced
+            && (0..self.sentinels.len()).all(|index| {
+                let mut connection = self.sentinel_connection(index);
+                let mut count = |what: &str| {
+                    redis::cmd("SENTINEL")
+                        .arg(what)
+                        .arg(Self::MASTER_NAME)
+                        .query::<Vec<redis::Value>>(&mut connection)
+                        .map_or(0, |list| list.len())
+                };
+                count("replicas") == 1 && count("sentinels") == 2
+            })
+    }
+}
+
+impl SentinelProcess {
+    fn start(master_port: u16) -> Self {
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("testkit-sentinel-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temp dir for a Sentinel");
+        let config = dir.join("sentinel.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\nlogfile {}\n\
+                 sentinel monitor {name} 127.0.0.1 {master_port} 2\n\
+                 sentinel down-after-milliseconds {name} 1000\n\
+                 sentinel failover-timeout {name} 5000\n\
+                 sentinel parallel-syncs {name} 1\n",
+                dir.to_string_lossy(),
+                dir.join("sentinel.log").to_string_lossy(),
+                name = SentinelGroup::MASTER_NAME,
+            ),
+        )
+        .expect("write sentinel.conf");
+        let child = Command::new("redis-server")
+            .arg(&config)
+            .arg("--sentinel")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| panic!("{INSTALL_HINT} ({error})"));
+        let sentinel = Self { child, port, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let answers = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+                .and_then(|client| client.get_connection_with_timeout(Duration::from_millis(200)))
+                .and_then(|mut connection| redis::cmd("PING").query::<String>(&mut connection))
+                .is_ok();
+            if answers {
+                return sentinel;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "a Sentinel did not answer within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// `master` or `slave`, from `ROLE`.
+fn role_of(server: &RedisServer) -> String {
+    redis::cmd("ROLE")
+        .query::<Vec<redis::Value>>(&mut server.connection())
+        .ok()
+        .and_then(|role| role.into_iter().next())
+        .and_then(|first| match first {
+            redis::Value::BulkString(bytes) => String::from_utf8(bytes).ok(),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))

@@ -3,6 +3,7 @@ mod across_nodes;
 mod bad_input;
 mod cluster;
 mod count;
+mod failover;
 mod health;
 mod helpers;
 mod operations;

@@ -1,0 +1,68 @@
+//! The store behaviour suite through Redis Sentinel (a master, a replica,
+//! three Sentinels), and a failover that the store rides through.
+
+mod store_suite;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis_client::{RedisMode, RedisService, RedisSettings};
+use session::{RedisSessionStore, SessionId, SessionStore};
+use store_suite::{Harness, LONG, created};
+use testkit::SentinelGroup;
+
+async fn sentinel_store(group: &SentinelGroup, prefix: &str) -> RedisSessionStore {
+    let settings = RedisSettings {
+        mode: RedisMode::Sentinel,
+        sentinels: group.sentinel_urls(),
+        master_name: SentinelGroup::MASTER_NAME.to_owned(),
+        ..Default::default()
+    };
+    let redis = RedisService::new(&settings).expect("valid settings");
+    redis
+        .wait_until_ready(Duration::from_secs(10))
+        .await
+        .expect("the master answers");
+    let store = RedisSessionStore::new(redis, prefix);
+    store.prepare().await.expect("the script loads");
+    store
+}
+
+/// A store behind a Sentinel group of its own, with a random key prefix.
+async fn make_store() -> Harness {
+    let group = SentinelGroup::start();
+    let prefix = format!("test_{}_", &SessionId::generate().as_str()[..8]);
+    let store = sentinel_store(&group, &prefix).await;
+    Harness::new(Arc::new(store), group)
+}
+
+store_behaviour_suite!(make_store);
+
+#[tokio::test]
+async fn after_a_sentinel_failover_the_store_writes_to_the_new_master() {
+    let group = SentinelGroup::start();
+    let store = sentinel_store(&group, "sid_").await;
+    let id = created(&store, &[("count", "1")], &LONG).await;
+    let old_master = group.master_port();
+
+    group.failover();
+    assert_ne!(group.master_port(), old_master);
+
+    // The connection to the demoted master answers READONLY once; the store
+    // then reconnects through the Sentinels. Retry like a client would.
+    let mut outcomes = Vec::new();
+    for _ in 0..20 {
+        let outcome = store.increment(&id, "count", 1, &LONG).await;
+        let done = matches!(outcome, Ok(Some(_)));
+        outcomes.push(outcome.map_err(|error| error.to_string()));
+        if done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let last = outcomes.last().cloned();
+    assert!(
+        matches!(last, Some(Ok(Some(2)))),
+        "the session survived and counts on the new master: {outcomes:?}"
+    );
+}
