@@ -97,6 +97,43 @@ impl RedisClientError {
     }
 }
 
+impl RedisClientError {
+    /// True when Redis answered that it did NOT run the command: a master
+    /// demoted by a failover (`READONLY`), a replica cut off from its master
+    /// (`MASTERDOWN`), a server still loading its data (`LOADING`), a slot
+    /// being migrated or a cluster without quorum (`TRYAGAIN`,
+    /// `CLUSTERDOWN`). Sending it again cannot apply it twice.
+    pub(crate) fn proves_not_run(&self) -> bool {
+        matches!(
+            self,
+            Self::Unavailable { source: Some(error), .. }
+                if matches!(
+                    error.kind(),
+                    ErrorKind::Server(
+                        ServerErrorKind::ReadOnly
+                            | ServerErrorKind::MasterDown
+                            | ServerErrorKind::BusyLoading
+                            | ServerErrorKind::TryAgain
+                            | ServerErrorKind::ClusterDown
+                    )
+                )
+        )
+    }
+
+    /// True when the connection failed under the request (reset, closed,
+    /// broken pipe) without a timeout: Redis may or may not have run it,
+    /// and a new connection will likely work.
+    pub(crate) fn is_dropped_connection(&self) -> bool {
+        matches!(
+            self,
+            Self::Unavailable { source: Some(error), .. }
+                if !error.is_timeout()
+                    && (error.is_io_error() || error.is_unrecoverable_error())
+                    && !error.is_connection_refusal()
+        )
+    }
+}
+
 /// `WRONGTYPE`, which redis-rs has no kind for, from a command or from the
 /// first failing command of a pipeline.
 fn is_wrong_type(error: &RedisError) -> bool {
@@ -148,7 +185,13 @@ pub(crate) fn describe(error: &RedisError) -> String {
     } else if error.kind() == ErrorKind::AuthenticationFailed
         || matches!(error.code(), Some("NOAUTH" | "WRONGPASS"))
     {
-        "authentication failed: check the password in redis.url".to_owned()
+        "authentication failed: check redis.username and redis.password".to_owned()
+    } else if matches!(error.kind(), ErrorKind::Server(ServerErrorKind::NoPerm))
+        || error.code() == Some("NOPERM")
+    {
+        // The ACL user lacks a command or a key pattern: see the README's
+        // ACL line. Said plainly, as this is a deployment mistake.
+        format!("permission denied by the Redis ACL: {error}")
     } else {
         error.to_string()
     }

@@ -12,7 +12,7 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use redis_client::{RedisService, RedisSettings};
+//! use redis_client::{RedisService, RedisSettings, Retry};
 //! use redis_client::redis::Script;
 //!
 //! # async fn demo() -> Result<(), redis_client::RedisClientError> {
@@ -26,7 +26,10 @@
 //!      return redis.call('HINCRBY', KEYS[1], ARGV[1], 1)",
 //! );
 //! redis.load_script(&add_if_exists).await?;
-//! let added: Option<i64> = redis.run_script(add_if_exists.key("sid_example").arg("count")).await?;
+//! // HINCRBY must not run twice if a reply is lost: see `Retry`.
+//! let added: Option<i64> = redis
+//!     .run_script(add_if_exists.key("sid_example").arg("count"), Retry::NotIdempotent)
+//!     .await?;
 //! assert_eq!(added, None); // no such hash: nothing was created
 //!
 //! let fields = redis.hash_get_all("sid_example").await?;
@@ -88,8 +91,8 @@ mod service;
 mod settings;
 
 pub use error::RedisClientError;
-pub use service::{PoolStatus, RedisService};
-pub use settings::{RedisMode, RedisSettings};
+pub use service::{PoolStatus, RedisService, Retry};
+pub use settings::{RedisMode, RedisSettings, TlsSettings};
 
 /// The `redis` crate, re-exported so that no other crate depends on a second
 /// version of it.

@@ -10,3 +10,11 @@ pub const ERRORS_TOTAL: &str = "redis_errors_total";
 
 /// Counter: failed calls that were timeouts (pool wait, connect or reply).
 pub const TIMEOUTS_TOTAL: &str = "redis_timeouts_total";
+
+/// Counter: requests sent a second time, on a new connection, after a
+/// failure that allowed it (see [`crate::Retry`]).
+pub const RETRIES_TOTAL: &str = "redis_retries_total";
+
+/// Counter: session loads sent to a replica that the master answered
+/// instead (the replica lacked the key, or failed).
+pub const REPLICA_FALLBACKS_TOTAL: &str = "redis_replica_fallbacks_total";

@@ -29,12 +29,10 @@ use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection};
 use deadpool_redis::redis::cluster::ClusterClient;
 use deadpool_redis::redis::cluster_async::ClusterConnection;
-use deadpool_redis::redis::sentinel::{
-    SentinelClient, SentinelNodeConnectionInfo, SentinelServerType,
-};
+use deadpool_redis::redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use deadpool_redis::redis::{
-    self, AsyncConnectionConfig, Client, Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline,
-    RedisError, RedisFuture, Value,
+    self, AsyncConnectionConfig, Client, ClientTlsConfig, Cmd, ConnectionInfo, IntoConnectionInfo,
+    Pipeline, RedisError, RedisFuture, TlsCertificates, TlsMode, Value,
 };
 
 use crate::settings::{RedisMode, redact_url};
@@ -68,76 +66,186 @@ enum Backend {
     },
 }
 
+/// Which server of a Sentinel-watched group a pool's connections go to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    Master,
+    /// A replica, for `redis.read_from_replicas`.
+    Replica,
+}
+
 impl ConnectionManager {
-    fn new(settings: &RedisSettings) -> Result<Self, RedisClientError> {
+    fn new(settings: &RedisSettings, role: Role) -> Result<Self, RedisClientError> {
+        let certificates = tls_certificates(settings)?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(settings.connect_timeout()))
+            .set_response_timeout(Some(settings.response_timeout()));
         let backend = match settings.mode {
-            RedisMode::Standalone => Backend::Standalone {
-                client: Client::open(connection_info(&settings.url, settings)?)
-                    .map_err(|error| invalid_url("redis.url", &settings.url, &error))?,
-                config: AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(settings.connect_timeout()))
-                    .set_response_timeout(Some(settings.response_timeout())),
-            },
+            RedisMode::Standalone => {
+                let info = connection_info(&settings.url, settings)?;
+                let client = match certificates {
+                    Some(certificates) => Client::build_with_tls(info, certificates),
+                    None => Client::open(info),
+                }
+                .map_err(|error| invalid_url("redis.url", &settings.url, &error))?;
+                Backend::Standalone { client, config }
+            }
             RedisMode::Cluster => {
                 let nodes = settings
                     .nodes
                     .iter()
                     .map(|node| connection_info(node.trim(), settings))
                     .collect::<Result<Vec<_>, _>>()?;
-                let client = ClusterClient::builder(nodes)
+                let mut builder = ClusterClient::builder(nodes)
                     .connection_timeout(settings.connect_timeout())
-                    .response_timeout(settings.response_timeout())
-                    .build()
-                    .map_err(|error| {
-                        RedisClientError::InvalidSettings(format!(
-                            "redis.nodes cannot make a cluster client ({})",
-                            error.category()
-                        ))
-                    })?;
-                Backend::Cluster(client)
-            }
-            RedisMode::Sentinel => {
-                let sentinels = settings
-                    .sentinels
-                    .iter()
-                    .map(|node| node.trim().into_connection_info())
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|error| invalid_url("redis.sentinels", "", &error))?;
-                // The master and replicas get the credentials; the Sentinels
-                // themselves are reached as their URLs say.
-                let mut data_nodes = redis::RedisConnectionInfo::default();
-                if let Some(username) = &settings.username {
-                    data_nodes = data_nodes.set_username(username);
+                    .response_timeout(settings.response_timeout());
+                if let Some(certificates) = certificates {
+                    builder = builder.certs(certificates);
                 }
-                if let Some(password) = &settings.password {
-                    data_nodes = data_nodes.set_password(password);
-                }
-                let node_info =
-                    SentinelNodeConnectionInfo::default().set_redis_connection_info(data_nodes);
-                let client = SentinelClient::build(
-                    sentinels,
-                    settings.master_name.clone(),
-                    Some(node_info),
-                    SentinelServerType::Master,
-                )
-                .map_err(|error| {
+                let client = builder.build().map_err(|error| {
                     RedisClientError::InvalidSettings(format!(
-                        "redis.sentinels cannot make a sentinel client ({})",
-                        error.category()
+                        "redis.nodes cannot make a cluster client ({}: {})",
+                        error.category(),
+                        error.detail().unwrap_or_default()
                     ))
                 })?;
-                Backend::Sentinel {
-                    client: tokio::sync::Mutex::new(client),
-                    config: AsyncConnectionConfig::new()
-                        .set_connection_timeout(Some(settings.connect_timeout()))
-                        .set_response_timeout(Some(settings.response_timeout())),
-                }
+                Backend::Cluster(client)
             }
+            RedisMode::Sentinel => Backend::Sentinel {
+                client: tokio::sync::Mutex::new(sentinel_client(settings, certificates, role)?),
+                config,
+            },
         };
         Ok(Self {
             backend,
             idle_check_after: Duration::from_millis(settings.idle_check_after_ms),
         })
+    }
+}
+
+/// The Sentinels are reached as their URLs say (credentials included); the
+/// master and replicas with `redis.username` / `redis.password`. TLS, and
+/// the `redis.tls` files, apply to both when the Sentinel URLs are
+/// `rediss://`: Redis's own TLS setups encrypt every link or none.
+fn sentinel_client(
+    settings: &RedisSettings,
+    certificates: Option<TlsCertificates>,
+    role: Role,
+) -> Result<SentinelClient, RedisClientError> {
+    let sentinels = settings
+        .sentinels
+        .iter()
+        .map(|node| {
+            node.trim()
+                .into_connection_info()
+                .map_err(|error| invalid_url("redis.sentinels", node, &error))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let server_type = match role {
+        Role::Master => SentinelServerType::Master,
+        Role::Replica => SentinelServerType::Replica,
+    };
+    let mut builder = SentinelClientBuilder::new(
+        sentinels.iter().map(|info| info.addr().clone()),
+        &settings.master_name,
+        server_type,
+    )
+    .map_err(|error| sentinel_error(&error))?;
+    if let Some(credentials) = sentinels.iter().map(ConnectionInfo::redis_settings).next() {
+        if let Some(username) = credentials.username() {
+            builder = builder.set_client_to_sentinel_username(username);
+        }
+        if let Some(password) = credentials.password() {
+            builder = builder.set_client_to_sentinel_password(password);
+        }
+    }
+    if let Some(username) = &settings.username {
+        builder = builder.set_client_to_redis_username(username);
+    }
+    if let Some(password) = &settings.password {
+        builder = builder.set_client_to_redis_password(password);
+    }
+    if settings.uses_tls() {
+        builder = builder
+            .set_client_to_sentinel_tls_mode(TlsMode::Secure)
+            .set_client_to_redis_tls_mode(TlsMode::Secure);
+        if let Some(certificates) = certificates {
+            builder = builder
+                .set_client_to_sentinel_certificates(certificates.clone())
+                .set_client_to_redis_certificates(certificates);
+        }
+    }
+    builder.build().map_err(|error| sentinel_error(&error))
+}
+
+fn sentinel_error(error: &RedisError) -> RedisClientError {
+    RedisClientError::InvalidSettings(format!(
+        "redis.sentinels cannot make a sentinel client ({}: {})",
+        error.category(),
+        error.detail().unwrap_or_default()
+    ))
+}
+
+/// The `redis.tls` files, read and parsed now so that a missing or broken
+/// file stops start-up with one line naming the key (never the contents).
+/// `None` when no file is set: `rediss://` then trusts the system's CAs.
+fn tls_certificates(settings: &RedisSettings) -> Result<Option<TlsCertificates>, RedisClientError> {
+    let tls = &settings.tls;
+    if !tls.is_set() {
+        return Ok(None);
+    }
+    let read = |key: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|error| {
+            RedisClientError::InvalidSettings(format!(
+                "{key} cannot be read ({}): {error}",
+                path.display()
+            ))
+        })
+    };
+    let root_cert = tls
+        .ca_file
+        .as_deref()
+        .map(|path| read("redis.tls.ca_file", path))
+        .transpose()?;
+    let client_tls = match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => Some(ClientTlsConfig {
+            client_cert: read("redis.tls.cert_file", cert)?,
+            client_key: read("redis.tls.key_file", key)?,
+        }),
+        _ => None,
+    };
+    let certificates = TlsCertificates {
+        client_tls,
+        root_cert,
+    };
+    // Parse once here: the client builders would report a bad PEM only on
+    // the first connection, as if the server were down.
+    if let Some(root_cert) = &certificates.root_cert {
+        check_pem(root_cert, "redis.tls.ca_file", "CERTIFICATE")?;
+    }
+    if let Some(client) = &certificates.client_tls {
+        check_pem(&client.client_cert, "redis.tls.cert_file", "CERTIFICATE")?;
+        check_pem(&client.client_key, "redis.tls.key_file", "PRIVATE KEY")?;
+    }
+    Ok(Some(certificates))
+}
+
+/// Whether `bytes` hold at least one PEM block of `label`; the message
+/// never quotes the file (a key file is a secret).
+fn check_pem(bytes: &[u8], key: &str, label: &str) -> Result<(), RedisClientError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let found = if label == "CERTIFICATE" {
+        matches!(CertificateDer::pem_slice_iter(bytes).next(), Some(Ok(_)))
+    } else {
+        PrivateKeyDer::from_pem_slice(bytes).is_ok()
+    };
+    if found {
+        Ok(())
+    } else {
+        Err(RedisClientError::InvalidSettings(format!(
+            "{key} holds no PEM {label}"
+        )))
     }
 }
 
@@ -147,11 +255,7 @@ fn connection_info(
     url: &str,
     settings: &RedisSettings,
 ) -> Result<ConnectionInfo, RedisClientError> {
-    let key = match settings.mode {
-        RedisMode::Standalone => "redis.url",
-        RedisMode::Cluster => "redis.nodes",
-        RedisMode::Sentinel => "redis.sentinels",
-    };
+    let (key, _) = settings.target_urls();
     let info = url
         .into_connection_info()
         .map_err(|error| invalid_url(key, url, &error))?;
@@ -282,8 +386,9 @@ impl managed::Manager for ConnectionManager {
 }
 
 /// Builds the pool. Connects lazily: no I/O happens here.
-pub(crate) fn build_pool(settings: &RedisSettings) -> Result<Pool, RedisClientError> {
-    let manager = ConnectionManager::new(settings)?;
+pub(crate) fn build_pool(settings: &RedisSettings, role: Role) -> Result<Pool, RedisClientError> {
+    install_crypto_provider();
+    let manager = ConnectionManager::new(settings, role)?;
     Pool::builder(manager)
         .max_size(settings.pool_max_size)
         .runtime(deadpool::Runtime::Tokio1)
@@ -294,4 +399,13 @@ pub(crate) fn build_pool(settings: &RedisSettings) -> Result<Pool, RedisClientEr
         .map_err(|error| {
             RedisClientError::InvalidSettings(format!("cannot build the Redis pool: {error}"))
         })
+}
+
+/// rustls needs one process-wide crypto provider; redis-rs enables none.
+/// Ours is `ring`, unless the application installed one first.
+fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Err only if another thread installed one meanwhile: fine too.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
 }

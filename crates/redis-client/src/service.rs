@@ -10,7 +10,7 @@ use deadpool::managed::{Object, PoolError};
 use deadpool_redis::redis::{self, Cmd, FromRedisValue, RedisError, Script, ScriptInvocation};
 
 use crate::error::POOL_TIMEOUT;
-use crate::pool::{ConnectionManager, Pool, SharedConnection, build_pool};
+use crate::pool::{ConnectionManager, Pool, Role, SharedConnection, build_pool};
 use crate::{RedisClientError, RedisSettings, metric_names};
 
 /// Connections and their states, for health checks and metrics.
@@ -24,24 +24,75 @@ pub use deadpool::Status as PoolStatus;
 /// connection whose command failed is dropped rather than handed out again.
 #[derive(Clone)]
 pub struct RedisService {
-    /// The shared pool; clones of the service share it.
-    pool: Pool,
-    /// This pool's key in the per-thread leases.
-    pool_id: u64,
+    /// Connections to the master (or the server, or the cluster); clones of
+    /// the service share them.
+    primary: Lane,
+    /// Sentinel with `redis.read_from_replicas`: connections to a replica,
+    /// for session loads only.
+    replica: Option<Lane>,
     /// `redis.url` without its password, for messages.
     redacted_url: String,
+}
+
+/// A pool and its key in the per-thread leases.
+#[derive(Clone)]
+struct Lane {
+    pool: Pool,
+    pool_id: u64,
+}
+
+impl Lane {
+    fn new(settings: &RedisSettings, role: Role) -> Result<Self, RedisClientError> {
+        Ok(Self {
+            pool: build_pool(settings, role)?,
+            pool_id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
+        })
+    }
 }
 
 impl std::fmt::Debug for RedisService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisService")
             .field("url", &self.redacted_url)
-            .field("pool", &self.pool.status())
+            .field("pool", &self.primary.pool.status())
+            .field(
+                "replica_pool",
+                &self.replica.as_ref().map(|lane| lane.pool.status()),
+            )
             .finish()
     }
 }
 
+/// Whether a request may be sent a second time when it is unknown whether
+/// Redis ran it, and what [`RedisService`] does on a failure.
+///
+/// Every request is retried once, on a new connection, when Redis answered
+/// that it did not run it (`READONLY` from a master demoted by a failover,
+/// `MASTERDOWN`, `LOADING`, `TRYAGAIN`, `CLUSTERDOWN`). When the connection
+/// dropped under the request, Redis may have run it and only the reply was
+/// lost: then only [`Retry::Idempotent`] requests go again. Timeouts are
+/// never retried: the time budget is spent, and the request may still run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// Running it twice leaves Redis as running it once, even with other
+    /// clients writing in between: reads, `UNLINK`, `EXPIRE`, a TTL refresh.
+    Idempotent,
+    /// A second run could count twice (`HINCRBY`), undo a concurrent
+    /// writer's newer value (`HSET` replayed after someone else's), or
+    /// report a different outcome (a compare-and-set, a rename). Retried
+    /// only when Redis proved it did not run the first. A caller that sees
+    /// the error cannot know whether the write happened: at most once.
+    NotIdempotent,
+}
+
+impl Retry {
+    fn allows_another_try_after(self, error: &RedisClientError) -> bool {
+        error.proves_not_run() || (self == Self::Idempotent && error.is_dropped_connection())
+    }
+}
+
 /// One request to send: a plain command or a script call.
+#[derive(Clone, Copy)]
 enum Request<'a> {
     Command(&'a Cmd),
     Script(&'a ScriptInvocation<'a>),
@@ -62,15 +113,18 @@ impl RedisService {
     pub fn new(settings: &RedisSettings) -> Result<Self, RedisClientError> {
         settings.validate()?;
         Ok(Self {
-            pool: build_pool(settings)?,
-            pool_id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
+            primary: Lane::new(settings, Role::Master)?,
+            replica: settings
+                .read_from_replicas
+                .then(|| Lane::new(settings, Role::Replica))
+                .transpose()?,
             redacted_url: settings.redacted_target(),
         })
     }
 
     /// How many connections exist, how many are idle, how many requests wait.
     pub fn pool_status(&self) -> PoolStatus {
-        self.pool.status()
+        self.primary.pool.status()
     }
 
     /// Where this service connects (the URL, or the cluster's seed nodes),
@@ -136,10 +190,28 @@ impl RedisService {
         &self,
         key: &str,
     ) -> Result<Option<(HashMap<String, String>, Option<u64>)>, RedisClientError> {
+        if let Some(replica) = &self.replica {
+            // A replica that lacks the key may just lag behind a session
+            // created a moment ago (or be cut off): the master decides.
+            match Self::fields_and_ttl(replica, key).await {
+                Ok(Some(found)) => return Ok(Some(found)),
+                Ok(None) => {}
+                Err(error) => log::debug!("replica read failed, asking the master: {error}"),
+            }
+            metrics::counter!(metric_names::REPLICA_FALLBACKS_TOTAL).increment(1);
+        }
+        Self::fields_and_ttl(&self.primary, key).await
+    }
+
+    async fn fields_and_ttl(
+        lane: &Lane,
+        key: &str,
+    ) -> Result<Option<(HashMap<String, String>, Option<u64>)>, RedisClientError> {
         let mut pipeline = redis::pipe();
         pipeline.cmd("HGETALL").arg(key).cmd("PTTL").arg(key);
-        let (fields, ttl_ms): (HashMap<String, String>, i64) =
-            self.execute(Request::Pipeline(&pipeline)).await?;
+        let (fields, ttl_ms): (HashMap<String, String>, i64) = lane
+            .execute(Request::Pipeline(&pipeline), Retry::Idempotent)
+            .await?;
         // Redis has no empty hashes: no fields means no key. PTTL is -1 for
         // a key without expiry, -2 for no key.
         Ok((!fields.is_empty()).then(|| (fields, u64::try_from(ttl_ms).ok())))
@@ -150,7 +222,8 @@ impl RedisService {
     /// failover), redis-rs sends it with `EVAL` once and carries on.
     ///
     /// Callers build the call with [`Script::key`] and `arg`; every key must
-    /// hash to one slot for the script to run on Redis Cluster.
+    /// hash to one slot for the script to run on Redis Cluster. `retry`
+    /// says whether the script may run twice: see [`Retry`].
     ///
     /// # Errors
     ///
@@ -160,8 +233,9 @@ impl RedisService {
     pub async fn run_script<T: FromRedisValue>(
         &self,
         call: &ScriptInvocation<'_>,
+        retry: Retry,
     ) -> Result<T, RedisClientError> {
-        self.execute(Request::Script(call)).await
+        self.primary.execute(Request::Script(call), retry).await
     }
 
     /// Loads `script` into Redis's script cache (`SCRIPT LOAD`), so that the
@@ -171,7 +245,10 @@ impl RedisService {
     ///
     /// As [`RedisService::run_script`].
     pub async fn load_script(&self, script: &Script) -> Result<(), RedisClientError> {
-        let _sha: String = self.execute(Request::Load(script)).await?;
+        let _sha: String = self
+            .primary
+            .execute(Request::Load(script), Retry::Idempotent)
+            .await?;
         Ok(())
     }
 
@@ -212,12 +289,44 @@ impl RedisService {
         Ok(u64::try_from(seconds).ok())
     }
 
+    /// Every plain command this service sends is idempotent.
     async fn query<T: FromRedisValue>(&self, command: &Cmd) -> Result<T, RedisClientError> {
-        self.execute(Request::Command(command)).await
+        self.primary
+            .execute(Request::Command(command), Retry::Idempotent)
+            .await
+    }
+
+    /// Closes the pools: idle connections are dropped, and every later call
+    /// fails at once with "the pool is closed". For a graceful shutdown,
+    /// after the last request.
+    pub fn close(&self) {
+        self.primary.pool.close();
+        if let Some(replica) = &self.replica {
+            replica.pool.close();
+        }
+    }
+}
+
+impl Lane {
+    /// Sends the request, and once more on a new connection when `retry`
+    /// and the failure allow it.
+    async fn execute<T: FromRedisValue>(
+        &self,
+        request: Request<'_>,
+        retry: Retry,
+    ) -> Result<T, RedisClientError> {
+        match self.attempt(request).await {
+            Err(error) if retry.allows_another_try_after(&error) => {
+                metrics::counter!(metric_names::RETRIES_TOTAL).increment(1);
+                log::debug!("retrying once on a new connection after: {error}");
+                self.attempt(request).await
+            }
+            result => result,
+        }
     }
 
     /// Checks out a connection, sends one request, and keeps the pool healthy.
-    async fn execute<T: FromRedisValue>(
+    async fn attempt<T: FromRedisValue>(
         &self,
         request: Request<'_>,
     ) -> Result<T, RedisClientError> {
@@ -246,13 +355,6 @@ impl RedisService {
             shared.mark_broken();
         }
         result
-    }
-
-    /// Closes the pool: idle connections are dropped, and every later call
-    /// fails at once with "the pool is closed". For a graceful shutdown,
-    /// after the last request.
-    pub fn close(&self) {
-        self.pool.close();
     }
 
     /// A handle to this thread's connection (see `pool.rs`): the leased one,

@@ -1,6 +1,7 @@
 //! Typed settings for the Redis connection pool.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -35,7 +36,7 @@ pub enum RedisMode {
 #[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisSettings {
-    /// `"standalone"` (default) or `"cluster"`.
+    /// `"standalone"` (default), `"cluster"` or `"sentinel"`.
     pub mode: RedisMode,
     /// Standalone: `redis://[[user]:password@]host:port[/db]`. Default
     /// `redis://127.0.0.1:6379`.
@@ -56,6 +57,17 @@ pub struct RedisSettings {
     /// Password (or ACL password), kept out of URLs and never logged.
     /// Overrides one given in a URL.
     pub password: Option<String>,
+    /// TLS files, for `rediss://` targets. See [`TlsSettings`].
+    pub tls: TlsSettings,
+    /// Sentinel: send session loads (`HGETALL` + `PTTL`) to a replica, and
+    /// fall back to the master when the replica does not have the session.
+    /// Off by default. A replica lags its master (usually by well under a
+    /// millisecond, by seconds or more while a link is broken): a load can
+    /// see a session as it was before the last writes. Writes, and the
+    /// guards they carry (alive, absolute lifetime, counters, CAS), always
+    /// run on the master, so staleness never loses or resurrects data; it
+    /// can only show a read-only route older values.
+    pub read_from_replicas: bool,
     /// Most connections the pool keeps open. Default 16.
     pub pool_max_size: usize,
     /// How long a request may wait for a free pooled connection. Default 500.
@@ -83,6 +95,8 @@ impl Default for RedisSettings {
             master_name: String::new(),
             username: None,
             password: None,
+            tls: TlsSettings::default(),
+            read_from_replicas: false,
             pool_max_size: 16,
             wait_timeout_ms: 500,
             connect_timeout_ms: 500,
@@ -90,6 +104,33 @@ impl Default for RedisSettings {
             idle_check_after_ms: 10_000,
             startup_wait_ms: 5000,
         }
+    }
+}
+
+/// TLS files (PEM), under `[redis.tls]` or `APP__REDIS__TLS__*`.
+///
+/// TLS itself is switched on by the scheme: `rediss://` in `redis.url`, in
+/// every `redis.nodes` entry (cluster), or in every `redis.sentinels` entry
+/// (Sentinel: then the master and replicas are reached over TLS too). With
+/// no `ca_file`, the server certificate is checked against the system's
+/// trust store. There is no switch to skip the check.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// The CA (or bundle) that signed the server certificates, for a private
+    /// CA such as a managed Redis's.
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate (chain) for servers that require one
+    /// (`tls-auth-clients yes`). Needs `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key. Never logged.
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsSettings {
+    /// Whether any file is set.
+    pub fn is_set(&self) -> bool {
+        self.ca_file.is_some() || self.cert_file.is_some() || self.key_file.is_some()
     }
 }
 
@@ -152,7 +193,7 @@ impl RedisSettings {
                 .find(|node| !is_redis_url(node.trim()))
             {
                 return invalid(format!(
-                    "every redis.sentinels entry must start with redis://, got {}",
+                    "every redis.sentinels entry must start with redis:// or rediss://, got {}",
                     redact_url(bad)
                 ));
             }
@@ -170,6 +211,12 @@ impl RedisSettings {
                 ));
             }
         }
+        self.validate_tls()?;
+        if self.read_from_replicas && self.mode != RedisMode::Sentinel {
+            return invalid(
+                "redis.read_from_replicas needs redis.mode = \"sentinel\" (on a cluster, every read goes to the slot's master)".to_owned(),
+            );
+        }
         if self.pool_max_size == 0 {
             return invalid("redis.pool_max_size must be at least 1".to_owned());
         }
@@ -181,6 +228,58 @@ impl RedisSettings {
             if value == 0 {
                 return invalid(format!("{key} must be at least 1 (0 would never wait)"));
             }
+        }
+        Ok(())
+    }
+
+    /// The URLs this mode connects to first, and the key that names them.
+    pub(crate) fn target_urls(&self) -> (&'static str, Vec<&str>) {
+        match self.mode {
+            RedisMode::Standalone => ("redis.url", vec![self.url.as_str()]),
+            RedisMode::Cluster => ("redis.nodes", self.nodes.iter().map(|n| n.trim()).collect()),
+            RedisMode::Sentinel => (
+                "redis.sentinels",
+                self.sentinels.iter().map(|n| n.trim()).collect(),
+            ),
+        }
+    }
+
+    /// Whether this mode's targets are `rediss://` (validated: all or none).
+    pub(crate) fn uses_tls(&self) -> bool {
+        let (_, urls) = self.target_urls();
+        urls.first().is_some_and(|url| url.starts_with("rediss://"))
+    }
+
+    /// TLS is all or nothing per mode, never "insecure", and its files come
+    /// as a set; whether the files can be read is checked when the pool is
+    /// built (see `pool.rs`), with the same one-line errors.
+    fn validate_tls(&self) -> Result<(), RedisClientError> {
+        let invalid = |reason: String| Err(RedisClientError::InvalidSettings(reason));
+        let (key, urls) = self.target_urls();
+        let secure = urls
+            .iter()
+            .filter(|url| url.starts_with("rediss://"))
+            .count();
+        if secure != 0 && secure != urls.len() {
+            return invalid(format!(
+                "{key} mixes redis:// and rediss://: use rediss:// for every entry, or for none"
+            ));
+        }
+        if let Some(url) = urls.iter().find(|url| url.contains('#')) {
+            return invalid(format!(
+                "{key} has a URL fragment (such as #insecure, which would skip the certificate check): remove it from {}",
+                redact_url(url)
+            ));
+        }
+        if self.tls.is_set() && secure == 0 {
+            return invalid(format!(
+                "redis.tls.* is set but {key} uses redis://: switch to rediss:// to use TLS"
+            ));
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return invalid(
+                "redis.tls.cert_file and redis.tls.key_file go together: set both for a client certificate, or neither".to_owned(),
+            );
         }
         Ok(())
     }
@@ -216,6 +315,8 @@ impl fmt::Debug for RedisSettings {
             .field("master_name", &self.master_name)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("tls", &self.tls)
+            .field("read_from_replicas", &self.read_from_replicas)
             .field("pool_max_size", &self.pool_max_size)
             .field("wait_timeout_ms", &self.wait_timeout_ms)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
@@ -326,6 +427,104 @@ mod tests {
             .to_string();
         assert!(message.contains("redis.url"), "{message}");
         assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    fn rejection(settings: &RedisSettings) -> String {
+        settings
+            .validate()
+            .expect_err("must be rejected")
+            .to_string()
+    }
+
+    #[test]
+    fn tls_files_without_rediss_are_rejected() {
+        let settings = RedisSettings {
+            tls: TlsSettings {
+                ca_file: Some("/etc/ca.pem".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let message = rejection(&settings);
+        assert!(message.contains("switch to rediss://"), "{message}");
+    }
+
+    #[test]
+    fn a_client_certificate_needs_its_key() {
+        let settings = RedisSettings {
+            url: "rediss://cache:6380".into(),
+            tls: TlsSettings {
+                cert_file: Some("/etc/client.pem".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let message = rejection(&settings);
+        assert!(message.contains("redis.tls.key_file"), "{message}");
+    }
+
+    #[test]
+    fn the_insecure_fragment_is_refused_without_printing_the_password() {
+        let settings = RedisSettings {
+            url: "rediss://:hunter2@cache:6380/#insecure".into(),
+            ..Default::default()
+        };
+        let message = rejection(&settings);
+        assert!(message.contains("#insecure"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[test]
+    fn cluster_nodes_cannot_mix_tls_and_plain() {
+        let settings = RedisSettings {
+            mode: RedisMode::Cluster,
+            nodes: vec!["rediss://a:7000".into(), "redis://b:7000".into()],
+            ..Default::default()
+        };
+        let message = rejection(&settings);
+        assert!(message.contains("mixes"), "{message}");
+    }
+
+    #[test]
+    fn tls_everywhere_with_a_full_set_of_files_is_valid() {
+        let tls = TlsSettings {
+            ca_file: Some("/etc/ca.pem".into()),
+            cert_file: Some("/etc/client.pem".into()),
+            key_file: Some("/etc/client.key".into()),
+        };
+        for settings in [
+            RedisSettings {
+                url: "rediss://cache:6380".into(),
+                tls: tls.clone(),
+                ..Default::default()
+            },
+            RedisSettings {
+                mode: RedisMode::Cluster,
+                nodes: vec!["rediss://a:7000".into(), " rediss://b:7000".into()],
+                tls: tls.clone(),
+                ..Default::default()
+            },
+            RedisSettings {
+                mode: RedisMode::Sentinel,
+                sentinels: vec!["rediss://a:26379".into()],
+                master_name: "mymaster".into(),
+                tls: tls.clone(),
+                read_from_replicas: true,
+                ..Default::default()
+            },
+        ] {
+            assert!(settings.validate().is_ok(), "{settings:?}");
+        }
+    }
+
+    #[test]
+    fn replica_reads_need_sentinel_mode() {
+        let settings = RedisSettings {
+            read_from_replicas: true,
+            ..Default::default()
+        };
+        let message = rejection(&settings);
+        assert!(message.contains("redis.read_from_replicas"), "{message}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use redis_client::{RedisService, RedisSettings};
+use redis_client::{RedisService, RedisSettings, Retry};
 use testkit::{RedisServer, redis};
 
 /// Connections the server has, not counting the one asking.
@@ -79,7 +79,7 @@ fn each_thread_gets_its_own_connection() {
 }
 
 #[test]
-fn a_broken_connection_is_replaced_on_the_next_call() {
+fn after_a_restart_an_idempotent_call_is_retried_on_a_new_connection() {
     let mut server = RedisServer::start();
     let redis = service(&server);
     worker_runtime().block_on(async {
@@ -89,10 +89,32 @@ fn a_broken_connection_is_replaced_on_the_next_call() {
         for _ in 0..3 {
             outcomes.push(redis.ping().await.is_ok());
         }
-        assert_eq!(
-            outcomes,
-            [false, true, true],
-            "one call finds it broken, the next reconnects"
-        );
+        assert_eq!(outcomes, [true, true, true], "the first PING went twice");
+    });
+}
+
+#[test]
+fn after_a_restart_a_non_idempotent_script_fails_once_and_is_not_replayed() {
+    let mut server = RedisServer::start();
+    let redis = service(&server);
+    let script = redis_client::redis::Script::new("return redis.call('INCR', KEYS[1])");
+    worker_runtime().block_on(async {
+        let first: i64 = redis
+            .run_script(&script.key("counter"), Retry::NotIdempotent)
+            .await
+            .expect("INCR");
+        assert_eq!(first, 1);
+        server.restart(); // empty again, and our connection is dead
+        // The connection dropped under the call: whether Redis ran it is
+        // unknown to the client, so it is not sent again.
+        let outcome = redis
+            .run_script::<i64>(&script.key("counter"), Retry::NotIdempotent)
+            .await;
+        assert!(outcome.is_err(), "{outcome:?}");
+        let next: i64 = redis
+            .run_script(&script.key("counter"), Retry::NotIdempotent)
+            .await
+            .expect("a new connection");
+        assert_eq!(next, 1, "the failed call did not run, and was not replayed");
     });
 }

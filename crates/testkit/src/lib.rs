@@ -25,6 +25,9 @@ use std::time::{Duration, Instant};
 /// The synchronous `redis` client, for inspecting what code under test wrote.
 pub use deadpool_redis::redis;
 
+mod tls;
+pub use tls::TlsFiles;
+
 const INSTALL_HINT: &str = "redis-server is not installed: run `apt-get install -y redis-server` \
      (scripts/test.sh installs it when run as root)";
 
@@ -39,6 +42,8 @@ pub struct RedisServer {
     dir: PathBuf,
     /// Extra `redis-server` arguments, kept for restarts.
     args: Vec<String>,
+    /// TLS-only servers: the certificates. The plain port is then closed.
+    tls: Option<TlsFiles>,
 }
 
 impl RedisServer {
@@ -58,6 +63,25 @@ impl RedisServer {
     ///
     /// As [`RedisServer::start`].
     pub fn start_with(extra_args: &[&str]) -> Self {
+        Self::start_inner(extra_args, None)
+    }
+
+    /// A server that speaks TLS only, with a certificate from `tls`'s CA,
+    /// checking client certificates when clients send one (pass
+    /// `["--tls-auth-clients", "yes"]` to require them). Its [`url`] is
+    /// `rediss://`, and [`connection`] presents the client certificate.
+    ///
+    /// [`url`]: RedisServer::url
+    /// [`connection`]: RedisServer::connection
+    ///
+    /// # Panics
+    ///
+    /// As [`RedisServer::start`].
+    pub fn start_tls(tls: &TlsFiles, extra_args: &[&str]) -> Self {
+        Self::start_inner(extra_args, Some(tls.clone()))
+    }
+
+    fn start_inner(extra_args: &[&str], tls: Option<TlsFiles>) -> Self {
         let mut last_failure = String::new();
         // Another process may take the free port between our probe and the
         // server's bind; a few attempts make that race harmless.
@@ -71,6 +95,7 @@ impl RedisServer {
                 port,
                 dir,
                 args: extra_args.iter().map(|arg| (*arg).to_owned()).collect(),
+                tls: tls.clone(),
             };
             match server.spawn() {
                 Ok(()) => return server,
@@ -85,9 +110,25 @@ impl RedisServer {
         self.port
     }
 
-    /// `redis://127.0.0.1:<port>`.
+    /// `redis://127.0.0.1:<port>`, or `rediss://` for a TLS server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// A client for this server (with the client certificate, over TLS).
+    fn client(&self) -> redis::RedisResult<redis::Client> {
+        match &self.tls {
+            Some(tls) => {
+                tls::install_crypto_provider();
+                redis::Client::build_with_tls(self.url(), tls.client_certificates())
+            }
+            None => redis::Client::open(self.url()),
+        }
     }
 
     /// A new synchronous connection, to inspect or prepare data.
@@ -96,7 +137,7 @@ impl RedisServer {
     ///
     /// If the server does not accept the connection.
     pub fn connection(&self) -> redis::Connection {
-        redis::Client::open(self.url())
+        self.client()
             .and_then(|client| client.get_connection())
             .expect("connect to the test redis-server")
     }
@@ -153,8 +194,17 @@ impl RedisServer {
 
     fn spawn(&mut self) -> Result<(), String> {
         let log_path = self.dir.join("redis.log");
+        let port = self.port.to_string();
+        let ports = match &self.tls {
+            Some(tls) => [
+                vec!["--port".into(), "0".into(), "--tls-port".into(), port],
+                tls.server_args(),
+            ]
+            .concat(),
+            None => vec!["--port".into(), port],
+        };
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
+            .args(&ports)
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
             .args(["--appendonly", "no"])
@@ -193,7 +243,7 @@ impl RedisServer {
     }
 
     fn answers_ping(&self) -> bool {
-        let Ok(client) = redis::Client::open(self.url()) else {
+        let Ok(client) = self.client() else {
             return false;
         };
         let Ok(mut connection) = client.get_connection_with_timeout(Duration::from_millis(200))

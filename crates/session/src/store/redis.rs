@@ -4,7 +4,7 @@ use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use redis_client::redis::{Script, ScriptInvocation};
-use redis_client::{RedisClientError, RedisService};
+use redis_client::{RedisClientError, RedisService, Retry};
 
 use super::{
     Changes, Limit, LoadedSession, Renewal, SessionStore, StoreError, WritePolicy, millis,
@@ -50,6 +50,69 @@ impl RedisSessionStore {
         key
     }
 
+    /// The least-privilege Redis ACL rules for a user that only serves
+    /// sessions under `key_prefix`: its keys and nothing else, and only the
+    /// commands this store sends, including those its script calls (Redis
+    /// checks a script's commands against the caller's ACL too). Give it to
+    /// `ACL SETUSER <user> on ><password> <rules>`, or to a `user` line of
+    /// an ACL file.
+    ///
+    /// ```
+    /// let rules = session::RedisSessionStore::acl_rules("sid_");
+    /// assert!(rules.starts_with("resetkeys ~sid_* resetchannels -@all "));
+    /// assert!(rules.contains(" +evalsha ") && !rules.contains("+@"));
+    /// ```
+    ///
+    /// The set is proven by the store behaviour suite, which runs under
+    /// exactly these rules over TLS (`tests/tls_acl_store.rs`).
+    pub fn acl_rules(key_prefix: &str) -> String {
+        // Glob characters in the prefix are escaped: a prefix `a*` must not
+        // open every key starting with `a`.
+        let mut pattern = String::with_capacity(key_prefix.len() + 1);
+        for c in key_prefix.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        let commands = [
+            // Health checks. (redis-rs's `CLIENT SETINFO` on connect may be
+            // denied: it ignores the answer, and 7.0 has no such command.)
+            "+ping",
+            // Sentinel mode checks the master's role; cluster mode reads the
+            // slot map and follows ASK redirects.
+            "+role",
+            "+cluster|slots",
+            "+cluster|shards",
+            "+asking",
+            // The session script: loaded at start-up, then EVALSHA (EVAL
+            // after a restart that lost it).
+            "+script|load",
+            "+evalsha",
+            "+eval",
+            // Loads, and logout.
+            "+hgetall",
+            "+pttl",
+            "+unlink",
+            // Inside session_write.lua.
+            "+exists",
+            "+hget",
+            "+hset",
+            "+hdel",
+            "+hexists",
+            "+hkeys",
+            "+hincrby",
+            "+pexpire",
+            "+rename",
+            "+del",
+            "+time",
+        ];
+        format!(
+            "resetkeys ~{pattern}* resetchannels -@all {}",
+            commands.join(" ")
+        )
+    }
+
     /// The prefix of every session key.
     pub fn key_prefix(&self) -> &str {
         &self.key_prefix
@@ -65,8 +128,9 @@ impl RedisSessionStore {
         &self,
         call: &ScriptInvocation<'_>,
         policy: &WritePolicy,
+        retry: Retry,
     ) -> Result<ScriptReply, StoreError> {
-        let reply: ScriptReply = self.redis.run_script(call).await?;
+        let reply: ScriptReply = self.redis.run_script(call, retry).await?;
         match reply.0 {
             -2 => Err(StoreError::LimitExceeded(Limit::Fields(policy.max_fields))),
             -3 => Err(StoreError::LimitExceeded(Limit::Bytes(policy.max_bytes))),
@@ -132,7 +196,8 @@ impl SessionStore for RedisSessionStore {
         let key = self.key(id);
         let mut call = invocation(&[&key], "create", policy);
         add_changes(&mut call, changes);
-        Ok(self.write(&call, policy).await?.0 == 1)
+        // A replay would find its own key and report the id as taken.
+        Ok(self.write(&call, policy, Retry::NotIdempotent).await?.0 == 1)
     }
 
     async fn update(
@@ -144,7 +209,14 @@ impl SessionStore for RedisSessionStore {
         let key = self.key(id);
         let mut call = invocation(&[&key], "update", policy);
         add_changes(&mut call, changes);
-        Ok(self.write(&call, policy).await?.0 == 1)
+        // A TTL refresh may run twice. Field writes may not: replayed after
+        // another request's write of the same field, ours would undo theirs.
+        let retry = if changes.is_empty() {
+            Retry::Idempotent
+        } else {
+            Retry::NotIdempotent
+        };
+        Ok(self.write(&call, policy, retry).await?.0 == 1)
     }
 
     async fn renew(
@@ -157,11 +229,14 @@ impl SessionStore for RedisSessionStore {
         let (old_key, new_key) = (self.key(old), self.key(new));
         let mut call = invocation(&[&old_key, &new_key], "renew", policy);
         add_changes(&mut call, changes);
-        Ok(match self.write(&call, policy).await?.0 {
-            1 => Renewal::Renewed,
-            -1 => Renewal::Taken,
-            _ => Renewal::Missing,
-        })
+        // A replay would find the old id gone and report the session missing.
+        Ok(
+            match self.write(&call, policy, Retry::NotIdempotent).await?.0 {
+                1 => Renewal::Renewed,
+                -1 => Renewal::Taken,
+                _ => Renewal::Missing,
+            },
+        )
     }
 
     async fn increment(
@@ -174,7 +249,8 @@ impl SessionStore for RedisSessionStore {
         let key = self.key(id);
         let mut call = invocation(&[&key], "incr", policy);
         call.arg(field).arg(by);
-        let (status, value) = self.write(&call, policy).await?;
+        // Never replayed after a lost reply: that could count twice.
+        let (status, value) = self.write(&call, policy, Retry::NotIdempotent).await?;
         if status != 1 {
             return Ok(None);
         }
@@ -199,7 +275,8 @@ impl SessionStore for RedisSessionStore {
             .arg(expected.unwrap_or(""))
             .arg(if new.is_some() { "1" } else { "0" })
             .arg(new.unwrap_or(""));
-        let (status, swapped) = self.write(&call, policy).await?;
+        // A replay would see its own new value and report a lost race.
+        let (status, swapped) = self.write(&call, policy, Retry::NotIdempotent).await?;
         Ok((status == 1).then_some(swapped == "1"))
     }
 
