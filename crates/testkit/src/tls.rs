@@ -40,8 +40,9 @@ impl TlsFiles {
             dir: Arc::new(TempDir(dir)),
         };
         files.openssl(&format!(
-            "req -x509 -new -nodes {EC_KEY} -keyout ca.key -out ca.pem -days 2 -subj /CN=testkit-CA \
-             -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign"
+            "req -x509 -new -nodes {EC_KEY} -keyout ca.key -out ca.pem -days 2 -subj /CN=testkit-CA-{}-{n} \
+             -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign",
+            std::process::id()
         ));
         files.sign(
             "server",

@@ -12,3 +12,4 @@ mod redis_outage;
 mod round_trips;
 mod session_api;
 mod startup;
+mod tls;

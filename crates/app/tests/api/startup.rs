@@ -120,6 +120,32 @@ fn a_password_given_apart_from_the_url_is_never_printed() {
 }
 
 #[test]
+fn a_tls_file_that_cannot_be_read_ends_start_up_naming_the_key() {
+    let url = format!("rediss://127.0.0.1:{}", testkit::free_port());
+
+    let (code, stderr) = run_app(&[
+        ("APP__REDIS__URL", &url),
+        ("APP__REDIS__TLS__CA_FILE", "/nonexistent/ca.pem"),
+    ]);
+
+    assert_eq!(code, Some(1));
+    assert_one_clear_line(&stderr);
+    assert!(
+        stderr.contains("redis.tls.ca_file cannot be read (/nonexistent/ca.pem)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn tls_files_with_a_plain_redis_url_end_start_up_saying_rediss() {
+    let (code, stderr) = run_app(&[("APP__REDIS__TLS__CA_FILE", "/etc/ca.pem")]);
+
+    assert_eq!(code, Some(1));
+    assert_one_clear_line(&stderr);
+    assert!(stderr.contains("switch to rediss://"), "{stderr}");
+}
+
+#[test]
 fn a_missing_app_env_file_ends_start_up_naming_it() {
     let (code, stderr) = run_app(&[("APP_ENV", "no-such-environment")]);
 
