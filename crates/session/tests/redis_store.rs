@@ -318,3 +318,89 @@ async fn a_frozen_server_gives_unavailable_and_the_unanswered_increment_is_never
         Some(3)
     );
 }
+
+/// The stored value of `field`, read directly.
+fn stored(server: &RedisServer, key: &str, field: &str) -> Option<String> {
+    redis::cmd("HGET")
+        .arg(key)
+        .arg(field)
+        .query(&mut server.connection())
+        .expect("HGET")
+}
+
+#[tokio::test]
+async fn a_lost_reply_never_makes_a_write_run_twice_and_reads_are_retried() {
+    // Through a proxy that loses a reply on demand: Redis runs the request,
+    // the connection dies before the answer arrives.
+    let server = RedisServer::start();
+    let proxy = testkit::ReplyCutter::start(server.port());
+    let settings = RedisSettings {
+        url: proxy.url(),
+        ..Default::default()
+    };
+    let redis = RedisService::new(&settings).expect("valid settings");
+    let store = RedisSessionStore::new(redis, "sid_");
+    store.prepare().await.expect("SCRIPT LOAD");
+    let id = created(&store, &[("count", "1")], &LONG).await;
+    let key = store.key(&id);
+
+    // An increment whose reply is lost: Redis counted it once, and the
+    // client does not send it again, so it reports the failure instead.
+    proxy.cut_next_reply();
+    let outcome = store.increment(&id, "count", 1, &LONG).await;
+    assert!(
+        matches!(outcome, Err(StoreError::Unavailable(_))),
+        "{outcome:?}"
+    );
+    assert_eq!(proxy.cuts(), 1);
+    assert_eq!(
+        stored(&server, &key, "count").as_deref(),
+        Some("2"),
+        "ran once"
+    );
+
+    // So is a compare-and-set, and a field write. (Each cut kills the
+    // connection: a health check opens the next one, so that the cut hits
+    // the request and not the connection's handshake.)
+    store.check_health().await.expect("reconnected");
+    proxy.cut_next_reply();
+    let outcome = store
+        .compare_and_set(&id, "count", Some("2"), Some("10"), &LONG)
+        .await;
+    assert!(outcome.is_err(), "{outcome:?}");
+    assert_eq!(stored(&server, &key, "count").as_deref(), Some("10"));
+    store.check_health().await.expect("reconnected");
+    proxy.cut_next_reply();
+    let outcome = store
+        .update(&id, &store_suite::sets(&[("user", "ada")]), &LONG)
+        .await;
+    assert!(outcome.is_err(), "{outcome:?}");
+    assert_eq!(stored(&server, &key, "user").as_deref(), Some("ada"));
+
+    // A load whose reply is lost is sent again on a new connection.
+    store.check_health().await.expect("reconnected");
+    proxy.cut_next_reply();
+    let loaded = store
+        .load(&id)
+        .await
+        .expect("the read was retried")
+        .expect("the session");
+    assert_eq!(proxy.cuts(), 4);
+    assert_eq!(loaded.fields["count"], "10");
+
+    // And so is a TTL refresh (no field changes).
+    store.check_health().await.expect("reconnected");
+    proxy.cut_next_reply();
+    let refreshed = store
+        .update(&id, &session::store::Changes::default(), &LONG)
+        .await
+        .expect("the refresh was retried");
+    assert!(refreshed);
+    assert_eq!(proxy.cuts(), 5);
+
+    // After all that, the next increment counts from what Redis holds.
+    assert_eq!(
+        store.increment(&id, "count", 1, &LONG).await.expect("incr"),
+        Some(11)
+    );
+}

@@ -9,13 +9,22 @@ use std::time::Duration;
 use redis_client::{RedisMode, RedisService, RedisSettings};
 use session::{RedisSessionStore, SessionId, SessionStore};
 use store_suite::{Harness, LONG, created};
-use testkit::SentinelGroup;
+use testkit::{SentinelGroup, redis};
 
 async fn sentinel_store(group: &SentinelGroup, prefix: &str) -> RedisSessionStore {
+    sentinel_store_with(group, prefix, false).await
+}
+
+async fn sentinel_store_with(
+    group: &SentinelGroup,
+    prefix: &str,
+    read_from_replicas: bool,
+) -> RedisSessionStore {
     let settings = RedisSettings {
         mode: RedisMode::Sentinel,
         sentinels: group.sentinel_urls(),
         master_name: SentinelGroup::MASTER_NAME.to_owned(),
+        read_from_replicas,
         ..Default::default()
     };
     let redis = RedisService::new(&settings).expect("valid settings");
@@ -65,4 +74,50 @@ async fn after_a_sentinel_failover_the_store_writes_to_the_new_master() {
         matches!(last, Some(Ok(Some(2)))),
         "the session survived and counts on the new master: {outcomes:?}"
     );
+}
+
+#[tokio::test]
+async fn with_replica_reads_loads_go_to_the_replica_and_misses_to_the_master() {
+    let group = SentinelGroup::start();
+    let store = sentinel_store_with(&group, "sid_", true).await;
+    let id = created(&store, &[("count", "1")], &LONG).await;
+    let acknowledged: i64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(5000)
+        .query(&mut group.master.connection())
+        .expect("WAIT");
+    assert_eq!(acknowledged, 1, "the replica has the session");
+    // Open the replica connection first: opening it asks the replica its
+    // ROLE, which would show in the counts below.
+    store.load(&id).await.expect("load").expect("the session");
+    let (mut on_master, mut on_replica) = (group.master.monitor(), group.replica.monitor());
+
+    // A session the replica has: read there, the master is not asked.
+    let (master_start, replica_start) = (on_master.begin(), on_replica.begin());
+    let loaded = store.load(&id).await.expect("load").expect("the session");
+    assert_eq!(loaded.fields["count"], "1");
+    assert_eq!(
+        on_replica.commands_since(replica_start),
+        ["hgetall", "pttl"]
+    );
+    assert!(on_master.commands_since(master_start).is_empty());
+
+    // A miss on the replica (here an unknown id; equally a session created
+    // a moment ago that the replica has not received yet): the master decides.
+    let (master_start, replica_start) = (on_master.begin(), on_replica.begin());
+    let unknown = SessionId::generate();
+    assert!(store.load(&unknown).await.expect("load").is_none());
+    assert_eq!(
+        on_replica.commands_since(replica_start),
+        ["hgetall", "pttl"]
+    );
+    assert_eq!(on_master.commands_since(master_start), ["hgetall", "pttl"]);
+
+    // Writes go to the master, whatever the reads do.
+    let master_start = on_master.begin();
+    assert_eq!(
+        store.increment(&id, "count", 1, &LONG).await.expect("incr"),
+        Some(2)
+    );
+    assert_eq!(on_master.commands_since(master_start), ["evalsha"]);
 }

@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 /// The synchronous `redis` client, for inspecting what code under test wrote.
 pub use deadpool_redis::redis;
 
+mod proxy;
 mod tls;
+pub use proxy::ReplyCutter;
 pub use tls::TlsFiles;
 
 const INSTALL_HINT: &str = "redis-server is not installed: run `apt-get install -y redis-server` \
