@@ -42,7 +42,7 @@
 //! | operation | Redis | round trips |
 //! |---|---|---|
 //! | [`RedisService::hash_get_all`] | `HGETALL` | 1 |
-//! | [`RedisService::hash_get_all_with_ttl`] | `HGETALL` + `PTTL`, pipelined | 1 |
+//! | [`RedisService::hash_get_all_with_ttl`] | `HGETALL` + `PTTL`, pipelined (a read-only script on a cluster) | 1 |
 //! | [`RedisService::run_script`] | `EVALSHA` | 1 |
 //! | [`RedisService::expire`] | `EXPIRE` | 1 |
 //! | [`RedisService::delete`] | `UNLINK` | 1 |

@@ -2,8 +2,8 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use deadpool::managed::{Object, PoolError};
@@ -11,7 +11,7 @@ use deadpool_redis::redis::{self, Cmd, FromRedisValue, RedisError, Script, Scrip
 
 use crate::error::POOL_TIMEOUT;
 use crate::pool::{ConnectionManager, Pool, Role, SharedConnection, build_pool};
-use crate::{RedisClientError, RedisSettings, metric_names};
+use crate::{RedisClientError, RedisMode, RedisSettings, metric_names};
 
 /// Connections and their states, for health checks and metrics.
 pub use deadpool::Status as PoolStatus;
@@ -39,6 +39,9 @@ pub struct RedisService {
 struct Lane {
     pool: Pool,
     pool_id: u64,
+    /// Redis Cluster: redirects are followed per command, not inside a
+    /// pipeline, so reads that go together are one script instead.
+    cluster: bool,
 }
 
 impl Lane {
@@ -46,9 +49,18 @@ impl Lane {
         Ok(Self {
             pool: build_pool(settings, role)?,
             pool_id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
+            cluster: settings.mode == RedisMode::Cluster,
         })
     }
 }
+
+/// `HGETALL` and `PTTL` of one key as ONE command, for Redis Cluster: the
+/// cluster client follows `MOVED` / `ASK` for a command, but hands back a
+/// pipeline's in-band redirect as an error (found by the slot migration
+/// test in `crates/session/tests/cluster_store.rs`). Read-only.
+static HASH_WITH_TTL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new("return {redis.call('HGETALL', KEYS[1]), redis.call('PTTL', KEYS[1])}")
+});
 
 impl std::fmt::Debug for RedisService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -181,7 +193,13 @@ impl RedisService {
     }
 
     /// All fields of a hash and its remaining TTL in milliseconds, in one
-    /// round trip (`HGETALL` and `PTTL`, pipelined). `None` for an absent key.
+    /// round trip (`HGETALL` and `PTTL`, pipelined; on a cluster, one
+    /// read-only script, so that `MOVED` / `ASK` are followed). `None` for
+    /// an absent key.
+    ///
+    /// With `redis.read_from_replicas` (Sentinel), asked of a replica first,
+    /// then of the master if the replica lacks the key or fails: see
+    /// [`RedisSettings::read_from_replicas`] for the staleness this allows.
     ///
     /// # Errors
     ///
@@ -207,11 +225,16 @@ impl RedisService {
         lane: &Lane,
         key: &str,
     ) -> Result<Option<(HashMap<String, String>, Option<u64>)>, RedisClientError> {
-        let mut pipeline = redis::pipe();
-        pipeline.cmd("HGETALL").arg(key).cmd("PTTL").arg(key);
-        let (fields, ttl_ms): (HashMap<String, String>, i64) = lane
-            .execute(Request::Pipeline(&pipeline), Retry::Idempotent)
-            .await?;
+        let (fields, ttl_ms): (HashMap<String, String>, i64) = if lane.cluster {
+            let call = HASH_WITH_TTL.key(key);
+            lane.execute(Request::Script(&call), Retry::Idempotent)
+                .await?
+        } else {
+            let mut pipeline = redis::pipe();
+            pipeline.cmd("HGETALL").arg(key).cmd("PTTL").arg(key);
+            lane.execute(Request::Pipeline(&pipeline), Retry::Idempotent)
+                .await?
+        };
         // Redis has no empty hashes: no fields means no key. PTTL is -1 for
         // a key without expiry, -2 for no key.
         Ok((!fields.is_empty()).then(|| (fields, u64::try_from(ttl_ms).ok())))

@@ -103,3 +103,84 @@ async fn a_renew_to_an_id_in_another_slot_is_refused_by_the_cluster_not_half_don
     );
     assert!(store.load(&elsewhere).await.expect("load").is_none());
 }
+
+/// Runs `CLUSTER <args>` on `node`.
+fn cluster_command(node: &testkit::RedisServer, args: &[&str]) -> redis::Value {
+    let mut command = redis::cmd("CLUSTER");
+    for arg in args {
+        command.arg(*arg);
+    }
+    command
+        .query(&mut node.connection())
+        .unwrap_or_else(|error| panic!("CLUSTER {args:?}: {error}"))
+}
+
+fn node_id(node: &testkit::RedisServer) -> String {
+    match cluster_command(node, &["MYID"]) {
+        redis::Value::BulkString(id) => String::from_utf8(id).expect("a text id"),
+        other => panic!("CLUSTER MYID gave {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_session_whose_slot_migrates_is_followed_through_ask_then_moved() {
+    let cluster = RedisCluster::start(3, 0);
+    let store = cluster_store(&cluster, "sid_").await;
+    let id = created(&store, &[("count", "1")], &LONG).await;
+    let key = format!("sid_{}", id.as_str());
+    let slot = session::slot::key_slot(key.as_bytes()).to_string();
+    let nodes = cluster.nodes();
+    let source = nodes
+        .iter()
+        .position(|node| holder(&cluster, &key) == Some(node.port()))
+        .expect("the key's master");
+    let target = (source + 1) % nodes.len();
+    let (source_id, target_id) = (node_id(&nodes[source]), node_id(&nodes[target]));
+
+    // Mid-migration: the key has moved, the slot still belongs to the
+    // source, which answers ASK; the client must follow with ASKING.
+    cluster_command(&nodes[target], &["SETSLOT", &slot, "IMPORTING", &source_id]);
+    cluster_command(&nodes[source], &["SETSLOT", &slot, "MIGRATING", &target_id]);
+    let () = redis::cmd("MIGRATE")
+        .arg("127.0.0.1")
+        .arg(nodes[target].port())
+        .arg("")
+        .arg(0)
+        .arg(5000)
+        .arg("KEYS")
+        .arg(&key)
+        .query(&mut nodes[source].connection())
+        .expect("MIGRATE");
+    let (_, on_target): ((), i64) = redis::pipe()
+        .cmd("ASKING")
+        .cmd("EXISTS")
+        .arg(&key)
+        .query(&mut nodes[target].connection())
+        .expect("ASKING + EXISTS on the target");
+    assert_eq!(on_target, 1, "the key now lives on the target");
+    let loaded = store.load(&id).await.expect("load via ASK").expect("found");
+    assert_eq!(loaded.fields["count"], "1");
+    assert_eq!(
+        store
+            .increment(&id, "count", 1, &LONG)
+            .await
+            .expect("incr via ASK"),
+        Some(2)
+    );
+
+    // Migration done: every master is told, and the source answers MOVED.
+    for node in nodes {
+        cluster_command(node, &["SETSLOT", &slot, "NODE", &target_id]);
+    }
+    assert_eq!(
+        store
+            .increment(&id, "count", 1, &LONG)
+            .await
+            .expect("incr via MOVED"),
+        Some(3)
+    );
+    let loaded = store.load(&id).await.expect("load").expect("found");
+    assert_eq!(loaded.fields["count"], "3");
+    assert!(store.delete(&id).await.expect("delete via the new owner"));
+    assert_eq!(holder(&cluster, &key), None);
+}
