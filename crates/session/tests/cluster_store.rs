@@ -55,9 +55,48 @@ fn holder(cluster: &RedisCluster, key: &str) -> Option<u16> {
 async fn sessions_land_on_every_master_and_renew_works_on_each() {
     let cluster = RedisCluster::start(3, 0);
     let store = cluster_store(&cluster, "sid_").await;
+    renew_on_every_master(&cluster, &store).await;
+}
+
+#[tokio::test]
+async fn a_tls_cluster_with_client_certificates_serves_sessions_on_every_master() {
+    let tls = testkit::TlsFiles::generate();
+    let cluster = RedisCluster::start_tls(&tls, 3, 0);
+    assert!(
+        cluster
+            .seed_urls()
+            .iter()
+            .all(|url| url.starts_with("rediss://"))
+    );
+    let settings = RedisSettings {
+        mode: RedisMode::Cluster,
+        nodes: cluster.seed_urls(),
+        tls: redis_client::TlsSettings {
+            ca_file: Some(tls.ca_file()),
+            cert_file: Some(tls.client_cert_file()),
+            key_file: Some(tls.client_key_file()),
+        },
+        ..Default::default()
+    };
+    let redis = RedisService::new(&settings).expect("valid settings");
+    redis
+        .wait_until_ready(Duration::from_secs(10))
+        .await
+        .expect("the TLS cluster answers");
+    let store = RedisSessionStore::new(redis, "sid_");
+    store
+        .prepare()
+        .await
+        .expect("the script loads on every master");
+    renew_on_every_master(&cluster, &store).await;
+}
+
+/// 30 sessions, each renewed: they reach all three masters, and each
+/// renewal moves the data and kills the old id on whichever master.
+async fn renew_on_every_master(cluster: &RedisCluster, store: &RedisSessionStore) {
     let mut holders = std::collections::BTreeSet::new();
     for _ in 0..30 {
-        let old = created(&store, &[("count", "1")], &LONG).await;
+        let old = created(store, &[("count", "1")], &LONG).await;
         let new = session::slot::generate_in_same_slot("sid_", &old).expect("randomness");
         let renewal = store
             .renew(&old, &new, &sets(&[("user", "ada")]), &LONG)
@@ -66,8 +105,8 @@ async fn sessions_land_on_every_master_and_renew_works_on_each() {
         assert_eq!(renewal, session::store::Renewal::Renewed);
         let old_key = format!("sid_{}", old.as_str());
         let new_key = format!("sid_{}", new.as_str());
-        assert_eq!(holder(&cluster, &old_key), None, "the old id is gone");
-        let node = holder(&cluster, &new_key).expect("the new key is on some master");
+        assert_eq!(holder(cluster, &old_key), None, "the old id is gone");
+        let node = holder(cluster, &new_key).expect("the new key is on some master");
         holders.insert(node);
         let fields = store
             .load(&new)

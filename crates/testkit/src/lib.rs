@@ -279,23 +279,53 @@ impl RedisCluster {
     ///
     /// If a server does not start, or the cluster is not ready within 20 s.
     pub fn start(masters: usize, replicas: usize) -> Self {
+        Self::start_inner(masters, replicas, None)
+    }
+
+    /// Like [`RedisCluster::start`], every node TLS-only with a certificate
+    /// from `tls`'s CA, the cluster bus and replication over TLS too.
+    ///
+    /// # Panics
+    ///
+    /// As [`RedisCluster::start`].
+    pub fn start_tls(tls: &TlsFiles, masters: usize, replicas: usize) -> Self {
+        Self::start_inner(masters, replicas, Some(tls))
+    }
+
+    fn start_inner(masters: usize, replicas: usize, tls: Option<&TlsFiles>) -> Self {
+        let mut args = vec![
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "1000",
+        ];
+        if tls.is_some() {
+            args.extend(["--tls-cluster", "yes", "--tls-replication", "yes"]);
+        }
         let nodes: Vec<RedisServer> = (0..masters * (1 + replicas))
-            .map(|_| {
-                RedisServer::start_with(&[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "1000",
-                ])
+            .map(|_| match tls {
+                Some(tls) => RedisServer::start_tls(tls, &args),
+                None => RedisServer::start_with(&args),
             })
             .collect();
         let addresses: Vec<String> = nodes
             .iter()
             .map(|node| format!("127.0.0.1:{}", node.port()))
             .collect();
-        let output = Command::new("redis-cli")
+        let mut create = Command::new("redis-cli");
+        if let Some(tls) = tls {
+            create
+                .arg("--tls")
+                .arg("--cacert")
+                .arg(tls.ca_file())
+                .arg("--cert")
+                .arg(tls.client_cert_file())
+                .arg("--key")
+                .arg(tls.client_key_file());
+        }
+        let output = create
             .args(["--cluster", "create"])
             .args(&addresses)
             .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
@@ -303,15 +333,17 @@ impl RedisCluster {
             .expect("run redis-cli --cluster create");
         assert!(
             output.status.success(),
-            "redis-cli --cluster create failed: {}",
-            String::from_utf8_lossy(&output.stdout)
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
         );
         let cluster = Self { nodes };
         cluster.wait_until_ok(Duration::from_secs(20));
         cluster
     }
 
-    /// `redis://127.0.0.1:<port>` of every node, for `redis.nodes`.
+    /// `redis://127.0.0.1:<port>` (`rediss://` for TLS) of every node, for
+    /// `redis.nodes`.
     pub fn seed_urls(&self) -> Vec<String> {
         self.nodes.iter().map(RedisServer::url).collect()
     }
