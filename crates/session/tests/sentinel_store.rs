@@ -121,3 +121,56 @@ async fn with_replica_reads_loads_go_to_the_replica_and_misses_to_the_master() {
     );
     assert_eq!(on_master.commands_since(master_start), ["evalsha"]);
 }
+
+#[tokio::test]
+async fn over_tls_the_sentinels_and_the_master_are_reached_with_client_certificates() {
+    let tls = testkit::TlsFiles::generate();
+    let group = SentinelGroup::start_tls(&tls);
+    assert!(
+        group
+            .sentinel_urls()
+            .iter()
+            .all(|url| url.starts_with("rediss://"))
+    );
+    let settings = RedisSettings {
+        mode: RedisMode::Sentinel,
+        sentinels: group.sentinel_urls(),
+        master_name: SentinelGroup::MASTER_NAME.to_owned(),
+        tls: redis_client::TlsSettings {
+            ca_file: Some(tls.ca_file()),
+            cert_file: Some(tls.client_cert_file()),
+            key_file: Some(tls.client_key_file()),
+        },
+        read_from_replicas: true,
+        ..Default::default()
+    };
+    let redis = RedisService::new(&settings).expect("valid settings");
+    redis
+        .wait_until_ready(Duration::from_secs(10))
+        .await
+        .expect("the master answers over TLS");
+    let store = RedisSessionStore::new(redis, "sid_");
+    store.prepare().await.expect("the script loads");
+
+    let id = created(&store, &[("count", "1")], &LONG).await;
+    assert_eq!(
+        store.increment(&id, "count", 1, &LONG).await.expect("incr"),
+        Some(2)
+    );
+    let acknowledged: i64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(5000)
+        .query(&mut group.master.connection())
+        .expect("WAIT");
+    assert_eq!(acknowledged, 1, "replicated over TLS");
+    store.load(&id).await.expect("load").expect("found"); // opens the replica connection
+    let mut on_replica = group.replica.monitor();
+    let start = on_replica.begin();
+    let loaded = store.load(&id).await.expect("load").expect("found");
+    assert_eq!(loaded.fields["count"], "2");
+    assert_eq!(
+        on_replica.commands_since(start),
+        ["hgetall", "pttl"],
+        "read from the replica over TLS, not fallen back to the master"
+    );
+}

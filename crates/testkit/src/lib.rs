@@ -416,6 +416,8 @@ pub struct SentinelGroup {
     /// The replica at start; after a failover, the master.
     pub replica: RedisServer,
     sentinels: Vec<SentinelProcess>,
+    /// TLS groups: every link (clients, Sentinels, replication) is TLS.
+    tls: Option<TlsFiles>,
 }
 
 /// One `redis-server --sentinel` child process.
@@ -444,16 +446,38 @@ impl SentinelGroup {
     ///
     /// If a process does not start, or the group is not ready within 30 s.
     pub fn start() -> Self {
-        let master = RedisServer::start();
+        Self::start_inner(None)
+    }
+
+    /// Like [`SentinelGroup::start`], with TLS on every link: the servers
+    /// and the Sentinels listen on TLS only, with certificates from `tls`'s
+    /// CA, and replicate and monitor over TLS.
+    ///
+    /// # Panics
+    ///
+    /// As [`SentinelGroup::start`].
+    pub fn start_tls(tls: &TlsFiles) -> Self {
+        Self::start_inner(Some(tls))
+    }
+
+    fn start_inner(tls: Option<&TlsFiles>) -> Self {
+        let server = |args: &[&str]| match tls {
+            Some(tls) => {
+                RedisServer::start_tls(tls, &[args, &["--tls-replication", "yes"]].concat())
+            }
+            None => RedisServer::start_with(args),
+        };
+        let master = server(&[]);
         let master_port = master.port().to_string();
-        let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master_port]);
+        let replica = server(&["--replicaof", "127.0.0.1", &master_port]);
         let sentinels = (0..3)
-            .map(|_| SentinelProcess::start(master.port()))
+            .map(|_| SentinelProcess::start(master.port(), tls))
             .collect();
         let group = Self {
             master,
             replica,
             sentinels,
+            tls: tls.cloned(),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !group.ready() {
@@ -466,11 +490,12 @@ impl SentinelGroup {
         group
     }
 
-    /// `redis://127.0.0.1:<port>` of every Sentinel, for `redis.sentinels`.
+    /// `redis://127.0.0.1:<port>` (`rediss://` for TLS) of every Sentinel,
+    /// for `redis.sentinels`.
     pub fn sentinel_urls(&self) -> Vec<String> {
         self.sentinels
             .iter()
-            .map(|sentinel| format!("redis://127.0.0.1:{}", sentinel.port))
+            .map(|sentinel| url_for(sentinel.port, self.tls.as_ref()))
             .collect()
     }
 
@@ -517,7 +542,7 @@ impl SentinelGroup {
     }
 
     fn sentinel_connection(&self, index: usize) -> redis::Connection {
-        redis::Client::open(format!("redis://127.0.0.1:{}", self.sentinels[index].port))
+        client_for(self.sentinels[index].port, self.tls.as_ref())
             .and_then(|client| client.get_connection())
             .expect("connect to a Sentinel")
     }
@@ -543,16 +568,28 @@ impl SentinelGroup {
 }
 
 impl SentinelProcess {
-    fn start(master_port: u16) -> Self {
+    fn start(master_port: u16, tls: Option<&TlsFiles>) -> Self {
         let port = free_port();
         let dir =
             std::env::temp_dir().join(format!("testkit-sentinel-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a temp dir for a Sentinel");
         let config = dir.join("sentinel.conf");
+        // TLS: listen on TLS only, and reach the servers and the other
+        // Sentinels over TLS with the same certificate.
+        let listen = match tls {
+            Some(tls) => format!(
+                "port 0\ntls-port {port}\ntls-replication yes\n{}",
+                tls.server_args()
+                    .chunks(2)
+                    .map(|pair| format!("{} {}\n", pair[0].trim_start_matches("--"), pair[1]))
+                    .collect::<String>()
+            ),
+            None => format!("port {port}\n"),
+        };
         std::fs::write(
             &config,
             format!(
-                "port {port}\nbind 127.0.0.1\ndir {}\nlogfile {}\n\
+                "{listen}bind 127.0.0.1\ndir {}\nlogfile {}\n\
                  sentinel monitor {name} 127.0.0.1 {master_port} 2\n\
                  sentinel down-after-milliseconds {name} 1000\n\
                  sentinel failover-timeout {name} 5000\n\
@@ -574,7 +611,7 @@ impl SentinelProcess {
         let sentinel = Self { child, port, dir };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let answers = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+            let answers = client_for(port, tls)
                 .and_then(|client| client.get_connection_with_timeout(Duration::from_millis(200)))
                 .and_then(|mut connection| redis::cmd("PING").query::<String>(&mut connection))
                 .is_ok();
@@ -587,6 +624,23 @@ impl SentinelProcess {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+/// `redis://127.0.0.1:<port>`, or `rediss://` with `tls`.
+fn url_for(port: u16, tls: Option<&TlsFiles>) -> String {
+    let scheme = if tls.is_some() { "rediss" } else { "redis" };
+    format!("{scheme}://127.0.0.1:{port}")
+}
+
+/// A client for a local server, presenting `tls`'s client certificate.
+fn client_for(port: u16, tls: Option<&TlsFiles>) -> redis::RedisResult<redis::Client> {
+    match tls {
+        Some(tls) => {
+            tls::install_crypto_provider();
+            redis::Client::build_with_tls(url_for(port, Some(tls)), tls.client_certificates())
+        }
+        None => redis::Client::open(url_for(port, None)),
     }
 }
 
@@ -639,34 +693,27 @@ impl RedisServer {
     ///
     /// If MONITOR cannot be started.
     pub fn monitor(&self) -> Monitor {
-        use std::io::{BufRead, BufReader, Write};
-        let mut stream = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, self.port))
-            .expect("connect for MONITOR");
-        stream.write_all(b"MONITOR\r\n").expect("send MONITOR");
-        stream
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .expect("set a read timeout");
-        let mut lines = BufReader::new(stream);
-        let mut ok = String::new();
-        lines.read_line(&mut ok).expect("MONITOR answers");
-        assert!(ok.starts_with("+OK"), "MONITOR refused: {ok}");
+        // Through redis-rs, so that TLS servers can be watched too.
+        let mut feed = self.connection();
+        feed.send_packed_command(&redis::cmd("MONITOR").get_packed_command())
+            .expect("send MONITOR");
+        let ok = feed.recv_response().expect("MONITOR answers");
+        assert_eq!(ok, redis::Value::Okay, "MONITOR refused: {ok:?}");
 
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (seen_by_reader, stop_reader) = (seen.clone(), stop.clone());
+        // Blocks on the feed; Drop wakes it with one last ECHO.
         let reader = std::thread::spawn(move || {
-            let mut line = String::new();
             while !stop_reader.load(std::sync::atomic::Ordering::Relaxed) {
-                match lines.read_line(&mut line) {
-                    Ok(0) => return,
-                    Ok(_) => {
+                match feed.recv_response() {
+                    Ok(redis::Value::SimpleString(line)) => {
                         if let Some(name) = client_command(&line) {
                             seen_by_reader.lock().expect("not poisoned").push(name);
                         }
-                        line.clear();
                     }
-                    // A read timeout keeps a partial line in `line`: carry on.
-                    Err(_) => {}
+                    Ok(_) => {}
+                    Err(_) => return, // the server went away
                 }
             }
         });
@@ -741,6 +788,11 @@ impl Monitor {
 impl Drop for Monitor {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // Wake the reader, which waits for the next line; if the server is
+        // gone, its read has failed already.
+        let _: redis::RedisResult<String> = redis::cmd("ECHO")
+            .arg("testkit-stop")
+            .query(&mut self.control);
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();
         }
