@@ -5,13 +5,15 @@
 # every test, the static docker/ checks, and the native two-node demo with its
 # browser test. Tests that need Redis start their own redis-server on free
 # ports (crates/testkit) and stop them by PID; the demo stops what it started
-# by PID too. Missing Debian packages (redis-server, nginx, chromium,
+# by PID too. Missing Debian packages (redis-server, openssl, nginx, chromium,
 # chromium-driver, docker-compose) are installed when run as root.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(workspace_root)"
 
 ensure_command redis-server redis-server
+# The TLS tests make their certificates at run time (crates/testkit/src/tls.rs).
+ensure_command openssl openssl
 for component in rustfmt clippy; do
   if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then
     rustup component add "$component"
