@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # The benchmark: our app against its ceiling (a bare actix-web handler, no
-# Redis) and its peer (actix-session with its Redis store), side by side in
-# ONE run on this machine, with wrk on 127.0.0.1.
+# Redis), its peer (actix-session with its Redis store) and the floor (one
+# bare HINCRBY per request: what any Redis-backed session must at least do),
+# side by side in ONE run on this machine, with wrk on 127.0.0.1. Each
+# workload runs in several rounds, interleaved with the others, and the
+# median is reported: the machine is shared, and one run of a workload can be
+# 10-30% off.
 #
-#   scripts/bench.sh                 the full run (about 4 minutes)
+#   scripts/bench.sh                 the full run (about 5 minutes)
 #   scripts/bench.sh --smoke         1-second runs and small populations: CI checks it still runs
 #   scripts/bench.sh --out FILE      also write the report (markdown) to FILE
 #
@@ -29,9 +33,9 @@ while [ $# -gt 0 ]; do
 done
 
 if $smoke; then
-  duration=1s; warmup=1s; live_sessions=200; memory_sessions=10000; big_population=20000
+  duration=1s; warmup=1s; rounds=1; live_sessions=200; memory_sessions=10000; big_population=20000
 else
-  duration=10s; warmup=3s; live_sessions=1000; memory_sessions=100000; big_population=1000000
+  duration=5s; warmup=1s; rounds=${BENCH_ROUNDS:-3}; live_sessions=1000; memory_sessions=100000; big_population=1000000
 fi
 connections=32
 wrk_threads=2
@@ -50,6 +54,7 @@ cargo build --release -p app --quiet
 app_bin=$root/target/release/app
 peer_bin=$root/benches/baselines/target/release/peer-actix-session
 ceiling_bin=$root/benches/baselines/target/release/ceiling
+floor_bin=$root/benches/baselines/target/release/floor
 
 dir=$(mktemp -d -t session-bench.XXXXXX)
 pids=()
@@ -71,7 +76,7 @@ pids+=($!)
 rcli() { redis-cli -p "$redis_port" "$@"; }
 wait_for redis rcli ping
 
-app_port=$(free_port); peer_port=$(free_port); ceiling_port=$(free_port)
+app_port=$(free_port); peer_port=$(free_port); ceiling_port=$(free_port); floor_port=$(free_port)
 APP__REDIS__URL="redis://127.0.0.1:$redis_port" APP__SERVER__PORT=$app_port \
   APP__SERVER__WORKERS=$workers APP__SERVER__ACCESS_LOG=false RUST_LOG=warn \
   "$app_bin" >"$dir/app.log" 2>&1 &
@@ -82,9 +87,13 @@ REDIS_URL="redis://127.0.0.1:$redis_port" PORT=$peer_port WORKERS=$workers \
 pids+=($!)
 PORT=$ceiling_port WORKERS=$workers "$ceiling_bin" >"$dir/ceiling.log" 2>&1 &
 pids+=($!)
+REDIS_URL="redis://127.0.0.1:$redis_port" PORT=$floor_port WORKERS=$workers \
+  "$floor_bin" >"$dir/floor.log" 2>&1 &
+pids+=($!)
 wait_for app curl -sf "http://127.0.0.1:$app_port/healthz"
 wait_for peer curl -sf "http://127.0.0.1:$peer_port/healthz"
 wait_for ceiling curl -sf "http://127.0.0.1:$ceiling_port/healthz"
+wait_for floor curl -sf "http://127.0.0.1:$floor_port/healthz"
 
 echo "==> sessions for the existing-session workloads: $live_sessions on each server"
 python3 scripts/bench/make_sessions.py "http://127.0.0.1:$app_port/count" "$live_sessions" >"$dir/ours.cookies"
@@ -97,9 +106,10 @@ redis_calls() {
 }
 
 rows=()
-declare -A rps p99s
-# run NAME URL [COOKIE_FILE]: one wrk run; records req/s, p50, p99, cmds/req.
-run() {
+declare -A rps p99s runs_rate runs_p50 runs_p99 runs_cmds
+# measure NAME URL [COOKIE_FILE]: one wrk run of one workload; adds its
+# req/s, p50 and p99 (ms) and Redis commands per request to NAME's lists.
+measure() {
   local name=$1 url=$2 cookies=${3:-}
   local args=(-t"$wrk_threads" -c"$connections" --latency -s scripts/bench/sessions.lua "$url")
   [ -n "$cookies" ] && args+=(-- "$cookies")
@@ -120,10 +130,31 @@ run() {
   fi
   local per_request
   per_request=$(awk -v d="$((after - before))" -v n="$requests" 'BEGIN {printf "%.2f", d / n}')
-  rps[$name]=$rate
-  p99s[$name]=$(to_ms "$p99")
-  rows+=("$name|$rate|$p50|$p99|$per_request")
+  runs_rate[$name]+="$rate "
+  runs_p50[$name]+="$(to_ms "$p50") "
+  runs_p99[$name]+="$(to_ms "$p99") "
+  runs_cmds[$name]+="$per_request "
   printf '  %-44s %10s req/s  p50 %8s  p99 %8s  redis cmds/req %s\n' "$name" "$rate" "$p50" "$p99" "$per_request"
+}
+median() { # median of the numbers in $1
+  tr ' ' '\n' <<<"$1" | awk 'NF' | sort -g |
+    awk '{v[NR] = $1} END {if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2}'
+}
+# summarize NAME: the medians of NAME's runs, as one row of the table.
+summarize() {
+  local name=$1 rate p50 p99 cmds
+  rate=$(median "${runs_rate[$name]}")
+  p50=$(median "${runs_p50[$name]}")
+  p99=$(median "${runs_p99[$name]}")
+  cmds=$(median "${runs_cmds[$name]}")
+  rps[$name]=$rate
+  p99s[$name]=$p99
+  rows+=("$name|$rate|${p50}ms|${p99}ms|$cmds|${runs_rate[$name]% }")
+}
+# run NAME URL [COOKIE_FILE]: `rounds` runs of one workload, summarized.
+run() {
+  for ((round = 1; round <= rounds; round++)); do measure "$@"; done
+  summarize "$1"
 }
 to_ms() { # wrk prints 1.23ms, 456.00us or 1.20s
   awk -v v="$1" 'BEGIN {
@@ -133,16 +164,28 @@ to_ms() { # wrk prints 1.23ms, 456.00us or 1.20s
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 
-echo "==> workloads: wrk -t$wrk_threads -c$connections -d$duration, $workers workers per server"
-run "ceiling: GET /count, no Redis" "http://127.0.0.1:$ceiling_port/count"
-run "ours: GET /count, existing session" "http://127.0.0.1:$app_port/count" "$dir/ours.cookies"
-run "peer: GET /count, existing session" "http://127.0.0.1:$peer_port/count" "$dir/peer.cookies"
-run "ours: GET /count, new session" "http://127.0.0.1:$app_port/count"
-run "peer: GET /count, new session" "http://127.0.0.1:$peer_port/count"
-run "ours: GET /healthz with a session cookie" "http://127.0.0.1:$app_port/healthz" "$dir/ours.cookies"
-run "ceiling: GET /healthz" "http://127.0.0.1:$ceiling_port/healthz"
+echo "==> workloads: $rounds rounds of wrk -t$wrk_threads -c$connections -d$duration, interleaved; $workers workers per server"
+workloads=(
+  "ceiling: GET /count, no Redis|http://127.0.0.1:$ceiling_port/count|"
+  "floor: GET /count, one bare HINCRBY|http://127.0.0.1:$floor_port/count|$dir/ours.cookies"
+  "ours: GET /count, existing session|http://127.0.0.1:$app_port/count|$dir/ours.cookies"
+  "peer: GET /count, existing session|http://127.0.0.1:$peer_port/count|$dir/peer.cookies"
+  "ours: GET /count, new session|http://127.0.0.1:$app_port/count|"
+  "peer: GET /count, new session|http://127.0.0.1:$peer_port/count|"
+  "ours: GET /healthz with a session cookie|http://127.0.0.1:$app_port/healthz|$dir/ours.cookies"
+  "ceiling: GET /healthz|http://127.0.0.1:$ceiling_port/healthz|"
+)
+for ((round = 1; round <= rounds; round++)); do
+  echo "  round $round of $rounds"
+  for workload in "${workloads[@]}"; do
+    IFS='|' read -r name url cookies <<<"$workload"
+    measure "$name" "$url" $cookies
+  done
+done
+for workload in "${workloads[@]}"; do summarize "${workload%%|*}"; done
 
 ceiling=${rps["ceiling: GET /count, no Redis"]}
+floor=${rps["floor: GET /count, one bare HINCRBY"]}
 existing=${rps["ours: GET /count, existing session"]}
 fresh=${rps["ours: GET /count, new session"]}
 untouched=${rps["ours: GET /healthz with a session cookie"]}
@@ -189,25 +232,27 @@ echo "  app RSS: ${rss_start} kB before, ${rss_min}..${rss_max} kB under load wi
 report() {
   echo "# Benchmark: $(date -u +%Y-%m-%d) on $(nproc) cores ($(uname -m)), $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ *//')"
   echo
-  echo "redis-server $(redis-server --version | awk '{print $3}' | cut -d= -f2), wrk -t$wrk_threads -c$connections -d$duration (after a $warmup warm-up), $workers actix workers per server, everything on 127.0.0.1. Ratios are within this one run."
+  echo "redis-server $(redis-server --version | awk '{print $3}' | cut -d= -f2), wrk -t$wrk_threads -c$connections -d$duration (after a $warmup warm-up) per run, $rounds rounds interleaved, medians shown; $workers actix workers per server, everything on 127.0.0.1. Ratios are within this one run."
   echo
-  echo "| workload | req/s | p50 | p99 | Redis cmds/req | vs ceiling | vs peer |"
-  echo "|---|---|---|---|---|---|---|"
-  local row name rate p50 p99 cmds vs_peer
+  echo "| workload | req/s (median) | p50 | p99 | Redis cmds/req | vs ceiling | vs peer | req/s of each round |"
+  echo "|---|---|---|---|---|---|---|---|"
+  local row name rate p50 p99 cmds each vs_peer
   for row in "${rows[@]}"; do
-    IFS='|' read -r name rate p50 p99 cmds <<<"$row"
+    IFS='|' read -r name rate p50 p99 cmds each <<<"$row"
     vs_peer=""
     case "$name" in
       "ours: GET /count, existing session") vs_peer="$(ratio "$rate" "${rps["peer: GET /count, existing session"]}")x" ;;
       "ours: GET /count, new session") vs_peer="$(ratio "$rate" "${rps["peer: GET /count, new session"]}")x" ;;
     esac
-    echo "| $name | $rate | $p50 | $p99 | $cmds | $(ratio "$rate" "$ceiling") | $vs_peer |"
+    echo "| $name | $rate | $p50 | $p99 | $cmds | $(ratio "$rate" "$ceiling") | $vs_peer | $each |"
   done
   echo
   echo "| target | measured |"
   echo "|---|---|"
   echo "| existing session >= 1.8x peer | $(ratio "$existing" "${rps["peer: GET /count, existing session"]}")x |"
   echo "| existing session >= 70% of ceiling | $(ratio "$existing" "$ceiling") |"
+  echo "| (bound) the floor, one bare HINCRBY: vs peer, vs ceiling | $(ratio "$floor" "${rps["peer: GET /count, existing session"]}")x, $(ratio "$floor" "$ceiling") |"
+  echo "| existing session vs the floor | $(ratio "$existing" "$floor") |"
   echo "| new session >= 1.3x peer | $(ratio "$fresh" "${rps["peer: GET /count, new session"]}")x |"
   echo "| new session, aim 60% of ceiling | $(ratio "$fresh" "$ceiling") |"
   echo "| untouched route within 5% of the ceiling's /healthz | $(ratio "$untouched" "${rps["ceiling: GET /healthz"]}") |"

@@ -99,7 +99,7 @@ impl RedisSessionStore {
             "+hget",
             "+hset",
             "+hdel",
-            "+hexists",
+            "+hmget",
             "+hkeys",
             "+hincrby",
             "+pexpire",

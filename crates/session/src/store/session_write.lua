@@ -39,30 +39,44 @@ local key = KEYS[1]
 local op = ARGV[1]
 local idle_ms = tonumber(ARGV[2])
 local absolute_ms = tonumber(ARGV[3])
-local max_fields = tonumber(ARGV[4])
-local max_bytes = tonumber(ARGV[5])
+-- ARGV[4] and ARGV[5] (the limits) are parsed only when a write can grow
+-- the session: number parsing and printing were a visible part of this
+-- script's cost in a profile of Redis (benches/results/).
 
 -- Redis's clock, not the app node's: nodes with skewed clocks still agree.
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 
--- Lua 5.1 prints numbers with 14 significant digits; these stay integral.
+-- Integral numbers as text. '%d' formats a C long: exact for these values
+-- (times in ms, TTLs, counts below 2^53), and far cheaper than '%.0f'.
 local function int(n)
-  return string.format('%.0f', n)
+  return string.format('%d', n)
 end
+
+-- Set when the live session has no __created (a NestJS node wrote it): the
+-- next write stamps it. Sessions we wrote always have it, and it never
+-- changes, so it is not rewritten on every write.
+local stamp_needed = false
 
 local function is_metadata(field)
   return string.sub(field, 1, 2) == '__'
 end
 
--- The creation time of the live session at k, or nil if there is none. A
--- session past its absolute lifetime is deleted here and then: its TTL never
--- reaches past that point when we wrote it last, but another writer (a NestJS
--- node) may have stretched it.
-local function live_created(k)
-  -- One HGET answers both questions for every session we wrote: a key
-  -- exists exactly when it has fields, and ours always have __created.
-  local created = tonumber(redis.call('HGET', k, '__created'))
+-- The creation time of the live session at k, or nil if there is none, and
+-- the value of `field` if one is asked for (false if absent). A session past
+-- its absolute lifetime is deleted here and then: its TTL never reaches past
+-- that point when we wrote it last, but another writer (a NestJS node) may
+-- have stretched it.
+local function live_created(k, field)
+  -- One call answers everything for every session we wrote: a key exists
+  -- exactly when it has fields, and ours always have __created.
+  local created, value
+  if field then
+    local both = redis.call('HMGET', k, '__created', field)
+    created, value = tonumber(both[1]), both[2]
+  else
+    created = tonumber(redis.call('HGET', k, '__created'))
+  end
   if not created then
     -- No stamp: no session, or one a NestJS node wrote. Its absolute
     -- lifetime starts now; apply() stamps it.
@@ -70,12 +84,13 @@ local function live_created(k)
       return nil
     end
     created = now
+    stamp_needed = true
   end
   if absolute_ms > 0 and created + absolute_ms <= now then
     redis.call('DEL', k)
     return nil
   end
-  return created
+  return created, value
 end
 
 -- 0 if the session at k (nil: a new one) would stay within the limits after
@@ -105,10 +120,10 @@ local function check_limits(k, clear, removals, upserts)
       bytes = bytes + #field + #value
     end
   end
-  if count > max_fields then
+  if count > tonumber(ARGV[4]) then
     return -2
   end
-  if bytes > max_bytes then
+  if bytes > tonumber(ARGV[5]) then
     return -3
   end
   return 0
@@ -132,7 +147,11 @@ local function apply(k, clear, removals, upserts, created)
     redis.call('HDEL', k, unpack(removals))
   end
   -- The metadata keeps the hash non-empty even when every user field is gone.
-  redis.call('HSET', k, '__created', int(created), '__seen', int(now), unpack(upserts))
+  if stamp_needed then
+    redis.call('HSET', k, '__created', int(created), '__seen', int(now), unpack(upserts))
+  else
+    redis.call('HSET', k, '__seen', int(now), unpack(upserts))
+  end
   local ttl = idle_ms
   if absolute_ms > 0 then
     ttl = math.min(idle_ms, created + absolute_ms - now)
@@ -162,11 +181,17 @@ if op == 'create' then
   if limit ~= 0 then
     return {limit, '0'}
   end
+  stamp_needed = true
   apply(key, false, {}, upserts, now)
   return {1, '0'}
 end
 
-local created = live_created(key)
+-- incr and cas read their field in the same call as the session's stamp.
+local field = nil
+if op == 'incr' or op == 'cas' then
+  field = ARGV[6]
+end
+local created, current = live_created(key, field)
 if not created then
   return {0, '0'}
 end
@@ -195,8 +220,8 @@ elseif op == 'renew' then
   apply(new_key, clear, removals, upserts, created)
   return {1, '0'}
 elseif op == 'incr' then
-  local field, by = ARGV[6], ARGV[7]
-  if redis.call('HEXISTS', key, field) == 0 then
+  local by = ARGV[7]
+  if not current then
     local limit = check_limits(key, false, {}, {field, by})
     if limit ~= 0 then
       return {limit, '0'}
@@ -215,8 +240,6 @@ elseif op == 'incr' then
   end
   return {1, redis.call('HGET', key, field)}
 elseif op == 'cas' then
-  local field = ARGV[6]
-  local current = redis.call('HGET', key, field)
   local expected = false
   if ARGV[7] == '1' then
     expected = ARGV[8]
