@@ -14,3 +14,8 @@ pub fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
         Err(_) => default,
     }
 }
+
+/// `GET /healthz` on every baseline: no session, no Redis.
+pub async fn healthz() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok().body("ok")
+}

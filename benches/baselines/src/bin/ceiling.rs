@@ -4,14 +4,10 @@
 //! Env: `PORT`, `WORKERS` (0 = one per core).
 
 use actix_web::{App, HttpResponse, HttpServer, web};
-use bench_baselines::env_number;
+use bench_baselines::{env_number, healthz};
 
 async fn count() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "count": 1 }))
-}
-
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().body("ok")
 }
 
 #[actix_web::main]

@@ -11,7 +11,7 @@
 //! Env: `REDIS_URL`, `PORT`, `WORKERS` (0 = one per core).
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
-use bench_baselines::env_number;
+use bench_baselines::{env_number, healthz};
 use redis::aio::MultiplexedConnection;
 use tokio::sync::OnceCell;
 
@@ -22,9 +22,10 @@ struct Redis {
 }
 
 async fn count(request: HttpRequest, redis: web::Data<Redis>) -> actix_web::Result<HttpResponse> {
-    let sid = request
-        .cookie("sid")
-        .map_or_else(|| "anonymous".to_owned(), |cookie| cookie.value().to_owned());
+    let sid = request.cookie("sid").map_or_else(
+        || "anonymous".to_owned(),
+        |cookie| cookie.value().to_owned(),
+    );
     let mut connection = redis
         .connection
         .get_or_try_init(|| redis.client.get_multiplexed_async_connection())
@@ -39,10 +40,6 @@ async fn count(request: HttpRequest, redis: web::Data<Redis>) -> actix_web::Resu
         .await
         .map_err(actix_web::error::ErrorServiceUnavailable)?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "count": count })))
-}
-
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().body("ok")
 }
 
 #[actix_web::main]

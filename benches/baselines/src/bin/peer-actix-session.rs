@@ -7,16 +7,12 @@ use actix_session::storage::RedisSessionStore;
 use actix_session::{Session, SessionMiddleware};
 use actix_web::cookie::Key;
 use actix_web::{App, HttpResponse, HttpServer, web};
-use bench_baselines::env_number;
+use bench_baselines::{env_number, healthz};
 
 async fn count(session: Session) -> actix_web::Result<HttpResponse> {
     let count = session.get::<i64>("count")?.unwrap_or(0) + 1;
     session.insert("count", count)?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "count": count })))
-}
-
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().body("ok")
 }
 
 #[actix_web::main]
