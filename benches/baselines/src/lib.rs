@@ -15,7 +15,11 @@ pub fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
     }
 }
 
-/// `GET /healthz` on every baseline: no session, no Redis.
+/// `GET /healthz` on every baseline: no session, no Redis, and the same
+/// response as the app's (`crates/app/src/routes/health.rs`), so that the
+/// untouched-route comparison measures the middleware and nothing else.
 pub async fn healthz() -> actix_web::HttpResponse {
-    actix_web::HttpResponse::Ok().body("ok")
+    actix_web::HttpResponse::Ok()
+        .content_type(actix_web::http::header::ContentType::json())
+        .body(r#"{"status":"ok"}"#)
 }

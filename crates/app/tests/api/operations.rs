@@ -113,6 +113,17 @@ async fn a_scrape_after_a_known_workload_shows_the_expected_counts() {
         .send()
         .await
         .expect("GET 404");
+    // Invented methods share one label: they cannot grow the metrics.
+    for invented in ["BREW", "WHEN", "PROPFIND"] {
+        client
+            .request(
+                reqwest::Method::from_bytes(invented.as_bytes()).expect("a token"),
+                app.url("/no-such-page"),
+            )
+            .send()
+            .await
+            .expect("an invented method");
+    }
 
     let samples = scrape(&app).await;
     let requests = |route: &str, status: &str| {
@@ -126,7 +137,19 @@ async fn a_scrape_after_a_known_workload_shows_the_expected_counts() {
     assert_eq!(requests("/login", "200"), 1.0);
     assert_eq!(requests("/me", "200"), 1.0);
     assert_eq!(requests("/logout", "200"), 1.0);
-    assert_eq!(requests("unmatched", "404"), 1.0);
+    let get_404 = [("method", "GET"), ("route", "unmatched"), ("status", "404")];
+    assert_eq!(value(&samples, "http_requests_total", &get_404), 1.0);
+    let invented = value(&samples, "http_requests_total", &[("method", "other")]);
+    assert_eq!(
+        invented, 3.0,
+        "BREW, WHEN and PROPFIND all count as `other`"
+    );
+    assert!(
+        !samples
+            .iter()
+            .any(|sample| sample.labels.values().any(|v| v == "BREW")),
+        "no label per invented method"
+    );
     // The first /count created the session; login renewed it; /me loaded
     // it; logout purged it. /count's increments happen at the call, so the
     // commit has nothing left to write.
