@@ -13,6 +13,33 @@ ensure_command redis-server redis-server
 ensure_command redis-cli redis-server
 
 url=${APP__REDIS__URL:-redis://127.0.0.1:6379}
+# Parts of redis[s]://[user[:password]@]host[:port][/db]. The password is
+# never printed, and never put on a command line (`ps` would show it).
+scheme=${url%%://*}
+authority=${url#*://}
+authority=${authority%%/*}
+userinfo=""
+case "$authority" in *@*) userinfo=${authority%@*}; authority=${authority##*@} ;; esac
+host=${authority%:*}
+port=${authority##*:}
+[ "$port" = "$authority" ] && port=6379
+user=${APP__REDIS__USERNAME:-}
+password=${APP__REDIS__PASSWORD:-}
+if [ -n "$userinfo" ]; then
+  case "$userinfo" in
+    *:*) [ -z "$user" ] && user=${userinfo%%:*}; [ -z "$password" ] && password=${userinfo#*:} ;;
+    *) [ -z "$password" ] && password=$userinfo ;;
+  esac
+fi
+shown="$scheme://$host:$port"
+
+answers() {
+  local args=(-h "$host" -p "$port")
+  [ "$scheme" = rediss ] && args+=(--tls)
+  [ -n "$user" ] && args+=(--user "$user")
+  REDISCLI_AUTH=$password redis-cli "${args[@]}" ping 2>/dev/null | grep -q PONG
+}
+
 started_pid=""
 stop_started_redis() {
   if [ -n "$started_pid" ] && kill -0 "$started_pid" 2>/dev/null; then
@@ -23,31 +50,35 @@ stop_started_redis() {
 }
 trap stop_started_redis EXIT
 
-if redis-cli -u "$url" ping >/dev/null 2>&1; then
-  echo "==> using the Redis that answers at ${url%%@*}"
+if answers; then
+  echo "==> using the Redis that answers at $shown"
 else
-  # host:port from redis://[user:pass@]host:port[/db]
-  authority=${url#*://}
-  authority=${authority##*@}
-  authority=${authority%%/*}
-  host=${authority%:*}
-  port=${authority##*:}
-  [ "$port" = "$authority" ] && port=6379
   case "$host" in
     127.0.0.1 | localhost) ;;
     *)
-      echo "error: no Redis answers at $host:$port, and it is not on this machine: start it, or set APP__REDIS__URL" >&2
+      echo "error: no Redis answers at $shown, and it is not on this machine: start it, or set APP__REDIS__URL" >&2
       exit 1
       ;;
   esac
-  echo "==> starting redis-server on 127.0.0.1:$port (no persistence)"
-  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --loglevel warning &
+  if [ "$scheme" = rediss ]; then
+    echo "error: no Redis answers at $shown; this script starts only plain local servers: start a TLS one yourself" >&2
+    exit 1
+  fi
+  # The credentials the app will use, given to the new server on stdin.
+  config=""
+  if [ -n "$user" ]; then
+    config=$'user default off\n'"user $user on >$password ~* &* +@all"
+  elif [ -n "$password" ]; then
+    config="requirepass $password"
+  fi
+  echo "==> starting redis-server on 127.0.0.1:$port (no persistence${config:+, with the configured credentials})"
+  printf '%s\n' "$config" | redis-server - --port "$port" --bind 127.0.0.1 --save "" --appendonly no --loglevel warning &
   started_pid=$!
   for _ in $(seq 1 50); do
-    redis-cli -p "$port" ping >/dev/null 2>&1 && break
+    answers && break
     sleep 0.1
   done
-  redis-cli -p "$port" ping >/dev/null 2>&1 || { echo "error: redis-server did not start on port $port" >&2; exit 1; }
+  answers || { echo "error: redis-server did not start on port $port" >&2; exit 1; }
 fi
 
 echo "==> cargo run -p app $*"
