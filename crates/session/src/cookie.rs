@@ -52,7 +52,7 @@ pub fn session_id_from_headers(headers: &HeaderMap, cookie_name: &str) -> Option
             }
         }
     }
-    SessionId::parse(std::str::from_utf8(found?).ok()?)
+    SessionId::parse_bytes(found?)
 }
 
 /// The cookie that hands `id` to the browser: `Path=/`, `HttpOnly`,
