@@ -1,24 +1,29 @@
-//! [`SessionMiddleware`]: reads the cookie before the handler, commits the
-//! session after it.
+//! [`SessionMiddleware`]: hands each request the means to open its session
+//! on first use, and commits the session after the handler.
 
 use std::future::{Future, Ready, ready};
 use std::pin::Pin;
 use std::rc::Rc;
 
 use actix_web::body::{EitherBody, MessageBody};
-use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
+use actix_web::dev::{
+    Extensions, Service, ServiceRequest, ServiceResponse, Transform, forward_ready,
+};
 use actix_web::http::header::{HeaderValue, SET_COOKIE};
 use actix_web::{Error, HttpMessage, ResponseError};
 
-use crate::cookie::{removal_cookie, session_cookie, session_id_from_headers};
+use crate::cookie::{removal_cookie, session_cookie};
 use crate::session::CookieUpdate;
 use crate::{Session, SessionService};
 
 /// Gives every request a [`Session`] and commits it after the handler.
 ///
-/// Before the handler it only parses the cookie: no store call. After it:
+/// Lazily: a request whose handler never extracts [`Session`] costs no
+/// cookie parsing, no allocation and no store call. The first extraction
+/// parses the cookie; still no store call. After the handler:
 ///
-/// - nothing changed and no refresh is due: no store call, no `Set-Cookie`;
+/// - no session was extracted, or nothing changed and no refresh is due: no
+///   store call, no `Set-Cookie`;
 /// - changes: one atomic write of the changed fields only, guarded so that it
 ///   never re-creates a session that was purged or expired meanwhile;
 /// - a purge: one `UNLINK`, and a cookie that expires the browser's;
@@ -71,18 +76,29 @@ where
     type Future = Ready<Result<Self::Transform, Self::InitError>>;
 
     fn new_transform(&self, service: S) -> Self::Future {
+        let mut data = Extensions::new();
+        data.insert(ActiveSessions(self.sessions.clone()));
         ready(Ok(SessionMiddlewareService {
             service: Rc::new(service),
-            sessions: self.sessions.clone(),
+            data: Rc::new(data),
         }))
     }
 }
+
+/// What the [`Session`] extractor finds in the app data of every request
+/// that passes through [`SessionMiddleware`]: the store and settings to open
+/// the request's session with. Its own type, so that it never collides with
+/// a `SessionService` the app registers for its handlers.
+#[derive(Debug)]
+pub(crate) struct ActiveSessions(pub(crate) SessionService);
 
 /// The service [`SessionMiddleware`] wraps around each route.
 #[derive(Debug)]
 pub struct SessionMiddlewareService<S> {
     service: Rc<S>,
-    sessions: SessionService,
+    /// One [`ActiveSessions`], the same for every request: handed to each
+    /// request as an app data container, which costs a reference count.
+    data: Rc<Extensions>,
 }
 
 type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;
@@ -98,15 +114,21 @@ where
 
     forward_ready!(service);
 
-    fn call(&self, req: ServiceRequest) -> Self::Future {
-        let settings = self.sessions.settings();
-        let id = session_id_from_headers(req.headers(), &settings.cookie_name);
-        let session = Session::new(self.sessions.clone(), id);
-        req.extensions_mut().insert(session.clone());
+    fn call(&self, mut req: ServiceRequest) -> Self::Future {
+        // No session yet: the `Session` extractor opens one on first use.
+        // Parsing the cookie and building the session up front for every
+        // request cost about 3,000 instructions on routes that never use it
+        // (benches/results/). This is the same mechanism actix-web's own
+        // resources and scopes use for their app data.
+        req.add_data_container(Rc::clone(&self.data));
         let service = Rc::clone(&self.service);
-        let sessions = self.sessions.clone();
         Box::pin(async move {
             let mut response = service.call(req).await?;
+            let opened = response.request().extensions_mut().remove::<Session>();
+            let Some(session) = opened else {
+                return Ok(response.map_into_left_body());
+            };
+            let sessions = session.service();
             // A handler that failed (an error it returned, or any 5xx) may
             // have stopped half-way through its changes: save none of them.
             let failed =

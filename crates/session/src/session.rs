@@ -768,11 +768,33 @@ impl FromRequest for Session {
     type Future = std::future::Ready<Result<Self, SessionError>>;
 
     fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
-        std::future::ready(
-            req.extensions()
-                .get::<Session>()
-                .cloned()
-                .ok_or(SessionError::MiddlewareMissing),
-        )
+        std::future::ready(Session::of(req))
+    }
+}
+
+impl Session {
+    /// The request's session: opened on the first call (the cookie parsed,
+    /// no store call yet) and kept in the request's extensions, where
+    /// [`SessionMiddleware`](crate::SessionMiddleware) commits it after the
+    /// handler. Later calls return the same session.
+    fn of(req: &HttpRequest) -> Result<Session, SessionError> {
+        if let Some(open) = req.extensions().get::<Session>() {
+            return Ok(open.clone());
+        }
+        let sessions = req
+            .app_data::<crate::middleware::ActiveSessions>()
+            .ok_or(SessionError::MiddlewareMissing)?;
+        let service = sessions.0.clone();
+        let id =
+            crate::cookie::session_id_from_headers(req.headers(), &service.settings().cookie_name);
+        let session = Session::new(service, id);
+        req.extensions_mut().insert(session.clone());
+        Ok(session)
+    }
+
+    /// The service this session was opened with: its settings shape the
+    /// cookie the middleware sets.
+    pub(crate) fn service(&self) -> SessionService {
+        self.0.borrow().sessions.clone()
     }
 }

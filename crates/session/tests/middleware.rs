@@ -119,6 +119,18 @@ async fn untouched(_session: Session) -> HttpResponse {
     HttpResponse::Ok().body("no session needed")
 }
 
+async fn no_extractor() -> HttpResponse {
+    HttpResponse::Ok().body("never asks for the session")
+}
+
+/// Two extractions in one request are one session.
+async fn two_handles(first: Session, second: Session) -> Reply {
+    first.insert("user", "ada")?;
+    let seen: Option<String> = second.get("user").await?;
+    let visits = second.incr("visits", 1).await?;
+    Ok(HttpResponse::Ok().body(format!("{seen:?} {visits}")))
+}
+
 async fn visit(session: Session) -> Reply {
     let visits = session.incr("visits", 1).await?;
     Ok(HttpResponse::Ok().body(visits.to_string()))
@@ -193,6 +205,8 @@ async fn rotate(session: Session) -> HttpResponse {
 fn routes(config: &mut web::ServiceConfig) {
     config
         .route("/untouched", web::get().to(untouched))
+        .route("/no-extractor", web::get().to(no_extractor))
+        .route("/two-handles", web::post().to(two_handles))
         .route("/visit", web::get().to(visit))
         .route("/read", web::get().to(read_twice))
         .route("/sign-in", web::post().to(sign_in))
@@ -280,6 +294,41 @@ async fn a_handler_that_never_touches_the_session_costs_no_store_call() {
     let outcome = harness.call("GET", "/untouched", Some(&sid)).await;
     assert_eq!((outcome.loads, outcome.writes), (0, 0), "{outcome:?}");
     assert_eq!(outcome.set_sid, None);
+}
+
+#[actix_web::test]
+async fn a_handler_without_the_extractor_opens_no_session_whatever_the_cookie() {
+    let harness = Harness::new();
+    let sid = harness.session().await;
+    let unknown = SessionId::generate();
+    for cookie in [
+        Some(sid.as_str()),
+        Some(unknown.as_str()),
+        Some("junk"),
+        None,
+    ] {
+        let outcome = harness.call("GET", "/no-extractor", cookie).await;
+        assert_eq!(outcome.status, StatusCode::OK, "{cookie:?}");
+        assert_eq!(outcome.body, "never asks for the session");
+        assert_eq!((outcome.loads, outcome.writes), (0, 0), "{cookie:?}");
+        assert_eq!(outcome.set_sid, None, "{cookie:?}");
+    }
+}
+
+#[actix_web::test]
+async fn two_extractions_in_one_request_are_one_session_committed_once() {
+    let harness = Harness::new();
+    let sid = harness.session().await; // visits = 1
+    let outcome = harness.call("POST", "/two-handles", Some(&sid)).await;
+    assert_eq!(outcome.status, StatusCode::OK);
+    assert_eq!(
+        outcome.body, r#"Some("ada") 2"#,
+        "the second sees the first's change"
+    );
+    // The increment at its call, the insert at the commit; nothing twice.
+    assert_eq!((outcome.loads, outcome.writes), (0, 2), "{outcome:?}");
+    let profile = harness.call("GET", "/profile", Some(&sid)).await;
+    assert_eq!(profile.body, r#"["ada",2]"#);
 }
 
 #[actix_web::test]
