@@ -37,3 +37,17 @@ stop_and_clean() {
   for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
   rm -rf "$dir"
 }
+
+# build_bench_servers: the release builds the benchmarks run, ours and the
+# baselines in benches/baselines; sets app_bin, peer_bin, ceiling_bin and
+# floor_bin. Run from the workspace root.
+build_bench_servers() {
+  echo "==> building (release): app, and the baselines in benches/baselines"
+  cargo build --release -p app --quiet
+  (cd benches/baselines && cargo build --release --quiet)
+  local baselines=$PWD/benches/baselines/target/release
+  app_bin=$PWD/target/release/app
+  peer_bin=$baselines/peer-actix-session
+  ceiling_bin=$baselines/ceiling
+  floor_bin=$baselines/floor
+}

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Instructions per request, counted by valgrind's callgrind: the noise-free
+# companion of scripts/bench.sh. Wall-clock ratios on this shared 2-core
+# machine move by 10-20% from run to run; instruction counts repeat to a few
+# instructions, so they show what one change saves. They count user space
+# only: the kernel's share of each request (the socket calls) is not in them.
+#
+#   scripts/bench/instructions.sh [REQUESTS]     default 2000 per workload
+#
+# Every server (ours, the peer, the ceiling, the floor; one worker each) and
+# redis-server run under callgrind. For each workload one client sends
+# REQUESTS requests, one at a time on one keep-alive connection, after a
+# warm-up; the counters of the server and of Redis are zeroed before and
+# dumped after, and the report divides their totals by REQUESTS. Background
+# work of the measured period (timers, the metrics upkeep) is included.
+#
+# Everything it starts is stopped by PID when it exits, however it exits.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+root=$(workspace_root)
+cd "$root"
+
+requests=${1:-2000}
+warmup=200
+live_sessions=50
+
+ensure_command redis-server redis-server
+ensure_command valgrind valgrind
+ensure_command python3 python3
+ensure_command curl curl
+
+build_bench_servers
+
+dir=$(mktemp -d -t session-instructions.XXXXXX)
+pids=()
+cleanup() { stop_and_clean "$dir" "${pids[@]}"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# counted NAME COMMAND...: start COMMAND under callgrind, in the background;
+# its PID is left in $started.
+counted() {
+  local name=$1
+  shift
+  valgrind --tool=callgrind --callgrind-out-file="$dir/$name.%p" "$@" >"$dir/$name.log" 2>&1 &
+  started=$!
+  pids+=("$started")
+}
+wait_for() { # wait_for DESCRIPTION COMMAND...  (valgrind starts slowly)
+  for _ in $(seq 1 600); do "${@:2}" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "error: $1 did not come up; logs in $dir" >&2
+  tail -n 5 "$dir"/*.log >&2 || true
+  exit 1
+}
+
+redis_port=$(free_port)
+counted redis redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir"
+redis_pid=$started
+wait_for redis redis-cli -p "$redis_port" ping
+redis_url="redis://127.0.0.1:$redis_port"
+
+app_port=$(free_port); peer_port=$(free_port); ceiling_port=$(free_port); floor_port=$(free_port)
+APP__REDIS__URL=$redis_url APP__SERVER__PORT=$app_port APP__SERVER__WORKERS=1 \
+  APP__SERVER__ACCESS_LOG=false RUST_LOG=warn counted app "$app_bin"
+app_pid=$started
+REDIS_URL=$redis_url PORT=$peer_port WORKERS=1 counted peer "$peer_bin"
+peer_pid=$started
+PORT=$ceiling_port WORKERS=1 counted ceiling "$ceiling_bin"
+ceiling_pid=$started
+REDIS_URL=$redis_url PORT=$floor_port WORKERS=1 counted floor "$floor_bin"
+floor_pid=$started
+for port in "$app_port" "$peer_port" "$ceiling_port" "$floor_port"; do
+  wait_for "the server on $port" curl -sf "http://127.0.0.1:$port/healthz"
+done
+
+python3 scripts/bench/make_sessions.py "http://127.0.0.1:$app_port/count" "$live_sessions" >"$dir/ours.cookies"
+python3 scripts/bench/make_sessions.py "http://127.0.0.1:$peer_port/count" "$live_sessions" >"$dir/peer.cookies"
+
+# total PID: the instructions in PID's latest callgrind dump (all threads).
+total() {
+  local latest
+  latest=$(ls -t "$dir"/*."$1".* | head -n 1)
+  awk '/^(summary|totals):/ {print $2; exit}' "$latest"
+}
+per_request() { awk -v n="$1" -v r="$requests" 'BEGIN {printf "%.0f", n / r}'; }
+
+rows=()
+# measure NAME SERVER_PID URL [COOKIE_FILE]
+measure() {
+  local name=$1 server=$2 url=$3 cookies=${4:-}
+  python3 scripts/bench/send_requests.py "$url" "$warmup" $cookies
+  callgrind_control -z "$server" >/dev/null
+  callgrind_control -z "$redis_pid" >/dev/null
+  python3 scripts/bench/send_requests.py "$url" "$requests" $cookies
+  callgrind_control -d "$server" >/dev/null
+  callgrind_control -d "$redis_pid" >/dev/null
+  local server_ir redis_ir
+  server_ir=$(per_request "$(total "$server")")
+  redis_ir=$(per_request "$(total "$redis_pid")")
+  rows+=("$name|$server_ir|$redis_ir")
+  printf '  %-44s server %7s  redis %7s instructions per request\n' "$name" "$server_ir" "$redis_ir"
+}
+
+echo "==> $requests requests per workload, one at a time"
+measure "ceiling: GET /healthz with a cookie" "$ceiling_pid" "http://127.0.0.1:$ceiling_port/healthz" "$dir/ours.cookies"
+measure "ours: GET /healthz with a session cookie" "$app_pid" "http://127.0.0.1:$app_port/healthz" "$dir/ours.cookies"
+measure "ceiling: GET /count, no Redis" "$ceiling_pid" "http://127.0.0.1:$ceiling_port/count" "$dir/ours.cookies"
+measure "floor: GET /count, one bare HINCRBY" "$floor_pid" "http://127.0.0.1:$floor_port/count" "$dir/ours.cookies"
+measure "ours: GET /count, existing session" "$app_pid" "http://127.0.0.1:$app_port/count" "$dir/ours.cookies"
+measure "peer: GET /count, existing session" "$peer_pid" "http://127.0.0.1:$peer_port/count" "$dir/peer.cookies"
+measure "ours: GET /count, new session" "$app_pid" "http://127.0.0.1:$app_port/count"
+measure "peer: GET /count, new session" "$peer_pid" "http://127.0.0.1:$peer_port/count"
+
+echo
+echo "| workload | server instructions per request | Redis instructions per request |"
+echo "|---|---|---|"
+for row in "${rows[@]}"; do
+  IFS='|' read -r name server_ir redis_ir <<<"$row"
+  echo "| $name | $server_ir | $redis_ir |"
+done

@@ -1,0 +1,32 @@
+"""Send N GET requests over one keep-alive connection, and check each is 200.
+
+    python3 scripts/bench/send_requests.py http://127.0.0.1:8080/count 2000 [cookies.txt]
+
+With a cookie file (one "sid=<value>" per line, as make_sessions.py prints),
+the requests take the cookies in turn; without one, they send no cookie.
+One connection, one request at a time: what instructions.sh needs, so that
+every request costs the same work, with no batching and no idle polling.
+"""
+import http.client
+import sys
+import urllib.parse
+
+
+def main() -> None:
+    url, count = urllib.parse.urlsplit(sys.argv[1]), int(sys.argv[2])
+    cookies = []
+    if len(sys.argv) > 3:
+        with open(sys.argv[3], encoding="ascii") as lines:
+            cookies = [line.strip() for line in lines if line.strip()]
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+    for i in range(count):
+        headers = {"Cookie": cookies[i % len(cookies)]} if cookies else {}
+        connection.request("GET", url.path, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        if response.status != 200:
+            sys.exit(f"{url.geturl()} answered {response.status}")
+
+
+if __name__ == "__main__":
+    main()
