@@ -671,11 +671,12 @@ fn last_lines(log: &str) -> String {
 }
 
 /// A `MONITOR` feed of one server: the commands clients send, in the order
-/// Redis ran them, with script-internal commands (`[0 lua]`) left out. This
-/// is how tests count round trips exactly.
+/// Redis ran them, with script-internal commands (`[0 lua]`), Sentinel's own
+/// traffic and a replica's replication stream left out. This is how tests count round trips
+/// exactly.
 pub struct Monitor {
-    /// Command names seen so far, lower-case.
-    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Client commands seen so far.
+    seen: std::sync::Arc<std::sync::Mutex<Vec<SeenCommand>>>,
     /// Tells the reader thread to stop.
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// The reader thread.
@@ -708,8 +709,8 @@ impl RedisServer {
             while !stop_reader.load(std::sync::atomic::Ordering::Relaxed) {
                 match feed.recv_response() {
                     Ok(redis::Value::SimpleString(line)) => {
-                        if let Some(name) = client_command(&line) {
-                            seen_by_reader.lock().expect("not poisoned").push(name);
+                        if let Some(command) = client_command(&line) {
+                            seen_by_reader.lock().expect("not poisoned").push(command);
                         }
                     }
                     Ok(_) => {}
@@ -745,8 +746,17 @@ impl Monitor {
     /// If the feed falls silent for 10 s.
     pub fn commands_since(&mut self, start: usize) -> Vec<String> {
         let end = self.mark_and_wait();
+        // Sentinel's own PINGs, INFOs and hellos to a server it watches, and
+        // what a replica's master replays to it, come at their own pace:
+        // they are not the app's round trips. (The CLIENT LIST runs after
+        // the closing marker, so it is not counted.)
+        let background = background_clients(&mut self.control);
         // Everything after the opening marker, before the closing one.
-        self.seen.lock().expect("not poisoned")[start..end].to_vec()
+        self.seen.lock().expect("not poisoned")[start..end]
+            .iter()
+            .filter(|seen| !background.contains(&seen.client))
+            .map(|seen| seen.name.clone())
+            .collect()
     }
 
     /// Sends an `ECHO` marker and waits until the feed shows it: Redis runs
@@ -770,7 +780,7 @@ impl Monitor {
                 .expect("not poisoned")
                 .iter()
                 .enumerate()
-                .filter(|(_, name)| *name == "echo")
+                .filter(|(_, seen)| seen.name == "echo")
                 .nth(self.next_marker - 1)
                 .map(|(index, _)| index);
             if let Some(index) = found {
@@ -803,26 +813,73 @@ impl Drop for Monitor {
 /// run by a script (`[0 lua]`) or that is not a command line.
 ///
 /// A line looks like `+1700000000.123456 [0 127.0.0.1:5000] "evalsha" "…"`.
-fn client_command(line: &str) -> Option<String> {
+fn client_command(line: &str) -> Option<SeenCommand> {
     let source_end = line.find("] ")?;
-    let source = &line[line.find('[')?..source_end];
-    if source.ends_with(" lua") {
+    let source = &line[line.find('[')? + 1..source_end];
+    // "<db> <client address>", or "<db> lua" for a script's own commands.
+    let (_, client) = source.split_once(' ')?;
+    if client == "lua" {
         return None;
     }
     let rest = &line[source_end + 2..];
     let name = rest.strip_prefix('"')?.split('"').next()?;
-    Some(name.to_ascii_lowercase())
+    Some(SeenCommand {
+        name: name.to_ascii_lowercase(),
+        client: client.to_owned(),
+    })
+}
+
+/// One client command in a MONITOR feed.
+#[derive(Debug, PartialEq)]
+struct SeenCommand {
+    /// The command's name, lower-case.
+    name: String,
+    /// The sending client's address, e.g. `127.0.0.1:5000`.
+    client: String,
+}
+
+/// The addresses of the clients on this server that are not the app's: the
+/// ones Sentinel keeps (it names them `sentinel-<id>-cmd` and
+/// `sentinel-<id>-pubsub`), and on a replica the link from its master (flag
+/// `M`), which replays the master's traffic, Sentinel's hellos and the
+/// replication PINGs included. From `CLIENT LIST`.
+fn background_clients(control: &mut redis::Connection) -> Vec<String> {
+    let listing: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(control)
+        .expect("CLIENT LIST");
+    listing
+        .lines()
+        .filter(|client| {
+            client.split(' ').any(|field| {
+                field.starts_with("name=sentinel-")
+                    || field
+                        .strip_prefix("flags=")
+                        .is_some_and(|f| f.contains('M'))
+            })
+        })
+        .filter_map(|client| {
+            client
+                .split(' ')
+                .find_map(|field| field.strip_prefix("addr="))
+                .map(str::to_owned)
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::client_command;
+    use super::{SeenCommand, client_command};
 
     #[test]
     fn monitor_lines_are_read_as_client_commands_or_skipped() {
         let client = "+1700000000.123456 [0 127.0.0.1:5000] \"EVALSHA\" \"abc\" \"1\"\r\n";
         let script = "+1700000000.123457 [0 lua] \"hincrby\" \"k\" \"count\" \"1\"\r\n";
-        assert_eq!(client_command(client).as_deref(), Some("evalsha"));
+        let expected = SeenCommand {
+            name: "evalsha".to_owned(),
+            client: "127.0.0.1:5000".to_owned(),
+        };
+        assert_eq!(client_command(client), Some(expected));
         assert_eq!(client_command(script), None);
         assert_eq!(client_command("+OK\r\n"), None);
     }
