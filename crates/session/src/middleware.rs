@@ -119,7 +119,10 @@ where
         // Parsing the cookie and building the session up front for every
         // request cost about 3,000 instructions on routes that never use it
         // (benches/results/). This is the same mechanism actix-web's own
-        // resources and scopes use for their app data.
+        // resources and scopes use for their app data. It needs the request
+        // not to be shared yet, as actix's router does right after (it
+        // panics in `match_info_mut` when an outer middleware holds a clone
+        // of the `HttpRequest`), so it adds no constraint of its own.
         req.add_data_container(Rc::clone(&self.data));
         let service = Rc::clone(&self.service);
         Box::pin(async move {
