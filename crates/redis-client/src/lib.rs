@@ -12,7 +12,7 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use redis_client::{RedisService, RedisSettings, Retry};
+//! use redis_client::{RedisService, RedisSettings, Retry, ScriptCall};
 //! use redis_client::redis::Script;
 //!
 //! # async fn demo() -> Result<(), redis_client::RedisClientError> {
@@ -27,9 +27,9 @@
 //! );
 //! redis.load_script(&add_if_exists).await?;
 //! // HINCRBY must not run twice if a reply is lost: see `Retry`.
-//! let added: Option<i64> = redis
-//!     .run_script(add_if_exists.key("sid_example").arg("count"), Retry::NotIdempotent)
-//!     .await?;
+//! let mut call = ScriptCall::new(&add_if_exists, &["sid_example"]);
+//! call.arg("count");
+//! let added: Option<i64> = redis.run_script(&call, Retry::NotIdempotent).await?;
 //! assert_eq!(added, None); // no such hash: nothing was created
 //!
 //! let fields = redis.hash_get_all("sid_example").await?;
@@ -49,9 +49,9 @@
 //! | [`RedisService::ttl`] | `TTL` | 1 |
 //!
 //! Callers load their scripts at start-up with [`RedisService::load_script`].
-//! If Redis restarts and forgets them, the next call gets `NOSCRIPT`, sends
-//! the script with `EVAL` and carries on: two round trips, once per script
-//! per restart.
+//! If Redis restarts and forgets them, the next call gets `NOSCRIPT`, loads
+//! the script (`SCRIPT LOAD`) and sends the call again: three round trips,
+//! once per script per restart.
 //!
 //! Checking a connection out of the pool costs nothing: see `pool.rs` for
 //! why we do not use deadpool-redis's manager, which PINGs on every checkout.
@@ -87,10 +87,12 @@
 mod error;
 pub mod metric_names;
 mod pool;
+mod script_call;
 mod service;
 mod settings;
 
 pub use error::RedisClientError;
+pub use script_call::ScriptCall;
 pub use service::{PoolStatus, RedisService, Retry};
 pub use settings::{RedisMode, RedisSettings, TlsSettings};
 

@@ -6,8 +6,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
+use crate::ScriptCall;
 use deadpool::managed::{Object, PoolError};
-use deadpool_redis::redis::{self, Cmd, FromRedisValue, RedisError, Script, ScriptInvocation};
+use deadpool_redis::redis::{
+    self, Cmd, ErrorKind, FromRedisValue, RedisError, Script, ServerErrorKind,
+};
 
 use crate::error::POOL_TIMEOUT;
 use crate::pool::{ConnectionManager, Pool, Role, SharedConnection, build_pool};
@@ -51,6 +54,21 @@ impl Lane {
             pool_id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
             cluster: settings.mode == RedisMode::Cluster,
         })
+    }
+}
+
+/// `EVALSHA`; on `NOSCRIPT` (a restarted or flushed server, or a new node
+/// after a failover) loads the script and sends the call again, once.
+async fn invoke<T: FromRedisValue>(
+    call: &ScriptCall<'_>,
+    connection: &mut impl redis::aio::ConnectionLike,
+) -> Result<T, RedisError> {
+    match call.command().query_async(connection).await {
+        Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+            call.script().load_async(connection).await?;
+            call.command().query_async(connection).await
+        }
+        result => result,
     }
 }
 
@@ -107,7 +125,7 @@ impl Retry {
 #[derive(Clone, Copy)]
 enum Request<'a> {
     Command(&'a Cmd),
-    Script(&'a ScriptInvocation<'a>),
+    Script(&'a ScriptCall<'a>),
     /// Several commands sent together: one round trip.
     Pipeline(&'a redis::Pipeline),
     /// `SCRIPT LOAD`, so that the first EVALSHA finds the script.
@@ -226,7 +244,7 @@ impl RedisService {
         key: &str,
     ) -> Result<Option<(HashMap<String, String>, Option<u64>)>, RedisClientError> {
         let (fields, ttl_ms): (HashMap<String, String>, i64) = if lane.cluster {
-            let call = HASH_WITH_TTL.key(key);
+            let call = ScriptCall::new(&HASH_WITH_TTL, &[key]);
             lane.execute(Request::Script(&call), Retry::Idempotent)
                 .await?
         } else {
@@ -242,11 +260,12 @@ impl RedisService {
 
     /// Runs a Lua script with `EVALSHA` (one round trip). If the server does
     /// not know the script (restarted, flushed, or a new node after a
-    /// failover), redis-rs sends it with `EVAL` once and carries on.
+    /// failover), it loads the script and sends the call once more.
     ///
-    /// Callers build the call with [`Script::key`] and `arg`; every key must
-    /// hash to one slot for the script to run on Redis Cluster. `retry`
-    /// says whether the script may run twice: see [`Retry`].
+    /// Callers build the call with [`ScriptCall`]; every key must hash to
+    /// one slot for the script to run on Redis Cluster. `retry` says whether
+    /// the script may run twice: see [`Retry`]. (`NOSCRIPT` proves the
+    /// script did not run, so the second send is always safe.)
     ///
     /// # Errors
     ///
@@ -255,7 +274,7 @@ impl RedisService {
     /// [`RedisClientError::Unavailable`].
     pub async fn run_script<T: FromRedisValue>(
         &self,
-        call: &ScriptInvocation<'_>,
+        call: &ScriptCall<'_>,
         retry: Retry,
     ) -> Result<T, RedisClientError> {
         self.primary.execute(Request::Script(call), retry).await
@@ -358,9 +377,7 @@ impl Lane {
         let started = Instant::now();
         let reply: Result<T, RedisError> = match request {
             Request::Command(command) => command.query_async(&mut connection).await,
-            // EVALSHA; on NOSCRIPT (a restarted or flushed server) redis-rs
-            // loads the script and retries, once.
-            Request::Script(call) => call.invoke_async(&mut connection).await,
+            Request::Script(call) => invoke(call, &mut connection).await,
             Request::Pipeline(pipeline) => pipeline.query_async(&mut connection).await,
             Request::Load(script) => match script.load_async(&mut connection).await {
                 Ok(sha) => {

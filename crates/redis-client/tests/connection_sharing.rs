@@ -98,21 +98,20 @@ fn after_a_restart_a_non_idempotent_script_fails_once_and_is_not_replayed() {
     let mut server = RedisServer::start();
     let redis = service(&server);
     let script = redis_client::redis::Script::new("return redis.call('INCR', KEYS[1])");
+    let call = redis_client::ScriptCall::new(&script, &["counter"]);
     worker_runtime().block_on(async {
         let first: i64 = redis
-            .run_script(&script.key("counter"), Retry::NotIdempotent)
+            .run_script(&call, Retry::NotIdempotent)
             .await
             .expect("INCR");
         assert_eq!(first, 1);
         server.restart(); // empty again, and our connection is dead
         // The connection dropped under the call: whether Redis ran it is
         // unknown to the client, so it is not sent again.
-        let outcome = redis
-            .run_script::<i64>(&script.key("counter"), Retry::NotIdempotent)
-            .await;
+        let outcome = redis.run_script::<i64>(&call, Retry::NotIdempotent).await;
         assert!(outcome.is_err(), "{outcome:?}");
         let next: i64 = redis
-            .run_script(&script.key("counter"), Retry::NotIdempotent)
+            .run_script(&call, Retry::NotIdempotent)
             .await
             .expect("a new connection");
         assert_eq!(next, 1, "the failed call did not run, and was not replayed");

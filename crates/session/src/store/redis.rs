@@ -3,7 +3,8 @@
 use std::sync::LazyLock;
 
 use async_trait::async_trait;
-use redis_client::redis::{Script, ScriptInvocation};
+use redis_client::ScriptCall;
+use redis_client::redis::Script;
 use redis_client::{RedisClientError, RedisService, Retry};
 
 use super::{
@@ -126,7 +127,7 @@ impl RedisSessionStore {
     /// Runs the script and turns the limit codes into errors.
     async fn write(
         &self,
-        call: &ScriptInvocation<'_>,
+        call: &ScriptCall<'_>,
         policy: &WritePolicy,
         retry: Retry,
     ) -> Result<ScriptReply, StoreError> {
@@ -143,11 +144,8 @@ impl RedisSessionStore {
 }
 
 /// The arguments every op starts with: ARGV[1..=5].
-fn invocation<'a>(keys: &[&str], op: &str, policy: &WritePolicy) -> ScriptInvocation<'a> {
-    let mut call = SESSION_WRITE.prepare_invoke();
-    for key in keys {
-        call.key(*key);
-    }
+fn invocation(keys: &[&str], op: &str, policy: &WritePolicy) -> ScriptCall<'static> {
+    let mut call = ScriptCall::new(&SESSION_WRITE, keys);
     call.arg(op)
         .arg(millis(policy.idle_timeout))
         .arg(policy.absolute_timeout.map_or(0, millis))
@@ -157,7 +155,7 @@ fn invocation<'a>(keys: &[&str], op: &str, policy: &WritePolicy) -> ScriptInvoca
 }
 
 /// ARGV[6..]: clear flag, removal count, removals, then field/value pairs.
-fn add_changes(call: &mut ScriptInvocation<'_>, changes: &Changes) {
+fn add_changes(call: &mut ScriptCall<'_>, changes: &Changes) {
     call.arg(if changes.clear { "1" } else { "0" })
         .arg(changes.removals.len());
     for field in &changes.removals {
