@@ -30,9 +30,14 @@ pub struct ServerSettings {
     pub host: String,
     /// Port to bind; 0 picks a free one (tests do). Default 8080.
     pub port: u16,
-    /// This node's name, sent on every response as `X-Served-By`. Default:
-    /// the host name.
+    /// This node's name, sent on every response as `X-Served-By` (unless
+    /// `served_by_header` is off) and shown on the demo page. Default: the
+    /// host name.
     pub node_name: String,
+    /// Send `X-Served-By: <node_name>` on every response. The two-node demo
+    /// and its tests use it to show which node answered; a deployment that
+    /// would rather not publish its node names turns it off. Default true.
+    pub served_by_header: bool,
     /// Worker threads; 0 means one per CPU core. Default 0.
     pub workers: usize,
     /// On SIGTERM or SIGINT: stop accepting at once, then give in-flight
@@ -50,6 +55,7 @@ impl Default for ServerSettings {
             host: "127.0.0.1".to_owned(),
             port: 8080,
             node_name: host_name(),
+            served_by_header: true,
             workers: 0,
             shutdown_grace_secs: 30,
             access_log: true,

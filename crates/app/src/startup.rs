@@ -113,6 +113,7 @@ impl Application {
             .access_log
             .then(|| settings.session.cookie_name.clone());
         let node_name = settings.server.node_name.clone();
+        let served_by_header = settings.server.served_by_header;
         let node = web::Data::new(NodeName(node_name.clone()));
         log::info!(
             "node {node_name} listening on http://{}:{port}",
@@ -123,7 +124,10 @@ impl Application {
             App::new()
                 // Lazy: a route that never extracts `Session` costs no Redis call.
                 .wrap(session_layer.clone())
-                .wrap(DefaultHeaders::new().add(("X-Served-By", node_name.as_str())))
+                .wrap(Condition::new(
+                    served_by_header,
+                    DefaultHeaders::new().add(("X-Served-By", node_name.as_str())),
+                ))
                 // Outside the session layer: the time and status include the commit.
                 .wrap(from_fn(telemetry::record_request))
                 .wrap(Condition::new(

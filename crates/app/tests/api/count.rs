@@ -99,6 +99,23 @@ async fn every_response_says_which_node_served_it() {
 }
 
 #[tokio::test]
+async fn with_served_by_header_off_no_response_names_the_node() {
+    let redis = RedisServer::start();
+    let app = spawn_app_with(redis.url(), |settings| {
+        settings.server.served_by_header = false;
+    })
+    .await;
+    let client = browser();
+
+    for path in ["/count", "/healthz", "/", "/no-such-route"] {
+        let response = client.get(app.url(path)).send().await.expect("request");
+        assert_eq!(response.headers().get("x-served-by"), None, "{path}");
+    }
+    // The session still works: the first /count above made it, this is 2.
+    assert_eq!(app.count(&client).await.count, Some(2));
+}
+
+#[tokio::test]
 async fn session_ids_are_random_v4_uuids() {
     let redis = RedisServer::start();
     let app = spawn_app(&redis).await;
