@@ -19,7 +19,7 @@ use crate::{Session, SessionService};
 /// Gives every request a [`Session`] and commits it after the handler.
 ///
 /// Lazily: a request whose handler never extracts [`Session`] costs no
-/// cookie parsing, no allocation and no store call. The first extraction
+/// cookie parsing, no session object and no store call. The first extraction
 /// parses the cookie; still no store call. After the handler:
 ///
 /// - no session was extracted, or nothing changed and no refresh is due: no

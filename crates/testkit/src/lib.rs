@@ -672,8 +672,8 @@ fn last_lines(log: &str) -> String {
 
 /// A `MONITOR` feed of one server: the commands clients send, in the order
 /// Redis ran them, with script-internal commands (`[0 lua]`), Sentinel's own
-/// traffic and a replica's replication stream left out. This is how tests count round trips
-/// exactly.
+/// traffic and a replica's replication stream left out. This is how tests
+/// count round trips exactly.
 pub struct Monitor {
     /// Client commands seen so far.
     seen: std::sync::Arc<std::sync::Mutex<Vec<SeenCommand>>>,
