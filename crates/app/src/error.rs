@@ -11,59 +11,87 @@ use session::SessionError;
 const RETRY_AFTER_SECS: &str = "1";
 
 /// What a handler can fail with.
+///
+/// Every error body has one shape, `{"error": "<code>", "message":
+/// "<sentence>"}`, whether a handler failed or the session commit after it
+/// did (`startup.rs` hands [`session_failure_response`] to the middleware).
+/// Session failures keep the session library's codes
+/// ([`SessionError::code`]).
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// The request is malformed: 400, with the reason.
     #[error("{0}")]
     BadRequest(String),
-    /// The session store could not be reached in time: 503 + `Retry-After`.
-    #[error("the session store is unavailable")]
-    StoreUnavailable(#[source] SessionError),
-    /// The request would take the session past its limits: 413.
-    #[error("the session is too large: {0}")]
-    SessionTooLarge(#[source] SessionError),
-    /// Anything else: 500, with nothing internal in the body.
-    #[error("internal error")]
-    Internal(#[source] SessionError),
+    /// A session operation failed: the status and code its class gives
+    /// (503 + `Retry-After` when the store is unavailable, 413 past the
+    /// limits, 500 for a fault of the store or of the deployment).
+    #[error("{}", describe(.0))]
+    Session(#[source] SessionError),
+}
+
+/// The sentence for a session failure: what the client may be told.
+fn describe(error: &SessionError) -> &'static str {
+    match error.code() {
+        "session_store_unavailable" => "the session store is unavailable",
+        "session_too_large" => "the session is too large",
+        "session_data_invalid" => "the session's data is invalid",
+        _ => "internal error",
+    }
 }
 
 impl From<SessionError> for ApiError {
     fn from(error: SessionError) -> Self {
-        if error.is_unavailable() {
-            Self::StoreUnavailable(error)
-        } else if error.is_limit_exceeded() {
-            Self::SessionTooLarge(error)
-        } else {
-            Self::Internal(error)
+        Self::Session(error)
+    }
+}
+
+impl ApiError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad_request",
+            Self::Session(error) => error.code(),
         }
     }
+}
+
+/// The response for a session failure that the middleware has already
+/// logged: what a failed commit answers.
+pub fn session_failure_response(error: &SessionError) -> HttpResponse {
+    respond(error.status_code(), error.code(), describe(error))
+}
+
+/// The one shape of every error body.
+fn respond(status: StatusCode, code: &str, message: &str) -> HttpResponse {
+    let mut response = HttpResponse::build(status);
+    response.insert_header((CACHE_CONTROL, "no-store"));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response.insert_header((RETRY_AFTER, RETRY_AFTER_SECS));
+    }
+    response.json(serde_json::json!({ "error": code, "message": message }))
 }
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::SessionTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Session(error) => error.status_code(),
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        // The log gets the whole cause chain; the client a short sentence.
+        // The log gets the whole cause chain, once; the client a short
+        // sentence.
         match self {
-            Self::BadRequest(_) | Self::SessionTooLarge(_) => {
+            Self::BadRequest(_) => log::info!("{}", cause_chain(self)),
+            Self::Session(error) if error.is_limit_exceeded() => {
                 log::info!("{}", cause_chain(self));
             }
-            Self::StoreUnavailable(_) => log::warn!("{}", cause_chain(self)),
-            Self::Internal(_) => log::error!("{}", cause_chain(self)),
+            Self::Session(error) if error.is_unavailable() || error.is_invalid_data() => {
+                log::warn!("{} ({})", cause_chain(self), self.code());
+            }
+            Self::Session(_) => log::error!("{} ({})", cause_chain(self), self.code()),
         }
-        let mut response = HttpResponse::build(self.status_code());
-        response.insert_header((CACHE_CONTROL, "no-store"));
-        if matches!(self, Self::StoreUnavailable(_)) {
-            response.insert_header((RETRY_AFTER, RETRY_AFTER_SECS));
-        }
-        response.json(serde_json::json!({ "error": self.to_string() }))
+        respond(self.status_code(), self.code(), &self.to_string())
     }
 }
 

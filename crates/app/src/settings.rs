@@ -7,8 +7,9 @@ use redis_client::RedisSettings;
 use serde::Deserialize;
 use session::SessionSettings;
 
-/// Everything the app can be told, one section per crate.
-#[derive(Debug, Clone, Deserialize)]
+/// Everything the app can be told: one section per crate, and `[store]`
+/// for which store the app builds.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// The HTTP server.
@@ -17,9 +18,46 @@ pub struct Settings {
     /// The Redis connection; see [`RedisSettings`].
     #[serde(default)]
     pub redis: RedisSettings,
-    /// Sessions and their cookie; see [`SessionSettings`].
+    /// Where sessions are stored.
+    #[serde(default)]
+    pub store: StoreSettings,
+    /// The session library's settings: timeouts, limits, the cookie; see
+    /// [`SessionSettings`].
     #[serde(default)]
     pub session: SessionSettings,
+}
+
+/// Which session store the app builds, and its key layout.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSettings {
+    /// `"redis"` (shared by every node, the default) or `"memory"` (this
+    /// process only).
+    pub kind: StoreKind,
+    /// Prefix of every session key in Redis. Default `"sid_"`, the NestJS
+    /// design's layout, so that a Nest node and a Rust node share sessions.
+    pub key_prefix: String,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            kind: StoreKind::Redis,
+            key_prefix: "sid_".to_owned(),
+        }
+    }
+}
+
+/// Which [`session::SessionStore`] the app builds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// [`session::RedisSessionStore`]: shared by every app node.
+    #[default]
+    Redis,
+    /// [`session::MemorySessionStore`]: this process only; sessions are NOT
+    /// shared between nodes.
+    Memory,
 }
 
 /// Where and how the HTTP server listens.
@@ -132,7 +170,14 @@ impl Settings {
         self.redis
             .validate()
             .map_err(|error| SettingsError::Invalid(error.to_string()))?;
-        self.session.validate().map_err(SettingsError::Invalid)?;
+        self.session
+            .validate()
+            .map_err(|error| SettingsError::Invalid(error.to_string()))?;
+        if self.store.kind == StoreKind::Redis {
+            // Before any connection: a bad prefix stops start-up at once.
+            session::RedisSessionStore::check_key_prefix(&self.store.key_prefix)
+                .map_err(|error| SettingsError::Invalid(error.to_string()))?;
+        }
         let visible_ascii = |c: char| c.is_ascii_graphic();
         if self.server.node_name.is_empty() || !self.server.node_name.chars().all(visible_ascii) {
             return Err(SettingsError::Invalid(format!(
@@ -192,11 +237,7 @@ mod tests {
 
     #[test]
     fn a_node_name_that_cannot_be_a_header_is_rejected() {
-        let mut settings = Settings {
-            server: ServerSettings::default(),
-            redis: RedisSettings::default(),
-            session: SessionSettings::default(),
-        };
+        let mut settings = Settings::default();
         settings.server.node_name = "node 1\n".to_owned();
         let message = settings.validate().expect_err("rejected").to_string();
         assert!(message.contains("server.node_name"), "{message}");

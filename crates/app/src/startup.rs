@@ -1,20 +1,17 @@
 //! [`Application`]: bind, connect, build the services once, serve.
 
 use std::net::TcpListener;
-use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::middleware::{Condition, DefaultHeaders, from_fn};
 use actix_web::{App, HttpServer, web};
-use redis_client::{RedisClientError, RedisService};
+use redis_client::RedisService;
 use session::{
-    MemorySessionStore, RedisSessionStore, SessionMiddleware, SessionService, SessionStore,
-    StoreKind,
+    MemorySessionStore, RedisSessionStore, SessionMiddleware, SessionMiddlewareBuilder, StoreError,
 };
 
 use crate::routes;
-use crate::settings::{Settings, SettingsError};
+use crate::settings::{Settings, SettingsError, StoreKind};
 use crate::telemetry::{self, Telemetry};
 
 /// Why the app could not start. Each message is one line that says what is
@@ -34,9 +31,9 @@ pub enum StartupError {
         source: std::io::Error,
     },
 
-    /// Redis did not answer within `redis.startup_wait_ms`.
+    /// Redis did not answer within `redis.startup_wait_ms`, or refused us.
     #[error(
-        "cannot reach Redis at {url} ({reason}): start one with scripts/run.sh or set APP__REDIS__URL"
+        "cannot use Redis at {url} ({reason}): start one with scripts/run.sh or set APP__REDIS__URL"
     )]
     RedisUnreachable {
         /// The URL, password hidden.
@@ -102,11 +99,16 @@ impl Application {
             .port();
 
         telemetry::install_recorder(); // before the first Redis call
-        let (store, redis) = build_store(&settings).await?;
+        let (builder, redis) = session_builder(&settings).await?;
+        let session_layer = builder
+            .settings(settings.session.clone())
+            // The app's error shape for a failed commit too: one shape for
+            // every error body.
+            .on_commit_error(|error, _request| crate::error::session_failure_response(error))
+            .build()
+            .map_err(|error| StartupError::Settings(SettingsError::Invalid(error.to_string())))?;
         // One service: the middleware and the handlers share its store.
-        let session_service = SessionService::new(store, settings.session.clone());
-        let session_layer = SessionMiddleware::new(session_service.clone());
-        let sessions = web::Data::new(session_service);
+        let sessions = web::Data::new(session_layer.service());
         let telemetry = web::Data::new(Telemetry::new(redis.clone()));
         let access_log = settings
             .server
@@ -177,45 +179,34 @@ impl Application {
     }
 }
 
-/// The store `session.store` asks for; for Redis, only once Redis answers,
-/// with its client for metrics and shutdown.
-async fn build_store(
+/// The middleware's builder over the store `store.kind` asks for; for
+/// Redis, only once Redis answers and the script is loaded, with its client
+/// for metrics and shutdown.
+async fn session_builder(
     settings: &Settings,
-) -> Result<(Arc<dyn SessionStore>, Option<RedisService>), StartupError> {
-    match settings.session.store {
+) -> Result<(SessionMiddlewareBuilder, Option<RedisService>), StartupError> {
+    match settings.store.kind {
         StoreKind::Memory => {
             log::warn!(
-                "session.store = \"memory\": sessions live in this process and are NOT shared between nodes"
+                "store.kind = \"memory\": sessions live in this process and are NOT shared between nodes"
             );
-            Ok((Arc::new(MemorySessionStore::new()), None))
+            Ok((SessionMiddleware::builder(MemorySessionStore::new()), None))
         }
         StoreKind::Redis => {
-            let redis = RedisService::new(&settings.redis).map_err(|error| {
-                StartupError::Settings(SettingsError::Invalid(error.to_string()))
-            })?;
-            let max_wait = Duration::from_millis(settings.redis.startup_wait_ms);
-            redis.wait_until_ready(max_wait).await.map_err(|error| {
-                let reason = match &error {
-                    RedisClientError::Unavailable { reason, .. } => reason.clone(),
-                    other => other.to_string(),
-                };
-                StartupError::RedisUnreachable {
-                    url: redis.redacted_url().to_owned(),
-                    reason,
-                }
-            })?;
-            log::info!("sessions in Redis at {}", redis.redacted_url());
-            let url = redis.redacted_url().to_owned();
-            let store = RedisSessionStore::new(redis.clone(), settings.session.key_prefix.clone());
-            // Load the script now, so that the first request costs one round trip.
-            store
-                .prepare()
+            let unreachable = |error: StoreError| StartupError::RedisUnreachable {
+                url: settings.redis.redacted_target(),
+                reason: crate::error::cause_chain(&error),
+            };
+            let store = RedisSessionStore::connect(&settings.redis)
                 .await
-                .map_err(|error| StartupError::RedisUnreachable {
-                    url,
-                    reason: crate::error::cause_chain(&error),
+                .map_err(unreachable)?
+                .with_key_prefix(settings.store.key_prefix.clone())
+                .map_err(|error| {
+                    StartupError::Settings(SettingsError::Invalid(error.to_string()))
                 })?;
-            Ok((Arc::new(store), Some(redis)))
+            log::info!("sessions in Redis at {}", store.redis().redacted_url());
+            let redis = store.redis().clone();
+            Ok((SessionMiddleware::builder(store), Some(redis)))
         }
     }
 }

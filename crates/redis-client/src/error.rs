@@ -25,8 +25,23 @@ pub enum RedisClientError {
         source: Option<RedisError>,
     },
 
-    /// Redis answered with an error about this key or its data, for example
-    /// `WRONGTYPE` or `hash value is not an integer`. Retrying will not help.
+    /// Redis refused us for who we are, not for what we sent: a wrong
+    /// password, a user that does not exist, or an ACL that denies a command
+    /// or a key (`NOPERM`). This is a deployment mistake, not an outage:
+    /// retrying will not help, and it must not look like one (no 503).
+    #[error("Redis refused the client: {reason}")]
+    Misconfigured {
+        /// A short cause naming the setting to check; never the password.
+        reason: String,
+        /// The client error.
+        #[source]
+        source: RedisError,
+    },
+
+    /// Redis ran the command and answered with an error about it: a key of
+    /// another type (`WRONGTYPE`), a Lua runtime error inside a script, keys
+    /// in different cluster slots (`CROSSSLOT`). A server-side fault or a
+    /// bug; retrying will not help.
     #[error("Redis rejected the command")]
     Rejected(#[source] RedisError),
 
@@ -56,12 +71,19 @@ impl RedisClientError {
         }
     }
 
+    /// True when Redis refused the client itself (credentials, ACL): see
+    /// [`RedisClientError::Misconfigured`].
+    pub fn is_misconfigured(&self) -> bool {
+        matches!(self, Self::Misconfigured { .. } | Self::InvalidSettings(_))
+    }
+
     /// The variant's name for metrics labels: `unavailable`, `rejected`,
-    /// `bad_reply` or `invalid_settings`.
+    /// `misconfigured`, `bad_reply` or `invalid_settings`.
     pub fn kind_label(&self) -> &'static str {
         match self {
             Self::InvalidSettings(_) => "invalid_settings",
             Self::Unavailable { .. } => "unavailable",
+            Self::Misconfigured { .. } => "misconfigured",
             Self::Rejected(_) => "rejected",
             Self::BadReply(_) => "bad_reply",
         }
@@ -145,8 +167,32 @@ fn is_wrong_type(error: &RedisError) -> bool {
         })
 }
 
+/// Authentication or ACL failures, from a command, a script's own
+/// `redis.call`, or the handshake of a new connection.
+fn misconfiguration(error: &RedisError) -> Option<String> {
+    let auth = error.kind() == ErrorKind::AuthenticationFailed
+        || matches!(error.code(), Some("NOAUTH" | "WRONGPASS"));
+    if auth {
+        return Some("authentication failed: check redis.username and redis.password".to_owned());
+    }
+    let denied = matches!(error.kind(), ErrorKind::Server(ServerErrorKind::NoPerm))
+        || error.code() == Some("NOPERM")
+        // A script's redis.call that the ACL denies comes back as an ERR
+        // whose text says so (Redis 7: "... has no permissions to ...").
+        || error.to_string().contains("no permissions to");
+    // The ACL user lacks a command or a key pattern: see the README's ACL
+    // line. Said plainly, as this is a deployment mistake.
+    denied.then(|| format!("permission denied by the Redis ACL: {error}"))
+}
+
 impl From<RedisError> for RedisClientError {
     fn from(error: RedisError) -> Self {
+        if let Some(reason) = misconfiguration(&error) {
+            return Self::Misconfigured {
+                reason,
+                source: error,
+            };
+        }
         match error.kind() {
             // Parse failures of OUR conversion of the reply (bad UTF-8, a
             // string where a number was expected): the data is odd, Redis is fine.
@@ -162,7 +208,7 @@ impl From<RedisError> for RedisClientError {
             ErrorKind::Extension if is_wrong_type(&error) => Self::Rejected(error),
             // Everything else is about reaching a working server: I/O, refused
             // connections, timeouts, LOADING, READONLY after a failover,
-            // CLUSTERDOWN, TRYAGAIN, authentication.
+            // CLUSTERDOWN, TRYAGAIN.
             _ => Self::Unavailable {
                 reason: describe(&error),
                 source: Some(error),

@@ -58,14 +58,30 @@
 //!
 //! # Timeouts
 //!
-//! Every operation ends within `wait_timeout_ms + connect_timeout_ms +
-//! response_timeout_ms` of [`RedisSettings`] (2 s by default), with
-//! [`RedisClientError::Unavailable`] if Redis is down, stopped or slow.
+//! Every wait is bounded by one of the [`RedisSettings`] timeouts, and
+//! Redis being down, stopped or slow ends in
+//! [`RedisClientError::Unavailable`]. What one call can add up to, exactly:
+//!
+//! - **the connection**: a thread that has none (the first call, or after a
+//!   failure) leases or opens one within `wait_timeout_ms +
+//!   connect_timeout_ms`, its wait for another call on the thread that is
+//!   opening it included. A leased connection idle for
+//!   `idle_check_after_ms` is PINGed first: one more `response_timeout_ms`
+//!   at most, and then a new connection if it did not answer;
+//! - **the reply**: `response_timeout_ms`. A script that Redis forgot
+//!   (`NOSCRIPT`) costs two more replies: the `SCRIPT LOAD` and the resend;
+//! - **a retry** (see [`Retry`]) is a second attempt, bounded the same way.
+//!
+//! So one call takes at most `2 × (wait + connect + 4 × response)` in the
+//! worst case, and `response_timeout_ms` in the usual one (a live leased
+//! connection, a known script). The session layer holds a whole request to
+//! one budget of its own on top of this (`session.store_timeout_ms`).
 //!
 //! A timeout leaves the outcome of a write unknown: the command may already
 //! sit in the server's socket buffer and run when the server wakes. Nothing
-//! here re-sends a write, so a timed-out `HINCRBY` counts at most once, never
-//! twice (`a_frozen_server_gives_unavailable_and_the_unanswered_increment_is_never_retried`
+//! here re-sends a write after a timeout, so a timed-out `HINCRBY` counts at
+//! most once, never twice
+//! (`a_frozen_server_gives_unavailable_and_the_unanswered_increment_is_never_retried`
 //! in the session crate's tests shows it).
 //!
 //! # Metrics

@@ -20,10 +20,10 @@
 //! PINGs only those that sat idle long enough for a NAT, a firewall or a
 //! server restart to have cut them. We never use WATCH, so UNWATCH is not needed.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::thread::ThreadId;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection};
@@ -320,13 +320,36 @@ impl ConnectionLike for Connection {
 pub(crate) struct SharedConnection {
     pub(crate) connection: Connection,
     broken: Arc<AtomicBool>,
+    /// When a reply last came back on it, in ms since [`CLOCK_START`]: a
+    /// connection leased to a thread never goes back to the pool, so the
+    /// pool's own idle check never sees it, and this is how the lease knows
+    /// to PING it first (see `Lane::connection`).
+    last_used_ms: Arc<AtomicU64>,
     /// The thread whose runtime runs the connection's driver task.
     pub(crate) opened_on: ThreadId,
+}
+
+/// The origin of [`SharedConnection`]'s idle clock.
+static CLOCK_START: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+fn clock_ms(at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(*CLOCK_START).as_millis()).unwrap_or(u64::MAX)
 }
 
 impl SharedConnection {
     pub(crate) fn is_broken(&self) -> bool {
         self.broken.load(Ordering::Relaxed)
+    }
+
+    /// A reply arrived on it at about `at`.
+    pub(crate) fn touch(&self, at: Instant) {
+        self.last_used_ms.store(clock_ms(at), Ordering::Relaxed);
+    }
+
+    /// How long no reply has arrived on it.
+    pub(crate) fn idle_for(&self, now: Instant) -> Duration {
+        let last = self.last_used_ms.load(Ordering::Relaxed);
+        Duration::from_millis(clock_ms(now).saturating_sub(last))
     }
 
     /// A command on this connection failed in a way that leaves it unusable
@@ -359,6 +382,7 @@ impl managed::Manager for ConnectionManager {
         Ok(SharedConnection {
             connection,
             broken: Arc::new(AtomicBool::new(false)),
+            last_used_ms: Arc::new(AtomicU64::new(clock_ms(Instant::now()))),
             opened_on: std::thread::current().id(),
         })
     }

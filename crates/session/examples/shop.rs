@@ -14,15 +14,10 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::{App, HttpResponse, HttpServer, web};
-use redis_client::{RedisService, RedisSettings};
-use session::{
-    MemorySessionStore, RedisSessionStore, Session, SessionError, SessionMiddleware,
-    SessionService, SessionSettings, SessionStore,
-};
+use redis_client::RedisSettings;
+use session::{MemorySessionStore, RedisSessionStore, Session, SessionError, SessionMiddleware};
 
 /// Cart lines are fields `item:<name>` holding a quantity.
 const ITEM_PREFIX: &str = "item:";
@@ -72,25 +67,21 @@ async fn logout(session: Session) -> HttpResponse {
 
 #[actix_web::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let settings = SessionSettings::default();
-    let store: Arc<dyn SessionStore> = match std::env::var("REDIS_URL") {
+    let builder = match std::env::var("REDIS_URL") {
         Ok(url) => {
-            let redis = RedisService::new(&RedisSettings {
+            let settings = RedisSettings {
                 url,
                 ..RedisSettings::default()
-            })?;
-            redis.wait_until_ready(Duration::from_secs(5)).await?;
-            let store = RedisSessionStore::new(redis, settings.key_prefix.clone());
-            store.prepare().await?;
-            Arc::new(store)
+            };
+            SessionMiddleware::builder(RedisSessionStore::connect(&settings).await?)
         }
-        Err(_) => Arc::new(MemorySessionStore::new()),
+        Err(_) => SessionMiddleware::builder(MemorySessionStore::new()),
     };
-    let sessions = SessionService::new(store, settings);
+    let sessions = builder.build()?;
     println!("shop on http://127.0.0.1:8081");
     HttpServer::new(move || {
         App::new()
-            .wrap(SessionMiddleware::new(sessions.clone()))
+            .wrap(sessions.clone())
             .route("/cart", web::get().to(cart))
             .route("/cart/{item}", web::post().to(add))
             .route("/checkout", web::post().to(checkout))

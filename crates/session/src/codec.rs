@@ -25,40 +25,24 @@ use serde_json::Value;
 pub type SessionFields = HashMap<String, String>;
 
 /// Why a value could not become fields, or fields a value.
-pub type CodecError = serde_json::Error;
+pub(crate) type CodecError = serde_json::Error;
 
 /// Encodes one value as the string stored in its field; `None` for a null,
 /// which is not stored.
 ///
-/// ```
-/// use session::codec::encode_value;
-/// assert_eq!(encode_value(&3).unwrap().as_deref(), Some("3"));
-/// assert_eq!(encode_value(&"plain").unwrap().as_deref(), Some("plain"));
-/// assert_eq!(encode_value(&vec![1, 2]).unwrap().as_deref(), Some("[1,2]"));
-/// assert_eq!(encode_value(&None::<u8>).unwrap(), None);
-/// ```
-///
 /// # Errors
 ///
 /// If `T`'s `Serialize` fails, for example a map with non-string keys.
-pub fn encode_value<T: Serialize + ?Sized>(value: &T) -> Result<Option<String>, CodecError> {
+pub(crate) fn encode_value<T: Serialize + ?Sized>(value: &T) -> Result<Option<String>, CodecError> {
     Ok(field_text(serde_json::to_value(value)?))
 }
 
 /// Decodes one stored field as a `T`, by the rules in the module docs.
 ///
-/// ```
-/// use session::codec::decode_value;
-/// assert_eq!(decode_value::<u64>("3").unwrap(), 3);
-/// assert_eq!(decode_value::<String>("3").unwrap(), "3");
-/// assert_eq!(decode_value::<Vec<u8>>("[1,2]").unwrap(), vec![1, 2]);
-/// assert!(decode_value::<u64>("three").is_err());
-/// ```
-///
 /// # Errors
 ///
 /// If the text is not a valid `T`.
-pub fn decode_value<T: DeserializeOwned>(raw: &str) -> Result<T, CodecError> {
+pub(crate) fn decode_value<T: DeserializeOwned>(raw: &str) -> Result<T, CodecError> {
     T::deserialize(FieldValue(raw))
 }
 
@@ -67,7 +51,7 @@ pub fn decode_value<T: DeserializeOwned>(raw: &str) -> Result<T, CodecError> {
 /// # Errors
 ///
 /// If `value` is not a struct or map, or its `Serialize` fails.
-pub fn encode_fields<T: Serialize + ?Sized>(
+pub(crate) fn encode_fields<T: Serialize + ?Sized>(
     value: &T,
 ) -> Result<Vec<(String, String)>, CodecError> {
     match serde_json::to_value(value)? {
@@ -88,7 +72,7 @@ pub fn encode_fields<T: Serialize + ?Sized>(
 /// # Errors
 ///
 /// If a field `T` needs is missing or does not parse as its type.
-pub fn decode_fields<T: DeserializeOwned>(fields: &SessionFields) -> Result<T, CodecError> {
+pub(crate) fn decode_fields<T: DeserializeOwned>(fields: &SessionFields) -> Result<T, CodecError> {
     let entries = fields
         .iter()
         .map(|(field, value)| (field.as_str(), FieldValue(value.as_str())));
@@ -279,6 +263,27 @@ impl<'de> Deserializer<'de> for FieldValue<'de> {
 mod tests {
     use super::*;
     use serde::Deserialize;
+
+    #[test]
+    fn values_round_trip_as_plain_text_or_json() {
+        assert_eq!(encode_value(&3).expect("encodes").as_deref(), Some("3"));
+        assert_eq!(
+            encode_value(&"plain").expect("round trip").as_deref(),
+            Some("plain")
+        );
+        assert_eq!(
+            encode_value(&vec![1, 2]).expect("round trip").as_deref(),
+            Some("[1,2]")
+        );
+        assert_eq!(encode_value(&None::<u8>).expect("round trip"), None);
+        assert_eq!(decode_value::<u64>("3").expect("round trip"), 3);
+        assert_eq!(decode_value::<String>("3").expect("round trip"), "3");
+        assert_eq!(
+            decode_value::<Vec<u8>>("[1,2]").expect("round trip"),
+            vec![1, 2]
+        );
+        assert!(decode_value::<u64>("three").is_err());
+    }
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
     enum Role {

@@ -1,9 +1,10 @@
 //! Reading the session id from a request, and the `Set-Cookie` that carries it.
 
-use actix_web::cookie::{Cookie, SameSite, time};
+use actix_web::cookie::{self, Cookie, time};
 use actix_web::http::header::{self, HeaderMap};
 
-use crate::{CookieMode, SessionId, SessionSettings};
+use crate::config::CookieConfig;
+use crate::{SameSite, SessionId};
 
 /// The session id a request names, if it names exactly one well-formed id.
 ///
@@ -15,18 +16,7 @@ use crate::{CookieMode, SessionId, SessionSettings};
 /// cookie for another path, or one planted from a sibling subdomain), none is
 /// trusted, and the request gets a fresh session: adopting the wrong one is
 /// how session fixation happens.
-///
-/// ```
-/// use actix_web::http::header::{COOKIE, HeaderMap, HeaderValue};
-/// use session::{SessionId, cookie::session_id_from_headers};
-///
-/// let id = SessionId::generate();
-/// let mut headers = HeaderMap::new();
-/// let value = format!("theme=dark; sid={}", id.as_str());
-/// headers.insert(COOKIE, HeaderValue::from_str(&value).unwrap());
-/// assert_eq!(session_id_from_headers(&headers, "sid"), Some(id));
-/// ```
-pub fn session_id_from_headers(headers: &HeaderMap, cookie_name: &str) -> Option<SessionId> {
+pub(crate) fn session_id_from_headers(headers: &HeaderMap, cookie_name: &str) -> Option<SessionId> {
     let mut found: Option<&[u8]> = None;
     for value in headers.get_all(header::COOKIE) {
         for pair in value.as_bytes().split(|&b| b == b';') {
@@ -55,32 +45,41 @@ pub fn session_id_from_headers(headers: &HeaderMap, cookie_name: &str) -> Option
     SessionId::parse_bytes(found?)
 }
 
-/// The cookie that hands `id` to the browser: `Path=/`, `HttpOnly`,
-/// `SameSite=Lax`, `Secure` if configured, and in
-/// [`CookieMode::Persistent`] a `Max-Age` of the idle timeout.
-pub fn session_cookie(id: &SessionId, settings: &SessionSettings) -> Cookie<'static> {
-    let mut cookie = Cookie::build(settings.cookie_name.clone(), id.as_str().to_owned())
-        .path("/")
-        .http_only(true)
-        .same_site(SameSite::Lax)
-        .secure(settings.cookie_secure)
+/// The cookie with `value` and every configured attribute.
+fn with_attributes(config: &CookieConfig, value: String) -> Cookie<'static> {
+    let mut cookie = Cookie::build(config.name.clone(), value)
+        .path(config.path.clone())
+        .http_only(config.http_only)
+        .same_site(match config.same_site {
+            SameSite::Strict => cookie::SameSite::Strict,
+            SameSite::Lax => cookie::SameSite::Lax,
+            SameSite::None => cookie::SameSite::None,
+        })
+        .secure(config.secure)
         .finish();
-    if settings.cookie_mode == CookieMode::Persistent {
-        let max_age = i64::try_from(settings.idle_timeout_secs).unwrap_or(i64::MAX);
+    if let Some(domain) = &config.domain {
+        cookie.set_domain(domain.clone());
+    }
+    cookie
+}
+
+/// The cookie that hands `id` to the browser, with the configured `Path`,
+/// `Domain`, `SameSite`, `Secure` and `HttpOnly`, and in
+/// [`CookieMode::Persistent`](crate::CookieMode::Persistent) a `Max-Age` of
+/// the idle timeout.
+pub(crate) fn session_cookie(id: &SessionId, config: &CookieConfig) -> Cookie<'static> {
+    let mut cookie = with_attributes(config, id.as_str().to_owned());
+    if let Some(max_age) = config.max_age_secs {
         cookie.set_max_age(time::Duration::seconds(max_age));
     }
     cookie
 }
 
-/// The cookie that makes the browser forget the session: same name, path
-/// and flags, empty value, `Max-Age=0`.
-pub fn removal_cookie(settings: &SessionSettings) -> Cookie<'static> {
-    let mut cookie = Cookie::build(settings.cookie_name.clone(), "")
-        .path("/")
-        .http_only(true)
-        .same_site(SameSite::Lax)
-        .secure(settings.cookie_secure)
-        .finish();
+/// The cookie that makes the browser forget the session: the same name,
+/// `Path` and `Domain` (a browser only replaces a cookie that matches all
+/// three), an empty value, `Max-Age=0`.
+pub(crate) fn removal_cookie(config: &CookieConfig) -> Cookie<'static> {
+    let mut cookie = with_attributes(config, String::new());
     cookie.make_removal();
     cookie
 }
@@ -90,6 +89,12 @@ mod tests {
     use actix_web::http::header::{COOKIE, HeaderValue};
 
     use super::*;
+    use crate::config::Config;
+    use crate::{CookieMode, SessionSettings};
+
+    fn cookie_config(settings: SessionSettings) -> CookieConfig {
+        Config::new(settings).expect("valid settings").cookie
+    }
 
     fn headers(values: &[&[u8]]) -> HeaderMap {
         let mut map = HeaderMap::new();
@@ -175,7 +180,7 @@ mod tests {
 
     #[test]
     fn the_removal_cookie_expires_at_once_with_the_same_path() {
-        let text = removal_cookie(&SessionSettings::default()).to_string();
+        let text = removal_cookie(&cookie_config(SessionSettings::default())).to_string();
         assert!(text.starts_with("sid=;"), "{text}");
         assert!(
             text.contains("Max-Age=0") && text.contains("Path=/"),
@@ -190,7 +195,7 @@ mod tests {
             cookie_secure: true,
             ..Default::default()
         };
-        let text = session_cookie(&id, &settings).to_string();
+        let text = session_cookie(&id, &cookie_config(settings)).to_string();
         for part in [
             "Path=/",
             "HttpOnly",
@@ -210,9 +215,60 @@ mod tests {
             cookie_mode: CookieMode::BrowserSession,
             ..Default::default()
         };
-        let text = session_cookie(&id, &settings).to_string();
+        let text = session_cookie(&id, &cookie_config(settings)).to_string();
         assert!(!text.contains("Max-Age"), "{text}");
         assert!(!text.contains("Expires"), "{text}");
         assert!(text.contains("HttpOnly"), "{text}");
+    }
+
+    #[test]
+    fn every_attribute_follows_the_settings_on_both_cookies() {
+        let config = cookie_config(SessionSettings {
+            cookie_name: "app_sid".into(),
+            cookie_path: "/shop".into(),
+            cookie_domain: Some("example.com".into()),
+            cookie_same_site: SameSite::Strict,
+            cookie_secure: true,
+            cookie_http_only: false,
+            idle_timeout_secs: 600,
+            ..Default::default()
+        });
+        let id = SessionId::generate();
+        let set = session_cookie(&id, &config).to_string();
+        let removal = removal_cookie(&config).to_string();
+        for text in [&set, &removal] {
+            for part in [
+                "Path=/shop",
+                "Domain=example.com",
+                "SameSite=Strict",
+                "Secure",
+            ] {
+                assert!(text.contains(part), "{part} missing from {text}");
+            }
+            assert!(!text.contains("HttpOnly"), "{text}");
+        }
+        assert!(
+            set.starts_with(&format!("app_sid={}", id.as_str())),
+            "{set}"
+        );
+        assert!(set.contains("Max-Age=600"), "{set}");
+        assert!(
+            removal.starts_with("app_sid=;") && removal.contains("Max-Age=0"),
+            "{removal}"
+        );
+    }
+
+    #[test]
+    fn same_site_none_is_sent_as_none_with_secure() {
+        let config = cookie_config(SessionSettings {
+            cookie_same_site: SameSite::None,
+            cookie_secure: true,
+            ..Default::default()
+        });
+        let text = session_cookie(&SessionId::generate(), &config).to_string();
+        assert!(
+            text.contains("SameSite=None") && text.contains("Secure"),
+            "{text}"
+        );
     }
 }

@@ -1,28 +1,48 @@
 //! [`SessionError`]: what the session layer reports to the app.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use actix_web::{HttpResponse, ResponseError};
 
-use crate::StoreError;
 use crate::codec::CodecError;
+use crate::{ConfigError, StoreError};
 
 /// Why a session operation failed.
 ///
-/// It is an actix [`ResponseError`], so a handler may return it with `?`:
-/// 503 with `Retry-After: 1` when the store is unavailable, 413 when the
-/// session would grow past its limits, 500 otherwise; each with a JSON body
-/// `{"error": "...", "message": "..."}`. Apps that want other answers match
-/// on the variants instead.
+/// It is an actix [`ResponseError`], so a handler may return it with `?`,
+/// and the middleware answers with the same shape when the commit after a
+/// handler fails: a JSON body `{"error": "<code>", "message": "<sentence>"}`
+/// ([`SessionError::code`]; the sentence never holds an id, a key or a
+/// password) and a status by class:
+///
+/// | class | status | log |
+/// |---|---|---|
+/// | the store is unavailable (it passes) | 503 + `Retry-After: 1` | warn |
+/// | the session would grow past its limits | 413 | info |
+/// | bad data in this one session | 500 | warn |
+/// | a fault of the store (`WRONGTYPE`, a script error, `CROSSSLOT`) | 500 | error |
+/// | the store refuses this client (credentials, ACL) | 500 | error |
+/// | a handler bug (a reserved name, a value serde refuses, a use after `purge`) | 500 | error |
+///
+/// Each failure is logged once, with its whole cause chain.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SessionError {
-    /// The store failed; see [`StoreError`]. Unavailability passes by itself.
+    /// The store failed; see [`StoreError`] for the classes.
     #[error(transparent)]
     Store(#[from] StoreError),
 
-    /// The value cannot be stored: for [`crate::SessionService::set_session`],
+    /// A value given at run time that settings would refuse: a
+    /// [`SessionService::set_session`](crate::SessionService::set_session)
+    /// TTL out of range.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+
+    /// The value cannot be stored: for
+    /// [`SessionService::set_session`](crate::SessionService::set_session),
     /// not a struct or map, or with no fields at all; for
-    /// [`crate::Session::insert`], a value serde cannot serialize.
+    /// [`Session::insert`](crate::Session::insert), a value serde cannot
+    /// serialize.
     #[error("the value cannot be stored in a session")]
     Encode(#[source] CodecError),
 
@@ -36,13 +56,19 @@ pub enum SessionError {
     #[error("{0:?} cannot name a session field: names are non-empty and do not start with \"__\"")]
     InvalidKey(String),
 
+    /// A write after [`Session::purge`](crate::Session::purge) in the same
+    /// request. A purge is final for its request: the cookie's session is
+    /// deleted when the request commits, whatever the handler does next.
+    #[error("the session was purged earlier in this request; nothing more can be written to it")]
+    Purged,
+
     /// Fresh ids kept colliding with existing sessions. With 122 random bits
     /// this means the random source is broken; it is never a normal outcome.
     #[error("could not find an unused session id")]
     IdsExhausted,
 
-    /// A [`crate::Session`] was asked for on a route without
-    /// [`crate::SessionMiddleware`].
+    /// A [`Session`](crate::Session) was asked for on a route without
+    /// [`SessionMiddleware`](crate::SessionMiddleware).
     #[error("the Session extractor needs SessionMiddleware on this route")]
     MiddlewareMissing,
 }
@@ -53,8 +79,9 @@ impl SessionError {
         matches!(self, Self::Store(error) if error.is_unavailable())
     }
 
-    /// True when the stored data cannot serve the operation (a field that is
-    /// not an integer, say): retrying will not help.
+    /// True for bad data in this one session (a field that is not an
+    /// integer, say): retrying will not help, starting the session over
+    /// may. Never true for a fault of the store or of the deployment.
     pub fn is_invalid_data(&self) -> bool {
         matches!(self, Self::Store(StoreError::InvalidData(_)))
     }
@@ -64,15 +91,62 @@ impl SessionError {
         matches!(self, Self::Store(StoreError::LimitExceeded(_)))
     }
 
-    /// A short, stable code for the JSON body and for logs.
+    /// A short, stable code for the JSON body and for logs:
+    /// `session_store_unavailable`, `session_too_large`,
+    /// `session_data_invalid`, `session_store_fault`,
+    /// `session_store_misconfigured`, `session_value_invalid` or
+    /// `session_internal_error`.
     pub fn code(&self) -> &'static str {
         match self {
-            _ if self.is_unavailable() => "session_store_unavailable",
-            _ if self.is_limit_exceeded() => "session_too_large",
-            Self::Store(_) | Self::Decode(_) => "session_data_invalid",
-            Self::Encode(_) | Self::InvalidKey(_) => "session_value_invalid",
-            Self::IdsExhausted | Self::MiddlewareMissing => "session_internal_error",
+            Self::Store(StoreError::Unavailable(_)) => "session_store_unavailable",
+            Self::Store(StoreError::LimitExceeded(_)) => "session_too_large",
+            Self::Store(StoreError::InvalidData(_)) | Self::Decode(_) => "session_data_invalid",
+            Self::Store(StoreError::Misconfigured(_)) => "session_store_misconfigured",
+            Self::Store(_) => "session_store_fault",
+            Self::Encode(_) | Self::InvalidKey(_) | Self::Config(_) => "session_value_invalid",
+            Self::Purged | Self::IdsExhausted | Self::MiddlewareMissing => "session_internal_error",
         }
+    }
+
+    /// How loud its one log line is: see the table above.
+    fn log_level(&self) -> log::Level {
+        match self {
+            _ if self.is_limit_exceeded() => log::Level::Info,
+            _ if self.is_unavailable() || self.is_invalid_data() => log::Level::Warn,
+            Self::Decode(_) => log::Level::Warn,
+            _ => log::Level::Error,
+        }
+    }
+
+    /// Logs it once, with its cause chain and `context` (a request line).
+    pub(crate) fn log(&self, context: &str) {
+        log::log!(
+            self.log_level(),
+            "{context}: {} ({})",
+            error_chain(self),
+            self.code()
+        );
+    }
+
+    /// The response for it, without logging: the JSON body and status in
+    /// the type docs. What the middleware sends when a commit fails, unless
+    /// the app chose otherwise
+    /// ([`SessionMiddlewareBuilder::on_commit_error`](crate::SessionMiddlewareBuilder::on_commit_error)).
+    pub fn json_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let message = match self {
+            Self::Store(StoreError::LimitExceeded(limit)) => limit.to_string(),
+            other => other.to_string(),
+        };
+        let body = serde_json::json!({ "error": self.code(), "message": message });
+        let mut response = HttpResponse::build(status);
+        response.insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")));
+        // An error body is about this request: no cache may keep it.
+        response.insert_header((CACHE_CONTROL, HeaderValue::from_static("no-store")));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.insert_header((RETRY_AFTER, HeaderValue::from_static("1")));
+        }
+        response.body(body.to_string())
     }
 }
 
@@ -99,21 +173,10 @@ impl ResponseError for SessionError {
         }
     }
 
+    /// [`SessionError::json_response`], logged once.
     fn error_response(&self) -> HttpResponse {
-        let status = self.status_code();
-        // Store errors carry their cause in the source chain; the message
-        // here is the top line only, which never holds ids or passwords.
-        let message = match self {
-            Self::Store(StoreError::LimitExceeded(limit)) => limit.to_string(),
-            other => other.to_string(),
-        };
-        let body = serde_json::json!({ "error": self.code(), "message": message });
-        let mut response = HttpResponse::build(status);
-        response.insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")));
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.insert_header((RETRY_AFTER, HeaderValue::from_static("1")));
-        }
-        response.body(body.to_string())
+        self.log("a handler failed");
+        self.json_response()
     }
 }
 
@@ -126,7 +189,7 @@ mod tests {
 
     fn body_of(error: &SessionError) -> serde_json::Value {
         let bytes = error
-            .error_response()
+            .json_response()
             .into_body()
             .try_into_bytes()
             .expect("a full body");
@@ -136,7 +199,7 @@ mod tests {
     #[test]
     fn an_unavailable_store_is_503_with_retry_after() {
         let error = SessionError::Store(StoreError::Unavailable("down".into()));
-        let response = error.error_response();
+        let response = error.json_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
             response.headers().get(RETRY_AFTER).map(|v| v.as_bytes()),
@@ -152,6 +215,27 @@ mod tests {
         let body = body_of(&error);
         assert_eq!(body["error"], "session_too_large");
         assert_eq!(body["message"], "a session holds at most 64 fields");
+    }
+
+    #[test]
+    fn faults_of_the_store_and_of_the_deployment_are_500s_of_their_own() {
+        let fault = SessionError::Store(StoreError::Backend("WRONGTYPE".into()));
+        let denied = SessionError::Store(StoreError::Misconfigured("NOPERM".into()));
+        let bad_data = SessionError::Store(StoreError::InvalidData("not an integer".into()));
+        for (error, code) in [
+            (&fault, "session_store_fault"),
+            (&denied, "session_store_misconfigured"),
+            (&bad_data, "session_data_invalid"),
+        ] {
+            assert_eq!(error.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
+            assert!(
+                !error.is_unavailable()
+                    && error.json_response().headers().get(RETRY_AFTER).is_none()
+            );
+            assert_eq!(body_of(error)["error"], code);
+        }
+        assert!(bad_data.is_invalid_data());
+        assert!(!fault.is_invalid_data() && !denied.is_invalid_data());
     }
 
     #[test]

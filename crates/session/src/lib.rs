@@ -204,27 +204,34 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod codec;
-pub mod cookie;
+mod builder;
+mod codec;
+mod commit;
+mod config;
+mod cookie;
 mod error;
+mod extractor;
 mod id;
 pub mod metric_names;
 mod middleware;
 mod service;
 mod session;
 mod settings;
-pub mod slot;
-pub mod store;
+mod slot;
+mod store;
 
+pub use builder::SessionMiddlewareBuilder;
 pub use codec::SessionFields;
+pub use config::ConfigError;
 pub use error::SessionError;
-pub(crate) use error::error_chain;
 pub use id::SessionId;
-pub use middleware::{SessionMiddleware, SessionMiddlewareService};
+pub use middleware::SessionMiddleware;
+#[doc(hidden)]
+pub use middleware::SessionMiddlewareService;
 pub use service::{Counted, SessionService, SessionView};
-pub use session::{Session, SessionTimes};
-pub use settings::{CookieMode, SessionSettings, StoreKind};
+pub use session::{Session, SessionStatus, SessionTimes};
+pub use settings::{CookieMode, SameSite, SessionSettings};
 pub use store::{
-    Changes, LoadedSession, MemorySessionStore, RedisSessionStore, SessionStore, StoreError,
-    WritePolicy,
+    Changes, Limit, LoadedSession, MemorySessionStore, RedisSessionStore, Renewal, SessionStore,
+    StoreError, WritePolicy,
 };

@@ -4,19 +4,29 @@
 use std::future::{Future, Ready, ready};
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{
     Extensions, Service, ServiceRequest, ServiceResponse, Transform, forward_ready,
 };
 use actix_web::http::header::{HeaderValue, SET_COOKIE};
-use actix_web::{Error, HttpMessage, ResponseError};
+use actix_web::{Error, HttpMessage, HttpRequest, HttpResponse};
 
+use crate::commit::CookieUpdate;
 use crate::cookie::{removal_cookie, session_cookie};
-use crate::session::CookieUpdate;
-use crate::{Session, SessionService};
+use crate::extractor::RequestSessions;
+use crate::{Session, SessionError, SessionMiddlewareBuilder, SessionService, SessionStore};
+
+/// What answers a request whose handler succeeded but whose session could
+/// not be saved: see [`SessionMiddlewareBuilder::on_commit_error`].
+pub(crate) type CommitErrorHandler =
+    Arc<dyn Fn(&SessionError, &HttpRequest) -> HttpResponse + Send + Sync>;
 
 /// Gives every request a [`Session`] and commits it after the handler.
+///
+/// Build it with [`SessionMiddleware::builder`]; every setting is checked
+/// there, once.
 ///
 /// Lazily: a request whose handler never extracts [`Session`] costs no
 /// cookie parsing, no session object and no store call. The first extraction
@@ -27,40 +37,67 @@ use crate::{Session, SessionService};
 /// - changes: one atomic write of the changed fields only, guarded so that it
 ///   never re-creates a session that was purged or expired meanwhile;
 /// - a purge: one `UNLINK`, and a cookie that expires the browser's;
-/// - the handler returned an error, or any 5xx response: nothing is
-///   written (except a purge), since the handler may have stopped half-way;
-/// - the write fails: the handler's response is replaced by the error's (503
-///   with `Retry-After: 1` and a JSON body when the store is unavailable; see
-///   [`crate::SessionError`]), never an empty 500.
+/// - the handler returned an error, or any 5xx response: the recorded
+///   changes are dropped, since the handler may have stopped half-way. A
+///   purge still happens; immediate writes (`incr`, `compare_and_set`)
+///   already happened, and if one created the session its cookie is sent;
+/// - the write fails: the failure is logged once and the handler's response
+///   is replaced by [`SessionError::json_response`] (503 with
+///   `Retry-After: 1` when the store is unavailable), or by what
+///   [`SessionMiddlewareBuilder::on_commit_error`] returns.
 ///
 /// ```no_run
 /// use actix_web::{App, HttpServer, web};
-/// use session::{Session, SessionError, SessionMiddleware, SessionService};
+/// use session::{MemorySessionStore, Session, SessionError, SessionMiddleware};
 ///
 /// async fn visits(session: Session) -> Result<String, SessionError> {
 ///     Ok(format!("visit #{}", session.incr("visits", 1).await?))
 /// }
 ///
-/// # async fn run(sessions: SessionService) -> std::io::Result<()> {
-/// HttpServer::new(move || {
-///     App::new()
-///         .wrap(SessionMiddleware::new(sessions.clone()))
-///         .route("/", web::get().to(visits))
-/// })
-/// .bind(("127.0.0.1", 8080))?
-/// .run()
-/// .await
-/// # }
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let sessions = SessionMiddleware::builder(MemorySessionStore::new()).build()?;
+/// HttpServer::new(move || App::new().wrap(sessions.clone()).route("/", web::get().to(visits)))
+///     .bind(("127.0.0.1", 8080))?
+///     .run()
+///     .await?;
+/// # Ok(()) }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SessionMiddleware {
     sessions: SessionService,
+    on_commit_error: CommitErrorHandler,
+}
+
+impl std::fmt::Debug for SessionMiddleware {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionMiddleware")
+            .field("sessions", &self.sessions)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SessionMiddleware {
-    /// A middleware storing sessions through `sessions`.
-    pub fn new(sessions: SessionService) -> Self {
-        Self { sessions }
+    /// A builder over `store`, with the safe defaults of
+    /// [`SessionSettings`](crate::SessionSettings).
+    pub fn builder(store: impl SessionStore) -> SessionMiddlewareBuilder {
+        SessionMiddlewareBuilder::new(Arc::new(store))
+    }
+
+    pub(crate) fn from_parts(
+        sessions: SessionService,
+        on_commit_error: CommitErrorHandler,
+    ) -> Self {
+        Self {
+            sessions,
+            on_commit_error,
+        }
+    }
+
+    /// The service behind it: the store and the settings, for handlers that
+    /// work on sessions outside their own request (register it with
+    /// `web::Data::new(middleware.service())`) and for health checks.
+    pub fn service(&self) -> SessionService {
+        self.sessions.clone()
     }
 }
 
@@ -77,28 +114,24 @@ where
 
     fn new_transform(&self, service: S) -> Self::Future {
         let mut data = Extensions::new();
-        data.insert(ActiveSessions(self.sessions.clone()));
+        data.insert(RequestSessions(self.sessions.clone()));
         ready(Ok(SessionMiddlewareService {
             service: Rc::new(service),
             data: Rc::new(data),
+            on_commit_error: Arc::clone(&self.on_commit_error),
         }))
     }
 }
 
-/// What the [`Session`] extractor finds in the app data of every request
-/// that passes through [`SessionMiddleware`]: the store and settings to open
-/// the request's session with. Its own type, so that it never collides with
-/// a `SessionService` the app registers for its handlers.
-#[derive(Debug)]
-pub(crate) struct ActiveSessions(pub(crate) SessionService);
-
-/// The service [`SessionMiddleware`] wraps around each route.
-#[derive(Debug)]
+/// The service [`SessionMiddleware`] wraps around each route: actix names
+/// it, applications never need to.
+#[doc(hidden)]
 pub struct SessionMiddlewareService<S> {
     service: Rc<S>,
-    /// One [`ActiveSessions`], the same for every request: handed to each
+    /// One [`RequestSessions`], the same for every request: handed to each
     /// request as an app data container, which costs a reference count.
     data: Rc<Extensions>,
+    on_commit_error: CommitErrorHandler,
 }
 
 type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;
@@ -115,23 +148,23 @@ where
     forward_ready!(service);
 
     fn call(&self, mut req: ServiceRequest) -> Self::Future {
-        // No session yet: the `Session` extractor opens one on first use.
-        // Parsing the cookie and building the session up front for every
-        // request cost about 3,000 instructions on routes that never use it
-        // (benches/results/). This is the same mechanism actix-web's own
+        // No session yet: the `Session` extractor opens one on first use, so
+        // routes that never use it pay neither the cookie parsing nor the
+        // session object. This is the same mechanism actix-web's own
         // resources and scopes use for their app data. It needs the request
         // not to be shared yet, as actix's router does right after (it
         // panics in `match_info_mut` when an outer middleware holds a clone
         // of the `HttpRequest`), so it adds no constraint of its own.
         req.add_data_container(Rc::clone(&self.data));
         let service = Rc::clone(&self.service);
+        let on_commit_error = Arc::clone(&self.on_commit_error);
         Box::pin(async move {
             let mut response = service.call(req).await?;
             let opened = response.request().extensions_mut().remove::<Session>();
             let Some(session) = opened else {
                 return Ok(response.map_into_left_body());
             };
-            let sessions = session.service();
+            let sessions = session.0.borrow().sessions.clone();
             // A handler that failed (an error it returned, or any 5xx) may
             // have stopped half-way through its changes: save none of them.
             let failed =
@@ -140,8 +173,10 @@ where
                 Ok(update) => {
                     let cookie = match update {
                         CookieUpdate::Keep => None,
-                        CookieUpdate::Set(id) => Some(session_cookie(&id, sessions.settings())),
-                        CookieUpdate::Remove => Some(removal_cookie(sessions.settings())),
+                        CookieUpdate::Set(id) => {
+                            Some(session_cookie(&id, &sessions.config().cookie))
+                        }
+                        CookieUpdate::Remove => Some(removal_cookie(&sessions.config().cookie)),
                     };
                     if let Some(cookie) = cookie {
                         // Cookie values are ids and fixed attributes: always
@@ -154,13 +189,13 @@ where
                 }
                 Err(error) => {
                     metrics::counter!(crate::metric_names::COMMIT_FAILURES_TOTAL).increment(1);
-                    log::warn!(
-                        "session commit failed for {} {}: {}",
-                        response.request().method(),
-                        response.request().path(),
-                        crate::error_chain(&error)
-                    );
-                    let replacement = error.error_response();
+                    let request = response.request();
+                    error.log(&format!(
+                        "session commit failed for {} {}",
+                        request.method(),
+                        request.path()
+                    ));
+                    let replacement = on_commit_error(&error, request);
                     Ok(response.into_response(replacement).map_into_right_body())
                 }
             }

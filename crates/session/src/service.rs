@@ -1,5 +1,8 @@
-//! [`SessionService`]: the NestJS design's `SessionService`, made safe.
+//! [`SessionService`]: the store and the validated settings, shared by the
+//! middleware and the handlers, and the NestJS design's `SessionService`
+//! calls for code outside a request.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -7,43 +10,51 @@ use serde::Serialize;
 use serde::de::{DeserializeOwned, Error as _};
 
 use crate::codec::{self, CodecError};
-use crate::store::{Changes, WritePolicy};
+use crate::config::Config;
+use crate::metric_names as names;
+use crate::store::{Changes, WritePolicy, is_user_field};
 use crate::{SessionError, SessionFields, SessionId, SessionSettings, SessionStore, StoreError};
 
 /// How often a fresh id may collide before we give up. Each collision has a
 /// chance of about 2^-122; a second one means a broken random source.
 const FRESH_ID_ATTEMPTS: usize = 3;
 
-/// Reads, writes and counts sessions in a [`SessionStore`].
+/// The store and the validated settings every request's session works
+/// with: what [`SessionMiddleware`](crate::SessionMiddleware) hands its
+/// requests, and what [`SessionMiddleware::service`](crate::SessionMiddleware::service)
+/// hands to code outside a request.
 ///
-/// This is the Rust twin of the NestJS `SessionService`, with its faults
-/// fixed:
+/// It also offers the NestJS design's `SessionService` calls
+/// ([`get_session`](Self::get_session), [`set_session`](Self::set_session),
+/// [`generate_sid`](Self::generate_sid)), with that design's faults fixed:
 ///
-/// - ids come from the OS random source ([`SessionId::generate`]), not
-///   `Math.random`;
-/// - an id the store does not know is never adopted: writes to it start a
+/// - ids come from the OS random source, not `Math.random`;
+/// - an id the store does not know is never adopted: a write to it starts a
 ///   fresh session with a fresh id (no session fixation);
-/// - counting is one atomic operation, so concurrent requests never lose an
-///   update;
-/// - every operation is one round trip to the store.
+/// - field names starting with `__` (the session's own metadata) are
+///   refused, so no caller can move or remove the absolute lifetime;
+/// - counting is one atomic operation ([`increment`](Self::increment)), so
+///   concurrent requests never lose an update;
+/// - every call is one round trip to the store, bounded by
+///   `session.store_timeout_ms`.
 ///
-/// Cheap to clone; build it once and share it (e.g. in `web::Data`).
+/// Cheap to clone; share it (in `web::Data`, say).
 #[derive(Debug, Clone)]
 pub struct SessionService {
     /// Where sessions live; shared by every clone.
     store: Arc<dyn SessionStore>,
-    /// Key layout, TTL and cookie settings; shared by every clone.
-    settings: Arc<SessionSettings>,
+    /// The validated settings; shared by every clone.
+    config: Arc<Config>,
 }
 
 /// The outcome of [`SessionService::increment`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Counted {
-    /// The session that was counted: the request's own, or a fresh one.
+    /// The session that was counted: the caller's own, or a fresh one.
     pub id: SessionId,
     /// The field's value after the increment.
     pub value: i64,
-    /// True if a fresh session was created for this request.
+    /// True if a fresh session was created for this call.
     pub is_new: bool,
 }
 
@@ -57,17 +68,20 @@ pub struct SessionView {
 }
 
 impl SessionService {
-    /// A service over `store` with `settings`.
-    pub fn new(store: Arc<dyn SessionStore>, settings: SessionSettings) -> Self {
+    pub(crate) fn new(store: Arc<dyn SessionStore>, config: Config) -> Self {
         Self {
             store,
-            settings: Arc::new(settings),
+            config: Arc::new(config),
         }
     }
 
-    /// The settings this service was built with.
+    /// The settings this service was built with, as validated.
     pub fn settings(&self) -> &SessionSettings {
-        &self.settings
+        &self.config.settings
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
     }
 
     /// The store, for health checks.
@@ -75,13 +89,60 @@ impl SessionService {
         self.store.as_ref()
     }
 
-    /// A new random session id. See [`SessionId::generate`].
+    /// Runs one store call within what is left of `deadline`, so that every
+    /// call of one request, retries included, fits in one budget.
+    pub(crate) async fn within<T>(
+        deadline: tokio::time::Instant,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout_at(deadline, call).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable(
+                "the request's session store budget (session.store_timeout_ms) ran out".into(),
+            )),
+        }
+    }
+
+    /// A deadline one budget from now.
+    pub(crate) fn deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.config.store_timeout
+    }
+
+    /// A fresh id holding `changes.upserts`, retried on the (astronomically
+    /// rare) collision. The one place sessions are created.
+    pub(crate) async fn create_fresh(
+        &self,
+        changes: &Changes,
+        policy: &WritePolicy,
+        deadline: tokio::time::Instant,
+    ) -> Result<SessionId, SessionError> {
+        for _ in 0..FRESH_ID_ATTEMPTS {
+            let id = SessionId::generate();
+            if Self::within(deadline, self.store.create(&id, changes, policy)).await? {
+                metrics::counter!(names::CREATIONS_TOTAL).increment(1);
+                log::debug!("created session {id}");
+                return Ok(id);
+            }
+            log::error!("fresh session id {id} collided with an existing session");
+        }
+        Err(SessionError::IdsExhausted)
+    }
+
+    /// A new random session id: the Nest design's `generateSid`, from the OS
+    /// random source. See [`SessionId::generate`].
+    ///
+    /// ```
+    /// let id = session::SessionService::generate_sid();
+    /// assert_eq!(session::SessionId::parse(id.as_str()), Some(id));
+    /// ```
     pub fn generate_sid() -> SessionId {
         SessionId::generate()
     }
 
     /// The session named by `sid`, decoded as a `T`, or `None` if `sid` is
-    /// malformed, unknown or expired. Reads only: the TTL is not refreshed.
+    /// malformed, unknown or expired: the Nest design's `getSession<T>`.
+    /// Reads only: the TTL is not refreshed. One round trip (none for a
+    /// malformed `sid`).
     ///
     /// # Errors
     ///
@@ -94,7 +155,7 @@ impl SessionService {
         let Some(id) = SessionId::parse(sid) else {
             return Ok(None);
         };
-        let Some(loaded) = self.store.load(&id).await? else {
+        let Some(loaded) = Self::within(self.deadline(), self.store.load(&id)).await? else {
             return Ok(None);
         };
         codec::decode_fields(&loaded.fields)
@@ -102,70 +163,86 @@ impl SessionService {
             .map_err(SessionError::Decode)
     }
 
-    /// Writes `value`'s fields into the session named by `sid`, sliding its
-    /// TTL, and returns the session's id.
+    /// Writes `value`'s fields into the session named by `sid` and slides
+    /// its TTL to `ttl`, then returns the session's id: the Nest design's
+    /// `setSession(sid, value, ttl)`. Fields of the session that `value`
+    /// does not name are kept; the absolute lifetime still applies.
     ///
     /// If `sid` is `None`, malformed, unknown or expired, a fresh session
     /// with a fresh id is created instead and that id is returned: a client
-    /// can never choose its own id. Fields of the session that `value` does
-    /// not name are kept.
+    /// can never choose its own id. One round trip (two for an unknown id).
     ///
     /// # Errors
     ///
     /// [`SessionError::Encode`] if `value` is not a struct or map with at
-    /// least one non-null field; [`SessionError::Store`] if the store fails.
+    /// least one non-null field; [`SessionError::InvalidKey`] if a field is
+    /// named `__…`; [`SessionError::Config`] for a `ttl` under a second or
+    /// over a year; [`SessionError::Store`] if the store fails, or with
+    /// [`StoreError::LimitExceeded`] past the limits (nothing written).
     pub async fn set_session(
         &self,
         sid: Option<&str>,
         value: &impl Serialize,
         ttl: Duration,
     ) -> Result<SessionId, SessionError> {
-        let owned = codec::encode_fields(value).map_err(SessionError::Encode)?;
-        if owned.is_empty() {
+        let fields = codec::encode_fields(value).map_err(SessionError::Encode)?;
+        if fields.is_empty() {
             return Err(SessionError::Encode(CodecError::custom(
                 "a session needs at least one non-null field",
             )));
         }
+        if let Some((name, _)) = fields.iter().find(|(name, _)| !is_user_field(name)) {
+            return Err(SessionError::InvalidKey(name.clone()));
+        }
         let changes = Changes {
-            upserts: owned.into_iter().collect(),
+            upserts: fields,
             ..Changes::default()
         };
-        // The caller's TTL is this session's idle timeout, as in the NestJS
-        // `setSession(sid, value, ttl)`; the absolute lifetime still applies.
-        let policy = WritePolicy {
-            idle_timeout: ttl,
-            ..self.settings.write_policy()
-        };
+        let defaults = self.config.policy;
+        // The caller's TTL is this session's idle timeout, as in the Nest
+        // design; checked like the setting, so no store meets a TTL it
+        // cannot hold.
+        let policy = WritePolicy::new(
+            ttl,
+            defaults.absolute_timeout,
+            defaults.max_fields,
+            defaults.max_bytes,
+        )?;
+        let deadline = self.deadline();
         if let Some(id) = sid.and_then(SessionId::parse)
-            && self.store.update(&id, &changes, &policy).await?
+            && Self::within(deadline, self.store.update(&id, &changes, &policy)).await?
         {
             return Ok(id);
         }
-        self.create_fresh(&changes, &policy).await
+        self.create_fresh(&changes, &policy, deadline).await
     }
 
     /// Adds `by` to the integer `field` of the session named by `sid`,
-    /// atomically, and restarts its TTL (the session's idle timeout).
+    /// atomically, and slides its TTL.
     ///
-    /// With no usable session (no `sid`, or one that is malformed, unknown,
-    /// expired, or whose `field` is not an integer) a fresh session is
-    /// created with `field = by`. The old session, if any, is left untouched.
-    ///
-    /// One round trip for an existing session or a request without `sid`;
-    /// two for an unknown `sid` (the failed increment, then the creation).
+    /// With no usable session (no `sid`, or one that is unknown or expired,
+    /// or whose `field` holds something other than an integer) a fresh
+    /// session is created with `field = by`. The old session, if any, is
+    /// left untouched. One round trip; two for an unknown `sid`.
     ///
     /// # Errors
     ///
-    /// [`SessionError::Store`] if the store is unavailable.
+    /// [`SessionError::InvalidKey`] for a `__…` field;
+    /// [`SessionError::Store`] if the store fails (unavailable, a backend
+    /// fault or a misconfiguration: never a silent fresh session).
     pub async fn increment(
         &self,
         sid: Option<&SessionId>,
         field: &str,
         by: i64,
     ) -> Result<Counted, SessionError> {
-        let policy = self.settings.write_policy();
+        if !is_user_field(field) {
+            return Err(SessionError::InvalidKey(field.to_owned()));
+        }
+        let policy = self.config.policy;
+        let deadline = self.deadline();
         if let Some(id) = sid {
-            match self.store.increment(id, field, by, &policy).await {
+            match Self::within(deadline, self.store.increment(id, field, by, &policy)).await {
                 Ok(Some(value)) => {
                     return Ok(Counted {
                         id: id.clone(),
@@ -174,6 +251,8 @@ impl SessionService {
                     });
                 }
                 Ok(None) => log::debug!("session {id} is unknown or expired: starting a fresh one"),
+                // Only bad data in this one session starts over; a fault of
+                // the server or of the deployment is reported.
                 Err(StoreError::InvalidData(error)) => {
                     log::warn!(
                         "session {id} cannot count {field:?} ({error}): starting a fresh one"
@@ -186,7 +265,7 @@ impl SessionService {
             upserts: vec![(field.to_owned(), by.to_string())],
             ..Changes::default()
         };
-        let id = self.create_fresh(&changes, &policy).await?;
+        let id = self.create_fresh(&changes, &policy, deadline).await?;
         Ok(Counted {
             id,
             value: by,
@@ -202,38 +281,23 @@ impl SessionService {
     ///
     /// [`SessionError::Store`] if the store fails.
     pub async fn inspect(&self, sid: &SessionId) -> Result<Option<SessionView>, SessionError> {
-        let found = self.store.load(sid).await?;
+        let found = Self::within(self.deadline(), self.store.load(sid)).await?;
         Ok(found.map(|loaded| SessionView {
             fields: loaded.fields,
             expires_in: loaded.ttl,
         }))
     }
 
-    /// Deletes the session named by `sid`. Returns whether it existed.
+    /// Deletes the session named by `sid`. Returns whether it existed. No
+    /// request still in flight can bring it back.
     ///
     /// # Errors
     ///
     /// [`SessionError::Store`] if the store fails.
     pub async fn end_session(&self, sid: &str) -> Result<bool, SessionError> {
         match SessionId::parse(sid) {
-            Some(id) => Ok(self.store.delete(&id).await?),
+            Some(id) => Ok(Self::within(self.deadline(), self.store.delete(&id)).await?),
             None => Ok(false),
         }
-    }
-
-    async fn create_fresh(
-        &self,
-        changes: &Changes,
-        policy: &WritePolicy,
-    ) -> Result<SessionId, SessionError> {
-        for _ in 0..FRESH_ID_ATTEMPTS {
-            let id = SessionId::generate();
-            if self.store.create(&id, changes, policy).await? {
-                log::debug!("created session {id}");
-                return Ok(id);
-            }
-            log::error!("fresh session id {id} collided with an existing session");
-        }
-        Err(SessionError::IdsExhausted)
     }
 }

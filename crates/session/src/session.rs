@@ -1,28 +1,23 @@
 //! [`Session`]: the per-request handle that handlers extract.
 //!
-//! The handle records what the handler reads and changes; the middleware
-//! commits the changes after the handler, in one round trip. Nothing touches
+//! The handle records what the handler reads and changes; `commit.rs`
+//! writes the changes after the handler, in one round trip. Nothing touches
 //! the store until the handler asks for something the request does not
 //! already know, so a route that never uses its `Session` costs nothing.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
-use actix_web::dev::Payload;
-use actix_web::{FromRequest, HttpMessage, HttpRequest};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec;
 use crate::metric_names as names;
-use crate::store::{Changes, LoadedSession, RESERVED_PREFIX, Renewal};
+use crate::store::{Changes, LoadedSession, is_user_field, parse_redis_integer};
 use crate::{SessionError, SessionFields, SessionId, SessionService, StoreError};
-
-/// How often a fresh id may collide before we give up: see
-/// [`SessionError::IdsExhausted`].
-const FRESH_ID_ATTEMPTS: usize = 3;
 
 /// The session of the current request. Extract it in a handler on a route
 /// wrapped by [`crate::SessionMiddleware`].
@@ -49,8 +44,22 @@ const FRESH_ID_ATTEMPTS: usize = 3;
 /// [`Session::incr`] and [`Session::compare_and_set`] act at once, atomically
 /// in the store, because their answer depends on what every other request
 /// did: concurrent increments never lose an update.
+///
+/// # Purge is final
+///
+/// After [`Session::purge`], the cookie's session is deleted when the
+/// request commits, whatever the handler does next: `insert`, `incr` and
+/// `compare_and_set` fail with [`SessionError::Purged`], and `remove`,
+/// `clear`, `renew` and `start_over` do nothing. A handler that wants a
+/// fresh session after a logout answers, and the next request starts one.
+///
+/// # Time
+///
+/// Every store call of one request, retries included, shares one budget:
+/// `session.store_timeout_ms` from the first call. Past it the call fails
+/// with [`StoreError::Unavailable`] (a 503).
 #[derive(Clone)]
-pub struct Session(Rc<RefCell<State>>);
+pub struct Session(pub(crate) Rc<RefCell<State>>);
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -63,9 +72,24 @@ impl std::fmt::Debug for Session {
     }
 }
 
+/// What the request did to its session so far: see [`Session::status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionStatus {
+    /// Nothing was written or recorded (reads do not count).
+    Unchanged,
+    /// Fields were written, or changes are recorded for the commit, or the
+    /// request created the session.
+    Changed,
+    /// The session moves to a fresh id at commit ([`Session::renew`]).
+    Renewed,
+    /// The session ends at commit ([`Session::purge`]).
+    Purged,
+}
+
 /// What the request knows of the stored session.
 #[derive(Debug)]
-enum Snapshot {
+pub(crate) enum Snapshot {
     /// Not read yet.
     Unknown,
     /// There is no live session under the request's id (or no id at all).
@@ -74,40 +98,33 @@ enum Snapshot {
     Live(LoadedSession),
 }
 
+/// One request's session state, shared by the clones of its [`Session`].
 #[derive(Debug)]
-struct State {
-    sessions: SessionService,
+pub(crate) struct State {
+    pub(crate) sessions: SessionService,
     /// The session's id: the cookie's, or one issued during this request.
-    id: Option<SessionId>,
+    /// After a purge it never changes again: it is what the commit deletes.
+    pub(crate) id: Option<SessionId>,
     /// The id came from this request (a new session or a renewal): the
     /// response must carry a cookie.
-    issued: bool,
+    pub(crate) issued: bool,
     /// The request came with a cookie that names no live session: the
     /// response should clear it unless a session is created.
-    stale_cookie: bool,
-    snapshot: Snapshot,
+    pub(crate) stale_cookie: bool,
+    pub(crate) snapshot: Snapshot,
     /// Data was read from the stored session. If the session is gone at
     /// commit, the changes may derive from a dead session and are dropped.
-    observed: bool,
+    pub(crate) observed: bool,
     /// Pending changes: `Some` sets, `None` deletes.
-    changes: BTreeMap<String, Option<String>>,
+    pub(crate) changes: BTreeMap<String, Option<String>>,
     /// Delete every user field first.
-    cleared: bool,
-    purged: bool,
-    renew: bool,
+    pub(crate) cleared: bool,
+    pub(crate) purged: bool,
+    pub(crate) renew: bool,
     /// An immediate write (incr, compare_and_set) already slid the TTL.
-    written: bool,
-}
-
-/// What the response must do with the session cookie.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum CookieUpdate {
-    /// Leave the browser's cookie alone.
-    Keep,
-    /// Send a cookie naming this id (new, renewed, or a refreshed `Max-Age`).
-    Set(SessionId),
-    /// Make the browser forget the cookie.
-    Remove,
+    pub(crate) written: bool,
+    /// The end of this request's store budget, from its first store call.
+    pub(crate) deadline: Option<tokio::time::Instant>,
 }
 
 /// When a session was created and last used, for pages like "your session".
@@ -143,7 +160,62 @@ impl Session {
             purged: false,
             renew: false,
             written: false,
+            deadline: None,
         })))
+    }
+
+    /// What the request did to its session so far. Reads never count;
+    /// a purge wins over everything, then a renewal.
+    pub fn status(&self) -> SessionStatus {
+        let state = self.0.borrow();
+        if state.purged {
+            SessionStatus::Purged
+        } else if state.renew {
+            SessionStatus::Renewed
+        } else if state.written || state.cleared || !state.changes.is_empty() {
+            SessionStatus::Changed
+        } else {
+            SessionStatus::Unchanged
+        }
+    }
+
+    /// Whether the session holds `key`, as [`Session::get`] would see it.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] if the session could not be loaded.
+    pub async fn contains_key(&self, key: &str) -> Result<bool, SessionError> {
+        {
+            let state = self.0.borrow();
+            if let Some(pending) = state.changes.get(key) {
+                return Ok(pending.is_some());
+            }
+            if state.cleared || state.purged {
+                return Ok(false);
+            }
+        }
+        self.ensure_loaded().await?;
+        let state = self.0.borrow();
+        Ok(matches!(&state.snapshot, Snapshot::Live(loaded) if loaded.fields.contains_key(key)))
+    }
+
+    /// Runs one store call within this request's budget (see "Time" above).
+    pub(crate) async fn within<T>(
+        &self,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        SessionService::within(self.deadline(), call).await
+    }
+
+    /// The request's store deadline: set by its first store call.
+    pub(crate) fn deadline(&self) -> tokio::time::Instant {
+        let mut state = self.0.borrow_mut();
+        if let Some(deadline) = state.deadline {
+            return deadline;
+        }
+        let deadline = state.sessions.deadline();
+        state.deadline = Some(deadline);
+        deadline
     }
 
     /// The current session id, if there is one: the cookie's, or one issued
@@ -248,15 +320,17 @@ impl Session {
     /// # Errors
     ///
     /// [`SessionError::InvalidKey`] for an empty or reserved name;
+    /// [`SessionError::Purged`] after [`Session::purge`];
     /// [`SessionError::Encode`] if serde fails; [`SessionError::Store`] with
     /// [`StoreError::LimitExceeded`] if this field alone, or the number of
     /// fields this request sets, is over the limits. The full limits are
     /// checked again, atomically, at commit.
     pub fn insert<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<(), SessionError> {
         check_key(key)?;
+        self.check_not_purged()?;
         let encoded = codec::encode_value(value).map_err(SessionError::Encode)?;
         let mut state = self.0.borrow_mut();
-        let policy = state.sessions.settings().write_policy();
+        let policy = state.sessions.config().policy;
         if let Some(text) = &encoded
             && key.len() + text.len() > policy.max_bytes
         {
@@ -269,10 +343,12 @@ impl Session {
         Ok(())
     }
 
-    /// Removes `key` when the request commits.
+    /// Removes `key` when the request commits. Any number of removals is
+    /// applied whole: the store deletes in slices, after its checks.
     pub fn remove(&self, key: &str) {
-        if check_key(key).is_ok() {
-            self.0.borrow_mut().changes.insert(key.to_owned(), None);
+        let mut state = self.0.borrow_mut();
+        if is_user_field(key) && !state.purged {
+            state.changes.insert(key.to_owned(), None);
         }
     }
 
@@ -281,6 +357,9 @@ impl Session {
     /// end it.
     pub fn clear(&self) {
         let mut state = self.0.borrow_mut();
+        if state.purged {
+            return;
+        }
         state.cleared = true;
         state.changes.clear();
     }
@@ -288,7 +367,8 @@ impl Session {
     /// Ends the session: it is deleted from the store when the request
     /// commits (even if the handler then fails) and the cookie is expired.
     /// No request still in flight can bring it back: their writes find it
-    /// gone and write nothing.
+    /// gone and write nothing. Final for this request: see "Purge is
+    /// final" above.
     pub fn purge(&self) {
         let mut state = self.0.borrow_mut();
         state.purged = true;
@@ -303,9 +383,12 @@ impl Session {
     /// it is safe on Redis Cluster because the new id is drawn so that its
     /// key hashes to the old key's slot
     /// ([`crate::slot::generate_in_same_slot`]); a `RENAME` across slots
-    /// would fail with `CROSSSLOT`.
+    /// would fail with `CROSSSLOT`. Elsewhere the new id is any fresh id.
     pub fn renew(&self) {
-        self.0.borrow_mut().renew = true;
+        let mut state = self.0.borrow_mut();
+        if !state.purged {
+            state.renew = true;
+        }
     }
 
     /// Leaves the current session alone for the rest of this request, without
@@ -314,6 +397,9 @@ impl Session {
     /// by another app) where deleting it would destroy someone else's data.
     pub fn start_over(&self) {
         let mut state = self.0.borrow_mut();
+        if state.purged {
+            return; // the purge still deletes the cookie's session
+        }
         if let Some(id) = &state.id {
             log::debug!("leaving session {id} alone; the next write starts a fresh one");
         }
@@ -339,19 +425,23 @@ impl Session {
     ///
     /// # Errors
     ///
+    /// [`SessionError::Purged`] after [`Session::purge`];
     /// [`SessionError::Store`] with [`StoreError::InvalidData`] if the field
-    /// holds something other than an integer or the sum overflows (nothing
-    /// is written), [`StoreError::LimitExceeded`] if a new field would break
-    /// the limits, or unavailability.
+    /// holds something other than an integer (by Redis's rule: no `+1`, no
+    /// `01`) or the sum overflows (nothing is written),
+    /// [`StoreError::LimitExceeded`] if a new field would break the limits,
+    /// or any other store failure.
     pub async fn incr(&self, key: &str, by: i64) -> Result<i64, SessionError> {
         check_key(key)?;
+        self.check_not_purged()?;
         if let Some(local) = self.pending_integer(key, by)? {
             return Ok(local);
         }
         let (id, sessions) = self.target();
         if let Some(id) = id {
-            let policy = sessions.settings().write_policy();
-            if let Some(value) = sessions.store().increment(&id, key, by, &policy).await? {
+            let policy = sessions.config().policy;
+            let store = sessions.store();
+            if let Some(value) = self.within(store.increment(&id, key, by, &policy)).await? {
                 self.record_stored(key, value.to_string());
                 return Ok(value);
             }
@@ -379,6 +469,7 @@ impl Session {
         new: &T,
     ) -> Result<bool, SessionError> {
         check_key(key)?;
+        self.check_not_purged()?;
         let expected = match expected {
             Some(value) => codec::encode_value(value).map_err(SessionError::Encode)?,
             None => None,
@@ -400,12 +491,10 @@ impl Session {
         }
         let (id, sessions) = self.target();
         if let Some(id) = id {
-            let policy = sessions.settings().write_policy();
+            let policy = sessions.config().policy;
             let store = sessions.store();
-            match store
-                .compare_and_set(&id, key, expected.as_deref(), Some(&new), &policy)
-                .await?
-            {
+            let swap = store.compare_and_set(&id, key, expected.as_deref(), Some(&new), &policy);
+            match self.within(swap).await? {
                 Some(true) => {
                     self.record_stored(key, new);
                     return Ok(true);
@@ -427,8 +516,15 @@ impl Session {
         matches!(self.0.borrow().snapshot, Snapshot::Live(_))
     }
 
+    fn check_not_purged(&self) -> Result<(), SessionError> {
+        if self.0.borrow().purged {
+            return Err(SessionError::Purged);
+        }
+        Ok(())
+    }
+
     /// The id to act on now (none after a `clear` of a session not yet
-    /// stored, a purge, or with no session) and the service.
+    /// stored, or with no session) and the service.
     fn target(&self) -> (Option<SessionId>, SessionService) {
         let state = self.0.borrow();
         let id = if matches!(state.snapshot, Snapshot::Absent) || state.purged {
@@ -443,10 +539,14 @@ impl Session {
     /// own value is the truth, so count on it locally.
     fn pending_integer(&self, key: &str, by: i64) -> Result<Option<i64>, SessionError> {
         let mut state = self.0.borrow_mut();
+        // Redis's own rule, as the stores apply it: a request-local count
+        // must refuse what HINCRBY would.
         let current = match state.changes.get(key) {
-            Some(Some(text)) => text
-                .parse::<i64>()
-                .map_err(|error| SessionError::Store(StoreError::InvalidData(Box::new(error))))?,
+            Some(Some(text)) => parse_redis_integer(text).ok_or_else(|| {
+                SessionError::Store(StoreError::InvalidData(
+                    "hash value is not an integer".into(),
+                ))
+            })?,
             Some(None) => 0,
             None if state.cleared => 0,
             None => return Ok(None),
@@ -473,7 +573,7 @@ impl Session {
 
     /// The store says the session is gone. Changes made after reading it may
     /// carry its data: they die with it.
-    fn mark_gone(&self) {
+    pub(crate) fn mark_gone(&self) {
         let mut state = self.0.borrow_mut();
         log_gone(&state);
         if state.observed {
@@ -492,14 +592,17 @@ impl Session {
         };
         changes.upserts.retain(|(field, _)| field != key);
         changes.upserts.push((key.to_owned(), value));
-        let id = create_fresh(&sessions, &changes).await?;
+        let policy = sessions.config().policy;
+        let id = sessions
+            .create_fresh(&changes, &policy, self.deadline())
+            .await?;
         let mut state = self.0.borrow_mut();
         let fields: SessionFields = changes.upserts.into_iter().collect();
         state.snapshot = Snapshot::Live(LoadedSession {
             fields,
             created: Some(SystemTime::now()),
             seen: Some(SystemTime::now()),
-            ttl: Some(sessions.settings().idle_timeout()),
+            ttl: Some(policy.idle_timeout),
         });
         state.id = Some(id);
         state.issued = true;
@@ -520,7 +623,7 @@ impl Session {
                 _ => return Ok(()),
             }
         };
-        let loaded = sessions.store().load(&id).await?;
+        let loaded = self.within(sessions.store().load(&id)).await?;
         metrics::counter!(names::LOADS_TOTAL).increment(1);
         let mut state = self.0.borrow_mut();
         match loaded {
@@ -535,125 +638,10 @@ impl Session {
         }
         Ok(())
     }
-
-    /// Writes what the request changed: the middleware calls it once, after
-    /// the handler. `skip_writes` (a 5xx response) keeps only a purge.
-    pub(crate) async fn commit(&self, skip_writes: bool) -> Result<CookieUpdate, SessionError> {
-        let (id, sessions, purged) = {
-            let state = self.0.borrow();
-            (state.id.clone(), state.sessions.clone(), state.purged)
-        };
-        if purged {
-            // A purge is a security action: it happens even on a 5xx.
-            if let Some(id) = &id {
-                let existed = sessions.store().delete(id).await?;
-                commit_done("purge");
-                metrics::counter!(names::PURGES_TOTAL).increment(1);
-                log::debug!("purged session {id} (existed: {existed})");
-                return Ok(CookieUpdate::Remove);
-            }
-            return Ok(if self.0.borrow().stale_cookie {
-                CookieUpdate::Remove
-            } else {
-                CookieUpdate::Keep
-            });
-        }
-        if skip_writes {
-            return Ok(CookieUpdate::Keep);
-        }
-        let plan = self.0.borrow().plan();
-        let policy = sessions.settings().write_policy();
-        let store = sessions.store();
-        match plan {
-            Plan::Nothing => Ok(CookieUpdate::Keep),
-            Plan::ForgetCookie => Ok(CookieUpdate::Remove),
-            Plan::RefreshCookie(id) => Ok(self.cookie_for(id)),
-            Plan::Create(changes) => {
-                let id = create_fresh(&sessions, &changes).await?;
-                commit_done("create");
-                log::debug!("created session {id}");
-                Ok(CookieUpdate::Set(id))
-            }
-            Plan::Update(id, changes) => {
-                let written = store.update(&id, &changes, &policy).await?;
-                commit_done(if changes.is_empty() {
-                    "touch"
-                } else {
-                    "update"
-                });
-                if written {
-                    return Ok(self.cookie_for(id));
-                }
-                self.mark_gone();
-                self.after_gone(&sessions, changes).await
-            }
-            Plan::Renew(old, changes) => {
-                for _ in 0..FRESH_ID_ATTEMPTS {
-                    let new = store.id_for_renewal(&old);
-                    let renewal = store.renew(&old, &new, &changes, &policy).await?;
-                    commit_done("renew");
-                    match renewal {
-                        Renewal::Renewed => {
-                            metrics::counter!(names::RENEWALS_TOTAL).increment(1);
-                            log::debug!("renewed session {old} as {new}");
-                            return Ok(CookieUpdate::Set(new));
-                        }
-                        Renewal::Taken => log::error!("renewed id {new} collided"),
-                        Renewal::Missing => {
-                            self.mark_gone();
-                            return self.after_gone(&sessions, changes).await;
-                        }
-                    }
-                }
-                Err(SessionError::IdsExhausted)
-            }
-        }
-    }
-
-    /// The commit found the session gone. A request that read it drops its
-    /// changes (they may carry the dead session's data); one that only
-    /// wrote blindly starts a fresh session with its own changes.
-    async fn after_gone(
-        &self,
-        sessions: &SessionService,
-        changes: Changes,
-    ) -> Result<CookieUpdate, SessionError> {
-        if self.0.borrow().observed || changes.upserts.is_empty() {
-            return Ok(CookieUpdate::Remove);
-        }
-        let fresh = Changes {
-            upserts: changes.upserts,
-            ..Changes::default()
-        };
-        let id = create_fresh(sessions, &fresh).await?;
-        Ok(CookieUpdate::Set(id))
-    }
-
-    /// The cookie after a successful write to `id`: always for a new id, and
-    /// for a persistent cookie whose `Max-Age` should slide with the TTL.
-    fn cookie_for(&self, id: SessionId) -> CookieUpdate {
-        let state = self.0.borrow();
-        if state.issued || state.sessions.settings().cookie_mode == crate::CookieMode::Persistent {
-            CookieUpdate::Set(id)
-        } else {
-            CookieUpdate::Keep
-        }
-    }
-}
-
-/// What the commit will do, decided without awaiting anything.
-enum Plan {
-    Nothing,
-    ForgetCookie,
-    /// An immediate write already went out; only the cookie is due.
-    RefreshCookie(SessionId),
-    Create(Changes),
-    Update(SessionId, Changes),
-    Renew(SessionId, Changes),
 }
 
 impl State {
-    fn pending_changes(&self) -> Changes {
+    pub(crate) fn pending_changes(&self) -> Changes {
         let mut changes = Changes {
             clear: self.cleared,
             ..Changes::default()
@@ -666,88 +654,16 @@ impl State {
         }
         changes
     }
-
-    fn plan(&self) -> Plan {
-        let changes = self.pending_changes();
-        let known_absent = matches!(self.snapshot, Snapshot::Absent);
-        match &self.id {
-            Some(id) if !known_absent => {
-                if self.renew {
-                    Plan::Renew(id.clone(), changes)
-                } else if !changes.is_empty() || self.touch_due() {
-                    Plan::Update(id.clone(), changes)
-                } else if self.written {
-                    Plan::RefreshCookie(id.clone())
-                } else {
-                    Plan::Nothing
-                }
-            }
-            _ if !changes.upserts.is_empty() => Plan::Create(Changes {
-                upserts: changes.upserts,
-                ..Changes::default()
-            }),
-            _ if self.stale_cookie => Plan::ForgetCookie,
-            _ => Plan::Nothing,
-        }
-    }
-
-    /// Whether a session that was only read should have its TTL refreshed:
-    /// when the TTL has run down by more than the touch threshold from what
-    /// a refresh would set it to (the idle timeout, or less near the
-    /// absolute end, where refreshing gains nothing).
-    fn touch_due(&self) -> bool {
-        if self.written {
-            return false;
-        }
-        let Snapshot::Live(loaded) = &self.snapshot else {
-            return false;
-        };
-        let Some(ttl) = loaded.ttl else {
-            return false;
-        };
-        let settings = self.sessions.settings();
-        let mut refreshed = settings.idle_timeout();
-        if let (Some(absolute), Some(created)) = (settings.absolute_timeout(), loaded.created) {
-            let age = SystemTime::now()
-                .duration_since(created)
-                .unwrap_or_default();
-            refreshed = refreshed.min(absolute.saturating_sub(age));
-        }
-        refreshed.saturating_sub(ttl) > settings.touch_after()
-    }
 }
 
-/// A fresh id holding `changes.upserts`, retried on the (astronomically
-/// rare) collision.
-async fn create_fresh(
-    sessions: &SessionService,
-    changes: &Changes,
-) -> Result<SessionId, SessionError> {
-    let policy = sessions.settings().write_policy();
-    for _ in 0..FRESH_ID_ATTEMPTS {
-        let id = SessionId::generate();
-        if sessions.store().create(&id, changes, &policy).await? {
-            metrics::counter!(names::CREATIONS_TOTAL).increment(1);
-            return Ok(id);
-        }
-        log::error!("fresh session id {id} collided with an existing session");
-    }
-    Err(SessionError::IdsExhausted)
-}
-
-/// Counts one write made by the commit.
-fn commit_done(op: &'static str) {
-    metrics::counter!(names::COMMITS_TOTAL, "op" => op).increment(1);
-}
-
-fn log_gone(state: &State) {
+pub(crate) fn log_gone(state: &State) {
     if let Some(id) = &state.id {
         log::debug!("session {id} is gone (expired, purged or never existed)");
     }
 }
 
 fn check_key(key: &str) -> Result<(), SessionError> {
-    if key.is_empty() || key.starts_with(RESERVED_PREFIX) {
+    if !is_user_field(key) {
         return Err(SessionError::InvalidKey(key.to_owned()));
     }
     Ok(())
@@ -761,40 +677,4 @@ fn decode_opt<T: DeserializeOwned>(raw: Option<&str>) -> Result<Option<T>, Sessi
     raw.map(codec::decode_value)
         .transpose()
         .map_err(SessionError::Decode)
-}
-
-impl FromRequest for Session {
-    type Error = SessionError;
-    type Future = std::future::Ready<Result<Self, SessionError>>;
-
-    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
-        std::future::ready(Session::of(req))
-    }
-}
-
-impl Session {
-    /// The request's session: opened on the first call (the cookie parsed,
-    /// no store call yet) and kept in the request's extensions, where
-    /// [`SessionMiddleware`](crate::SessionMiddleware) commits it after the
-    /// handler. Later calls return the same session.
-    fn of(req: &HttpRequest) -> Result<Session, SessionError> {
-        if let Some(open) = req.extensions().get::<Session>() {
-            return Ok(open.clone());
-        }
-        let sessions = req
-            .app_data::<crate::middleware::ActiveSessions>()
-            .ok_or(SessionError::MiddlewareMissing)?;
-        let service = sessions.0.clone();
-        let id =
-            crate::cookie::session_id_from_headers(req.headers(), &service.settings().cookie_name);
-        let session = Session::new(service, id);
-        req.extensions_mut().insert(session.clone());
-        Ok(session)
-    }
-
-    /// The service this session was opened with: its settings shape the
-    /// cookie the middleware sets.
-    pub(crate) fn service(&self) -> SessionService {
-        self.0.borrow().sessions.clone()
-    }
 }

@@ -1,25 +1,18 @@
-//! Typed settings for sessions: the store, the key layout, the timeouts, the
-//! limits and the cookie.
-
-use std::time::Duration;
+//! [`SessionSettings`]: how long sessions live, how large they grow, and the
+//! cookie that carries them, as plain data.
+//!
+//! The values are checked once, when
+//! [`SessionMiddlewareBuilder::build`](crate::SessionMiddlewareBuilder::build)
+//! turns them into the validated configuration the middleware runs on, so
+//! a value that can never work stops start-up instead of failing on a
+//! request path.
 
 use serde::Deserialize;
-
-/// Which [`crate::SessionStore`] the app builds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StoreKind {
-    /// [`crate::RedisSessionStore`]: shared by every app node. The default.
-    #[default]
-    Redis,
-    /// [`crate::MemorySessionStore`]: this process only; sessions are NOT
-    /// shared between nodes.
-    Memory,
-}
 
 /// How long the browser keeps the session cookie.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum CookieMode {
     /// `Max-Age` = the idle timeout, renewed whenever the session's TTL is:
     /// the session survives a browser restart. The default.
@@ -30,44 +23,93 @@ pub enum CookieMode {
     BrowserSession,
 }
 
-/// How sessions are stored, how long they live, and how they reach the browser.
+/// The cookie's `SameSite` attribute: when the browser sends it on requests
+/// that another site started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum SameSite {
+    /// Only on requests this site started: links from elsewhere arrive
+    /// without a session.
+    Strict,
+    /// Also on top-level navigations from elsewhere (a link), never on
+    /// another site's forms, fetches or frames. The default.
+    #[default]
+    Lax,
+    /// On every request, cross-site too. Browsers accept it only with
+    /// `Secure`, so the settings refuse it without `cookie_secure`.
+    None,
+}
+
+/// How sessions live and how they reach the browser: the library's settings,
+/// as plain data that the `config` crate or serde can fill in.
 ///
-/// Loaded by the app from the `[session]` section of `config/*.toml` or from
-/// `APP__SESSION__*` environment variables.
+/// Every field has a safe default; `SessionSettings::default()` is the
+/// NestJS design's 30-minute session with a hardened cookie. Hand it to
+/// [`SessionMiddlewareBuilder::settings`](crate::SessionMiddlewareBuilder::settings),
+/// or set single values with the builder's methods; `build()` checks them
+/// all and names the key of the first bad one.
+///
+/// ```
+/// let settings = session::SessionSettings {
+///     idle_timeout_secs: 900,
+///     cookie_secure: true,
+///     ..Default::default()
+/// };
+/// let store = session::MemorySessionStore::new();
+/// let middleware = session::SessionMiddleware::builder(store).settings(settings).build();
+/// assert!(middleware.is_ok());
+/// ```
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SessionSettings {
-    /// `"redis"` or `"memory"`. Default `"redis"`.
-    pub store: StoreKind,
-    /// Prefix of every session key in Redis. Default `"sid_"`, the NestJS
-    /// design's layout, so that a Nest node and a Rust node share sessions.
-    pub key_prefix: String,
-    /// Idle timeout in seconds: a session unused this long expires (it is the
-    /// key's TTL in Redis, sliding). Default 1800 (30 minutes), as in the
-    /// NestJS design.
+    /// Idle timeout in seconds: a session unused this long expires (the
+    /// store's sliding TTL). 1 to 31,536,000 (a year). Default 1800 (30
+    /// minutes), as in the NestJS design.
     pub idle_timeout_secs: u64,
-    /// Absolute lifetime in seconds, counted from the session's creation
-    /// (stored in the session as `__created`): however busy, a session ends
-    /// this long after it began, and the user signs in again. Enforced by
-    /// Redis itself, since the TTL never reaches past it. 0 turns it off.
-    /// Default 28800 (8 hours, a working day).
+    /// Absolute lifetime in seconds, counted from the session's creation:
+    /// however busy, a session ends this long after it began. Enforced by
+    /// the store itself, since the TTL never reaches past it. 0 turns it
+    /// off; at most a year. Default 28800 (8 hours).
     pub absolute_timeout_secs: u64,
     /// Refresh the TTL of a session that is only read once more than this
     /// share of the idle timeout has passed since the last refresh. Writes
-    /// always refresh it. 0.0 refreshes on every request; the default 0.25
-    /// makes read-mostly traffic cost one round trip and no writes, at the
-    /// price of an idle timeout that may end up to 25% early.
+    /// always refresh it. 0.0 to 1.0; 0.0 refreshes on every request. The
+    /// default 0.25 makes read-mostly traffic cost one round trip and no
+    /// writes, at the price of an idle timeout that may end up to 25% early.
     pub touch_after_fraction: f64,
-    /// Most user fields a session may hold. Default 64.
+    /// Most user fields a session may hold: 1 to 1024. Default 64.
     pub max_fields: usize,
     /// Most bytes (field names plus values, user fields only) a session may
-    /// hold. Default 16384 (16 KiB).
+    /// hold: 1 to 1 MiB. Default 16384 (16 KiB).
     pub max_bytes: usize,
-    /// Name of the cookie carrying the session id. Default `"sid"`.
+    /// The most time one request's session work may spend waiting on the
+    /// store, all its calls together (the load, the immediate operations,
+    /// the commit and any retry). Past it the request gets
+    /// [`StoreError::Unavailable`](crate::StoreError::Unavailable), a 503.
+    /// 1 to 60,000 ms. Default 2000.
+    pub store_timeout_ms: u64,
+    /// Name of the cookie carrying the session id: an RFC 6265 token.
+    /// A `__Host-` name requires `cookie_secure`, `cookie_path = "/"` and no
+    /// domain; a `__Secure-` name requires `cookie_secure`, as browsers do.
+    /// Default `"sid"`.
     pub cookie_name: String,
-    /// Send the cookie with `Secure`, so only over HTTPS. Default false; turn
-    /// it on wherever the site is served over HTTPS.
+    /// The cookie's `Path`: it is sent only to URLs below it. Starts with
+    /// `/`. Default `"/"`.
+    pub cookie_path: String,
+    /// The cookie's `Domain`: without one (the default) the cookie goes back
+    /// only to the host that set it; with one, to that domain and its
+    /// subdomains too. An empty string means none.
+    pub cookie_domain: Option<String>,
+    /// The cookie's `SameSite`: `"strict"`, `"lax"` (the default) or
+    /// `"none"` (needs `cookie_secure`).
+    pub cookie_same_site: SameSite,
+    /// Send the cookie with `Secure`, so only over HTTPS. Default false;
+    /// turn it on wherever the site is served over HTTPS.
     pub cookie_secure: bool,
+    /// Send the cookie with `HttpOnly`, out of reach of page JavaScript.
+    /// Default true.
+    pub cookie_http_only: bool,
     /// `"persistent"` or `"browser-session"`: see [`CookieMode`].
     pub cookie_mode: CookieMode,
 }
@@ -75,185 +117,19 @@ pub struct SessionSettings {
 impl Default for SessionSettings {
     fn default() -> Self {
         Self {
-            store: StoreKind::Redis,
-            key_prefix: "sid_".to_owned(),
             idle_timeout_secs: 1800,
             absolute_timeout_secs: 8 * 3600,
             touch_after_fraction: 0.25,
             max_fields: 64,
             max_bytes: 16 * 1024,
+            store_timeout_ms: 2000,
             cookie_name: "sid".to_owned(),
+            cookie_path: "/".to_owned(),
+            cookie_domain: None,
+            cookie_same_site: SameSite::Lax,
             cookie_secure: false,
+            cookie_http_only: true,
             cookie_mode: CookieMode::Persistent,
-        }
-    }
-}
-
-/// The longest timeout we accept: a year. Longer is surely a typo (ms?).
-const MAX_TIMEOUT_SECS: u64 = 365 * 24 * 3600;
-
-/// The largest session we accept: 1 MiB. Redis would take 512 MiB, but a
-/// session that large is read on every request that uses it.
-const MAX_SESSION_BYTES: usize = 1024 * 1024;
-
-/// Most fields we accept in `max_fields`: a script's arguments must stay
-/// well inside Lua's stack.
-const MAX_SESSION_FIELDS: usize = 1024;
-
-impl SessionSettings {
-    /// The idle timeout as a [`Duration`].
-    pub fn idle_timeout(&self) -> Duration {
-        Duration::from_secs(self.idle_timeout_secs)
-    }
-
-    /// The absolute lifetime, if any.
-    pub fn absolute_timeout(&self) -> Option<Duration> {
-        (self.absolute_timeout_secs > 0).then(|| Duration::from_secs(self.absolute_timeout_secs))
-    }
-
-    /// The rules every write enforces, for the store.
-    pub fn write_policy(&self) -> crate::WritePolicy {
-        crate::WritePolicy {
-            idle_timeout: self.idle_timeout(),
-            absolute_timeout: self.absolute_timeout(),
-            max_fields: self.max_fields,
-            max_bytes: self.max_bytes,
-        }
-    }
-
-    /// How long after its last refresh a session that is only read gets its
-    /// TTL refreshed again.
-    pub fn touch_after(&self) -> Duration {
-        self.idle_timeout().mul_f64(self.touch_after_fraction)
-    }
-
-    /// Checks the values that can never work.
-    ///
-    /// # Errors
-    ///
-    /// A sentence naming the key and what it must be.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.idle_timeout_secs == 0 || self.idle_timeout_secs > MAX_TIMEOUT_SECS {
-            return Err(format!(
-                "session.idle_timeout_secs must be between 1 and {MAX_TIMEOUT_SECS} seconds, got {}",
-                self.idle_timeout_secs
-            ));
-        }
-        if self.absolute_timeout_secs > MAX_TIMEOUT_SECS {
-            return Err(format!(
-                "session.absolute_timeout_secs must be at most {MAX_TIMEOUT_SECS} seconds (0 = off), got {}",
-                self.absolute_timeout_secs
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.touch_after_fraction) {
-            return Err(format!(
-                "session.touch_after_fraction must be between 0.0 and 1.0, got {}",
-                self.touch_after_fraction
-            ));
-        }
-        if self.max_fields == 0 || self.max_fields > MAX_SESSION_FIELDS {
-            return Err(format!(
-                "session.max_fields must be between 1 and {MAX_SESSION_FIELDS}, got {}",
-                self.max_fields
-            ));
-        }
-        if self.max_bytes == 0 || self.max_bytes > MAX_SESSION_BYTES {
-            return Err(format!(
-                "session.max_bytes must be between 1 and {MAX_SESSION_BYTES}, got {}",
-                self.max_bytes
-            ));
-        }
-        if self.key_prefix.is_empty()
-            || self.key_prefix.len() > 64
-            || self.key_prefix.contains(char::is_whitespace)
-        {
-            return Err("session.key_prefix must be 1 to 64 characters without spaces".to_owned());
-        }
-        let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
-        if self.cookie_name.is_empty() || !self.cookie_name.chars().all(token) {
-            return Err(format!(
-                "session.cookie_name must be a non-empty cookie name (letters, digits, - _ .), got {:?}",
-                self.cookie_name
-            ));
-        }
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_defaults_are_the_nest_layout_and_valid() {
-        let settings = SessionSettings::default();
-        assert_eq!(settings.key_prefix, "sid_");
-        assert_eq!(settings.cookie_name, "sid");
-        assert_eq!(settings.idle_timeout_secs, 1800);
-        assert_eq!(
-            settings.absolute_timeout(),
-            Some(Duration::from_secs(8 * 3600))
-        );
-        assert_eq!(settings.touch_after(), Duration::from_secs(450));
-        assert_eq!(settings.store, StoreKind::Redis);
-        assert!(settings.validate().is_ok());
-    }
-
-    #[test]
-    fn impossible_values_are_rejected_with_the_key_name() {
-        let cases = [
-            SessionSettings {
-                idle_timeout_secs: 0,
-                ..Default::default()
-            },
-            SessionSettings {
-                idle_timeout_secs: MAX_TIMEOUT_SECS + 1,
-                ..Default::default()
-            },
-            SessionSettings {
-                absolute_timeout_secs: MAX_TIMEOUT_SECS + 1,
-                ..Default::default()
-            },
-            SessionSettings {
-                touch_after_fraction: 1.5,
-                ..Default::default()
-            },
-            SessionSettings {
-                touch_after_fraction: f64::NAN,
-                ..Default::default()
-            },
-            SessionSettings {
-                max_fields: 0,
-                ..Default::default()
-            },
-            SessionSettings {
-                max_bytes: MAX_SESSION_BYTES + 1,
-                ..Default::default()
-            },
-            SessionSettings {
-                key_prefix: String::new(),
-                ..Default::default()
-            },
-            SessionSettings {
-                key_prefix: "a b".into(),
-                ..Default::default()
-            },
-            SessionSettings {
-                cookie_name: "s id".into(),
-                ..Default::default()
-            },
-            SessionSettings {
-                cookie_name: "sid;".into(),
-                ..Default::default()
-            },
-            SessionSettings {
-                cookie_name: String::new(),
-                ..Default::default()
-            },
-        ];
-        for settings in cases {
-            let message = settings.validate().expect_err("must be rejected");
-            assert!(message.starts_with("session."), "{message}");
         }
     }
 }

@@ -7,25 +7,29 @@
 //! with MONITOR.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{COOKIE, SET_COOKIE};
 use actix_web::{App, HttpResponse, test, web};
 use async_trait::async_trait;
 use serde::Deserialize;
-use session::store::{LoadedSession, Renewal};
 use session::{
-    Changes, MemorySessionStore, Session, SessionError, SessionId, SessionMiddleware,
-    SessionService, SessionSettings, SessionStore, StoreError, WritePolicy,
+    Changes, LoadedSession, MemorySessionStore, Renewal, SameSite, Session, SessionError,
+    SessionId, SessionMiddleware, SessionMiddlewareBuilder, SessionStore, StoreError, WritePolicy,
 };
 
-/// The memory store, counting loads and writes.
-#[derive(Debug, Default)]
+/// The memory store, counting loads and writes; clones share everything.
+/// It can also be made slow (every call waits) or failing (writes are
+/// unavailable), to test the budget and the commit-failure path.
+#[derive(Debug, Default, Clone)]
 struct CountingStore {
-    inner: MemorySessionStore,
-    loads: AtomicUsize,
-    writes: AtomicUsize,
+    inner: Arc<MemorySessionStore>,
+    loads: Arc<AtomicUsize>,
+    writes: Arc<AtomicUsize>,
+    delay_ms: Arc<AtomicU64>,
+    fail_writes: Arc<AtomicBool>,
 }
 
 impl CountingStore {
@@ -36,8 +40,20 @@ impl CountingStore {
         )
     }
 
-    fn wrote(&self) {
+    async fn wrote(&self) -> Result<(), StoreError> {
         self.writes.fetch_add(1, Ordering::SeqCst);
+        self.pause().await;
+        if self.fail_writes.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("writes are failing".into()));
+        }
+        Ok(())
+    }
+
+    async fn pause(&self) {
+        let delay = self.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
     }
 }
 
@@ -45,6 +61,7 @@ impl CountingStore {
 impl SessionStore for CountingStore {
     async fn load(&self, id: &SessionId) -> Result<Option<LoadedSession>, StoreError> {
         self.loads.fetch_add(1, Ordering::SeqCst);
+        self.pause().await;
         self.inner.load(id).await
     }
     async fn create(
@@ -53,7 +70,7 @@ impl SessionStore for CountingStore {
         c: &Changes,
         p: &WritePolicy,
     ) -> Result<bool, StoreError> {
-        self.wrote();
+        self.wrote().await?;
         self.inner.create(id, c, p).await
     }
     async fn update(
@@ -62,7 +79,7 @@ impl SessionStore for CountingStore {
         c: &Changes,
         p: &WritePolicy,
     ) -> Result<bool, StoreError> {
-        self.wrote();
+        self.wrote().await?;
         self.inner.update(id, c, p).await
     }
     async fn renew(
@@ -72,7 +89,7 @@ impl SessionStore for CountingStore {
         c: &Changes,
         p: &WritePolicy,
     ) -> Result<Renewal, StoreError> {
-        self.wrote();
+        self.wrote().await?;
         self.inner.renew(old, new, c, p).await
     }
     async fn increment(
@@ -82,7 +99,7 @@ impl SessionStore for CountingStore {
         by: i64,
         p: &WritePolicy,
     ) -> Result<Option<i64>, StoreError> {
-        self.wrote();
+        self.wrote().await?;
         self.inner.increment(id, field, by, p).await
     }
     async fn compare_and_set(
@@ -93,13 +110,13 @@ impl SessionStore for CountingStore {
         new: Option<&str>,
         p: &WritePolicy,
     ) -> Result<Option<bool>, StoreError> {
-        self.wrote();
+        self.wrote().await?;
         self.inner
             .compare_and_set(id, field, expected, new, p)
             .await
     }
     async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
-        self.wrote();
+        self.wrote().await?;
         self.inner.delete(id).await
     }
     async fn check_health(&self) -> Result<(), StoreError> {
@@ -202,8 +219,81 @@ async fn rotate(session: Session) -> HttpResponse {
     HttpResponse::Ok().finish()
 }
 
+/// A logout, then the handler keeps writing: every write is refused, and
+/// the cookie's session still ends.
+async fn logout_then_write(session: Session) -> HttpResponse {
+    session.purge();
+    let incr = session.incr("visits", 1).await;
+    let cas = session.compare_and_set("token", None, "x").await;
+    let insert = session.insert("user", "mallory");
+    session.renew();
+    session.start_over();
+    let refused = [incr, cas.map(|_| 0), insert.map(|()| 0)]
+        .map(|result| matches!(result, Err(SessionError::Purged)));
+    HttpResponse::Ok().body(format!("{refused:?} {:?}", session.status()))
+}
+
+/// What `status()` says after each kind of change.
+async fn statuses(session: Session) -> Reply {
+    let mut seen = vec![session.status()];
+    let _: Option<String> = session.get("user").await?;
+    seen.push(session.status());
+    session.insert("user", "ada")?;
+    seen.push(session.status());
+    session.renew();
+    seen.push(session.status());
+    session.purge();
+    seen.push(session.status());
+    Ok(HttpResponse::Ok().body(format!("{seen:?}")))
+}
+
+async fn has_keys(session: Session) -> Reply {
+    session.insert("pending", "1")?;
+    session.remove("visits");
+    let found = [
+        session.contains_key("pending").await?,
+        session.contains_key("visits").await?,
+        session.contains_key("never").await?,
+    ];
+    Ok(HttpResponse::Ok().body(format!("{found:?}")))
+}
+
+/// Counts, then fails: the count stands, and so must its cookie.
+async fn count_then_fail(session: Session) -> HttpResponse {
+    match session.incr("visits", 1).await {
+        Ok(_) => HttpResponse::InternalServerError().body("failed after counting"),
+        Err(error) => HttpResponse::BadGateway().body(error.to_string()),
+    }
+}
+
+/// Counts on a value this request wrote: by Redis's integer rule.
+async fn count_on_pending(session: Session, value: web::Path<String>) -> HttpResponse {
+    if let Err(error) = session.insert("n", value.as_str()) {
+        return HttpResponse::BadRequest().body(error.to_string());
+    }
+    match session.incr("n", 1).await {
+        Ok(n) => HttpResponse::Ok().body(n.to_string()),
+        Err(error) if error.is_invalid_data() => HttpResponse::Conflict().body("not an integer"),
+        Err(error) => HttpResponse::BadGateway().body(error.to_string()),
+    }
+}
+
+/// Three store calls in a row: a load, an increment, then the commit.
+async fn three_calls(session: Session) -> Reply {
+    let _: Option<String> = session.get("user").await?;
+    session.incr("visits", 1).await?;
+    session.insert("user", "ada")?;
+    Ok(HttpResponse::Ok().finish())
+}
+
 fn routes(config: &mut web::ServiceConfig) {
     config
+        .route("/logout-then-write", web::post().to(logout_then_write))
+        .route("/statuses", web::post().to(statuses))
+        .route("/has-keys", web::post().to(has_keys))
+        .route("/count-then-fail", web::post().to(count_then_fail))
+        .route("/count-on/{value}", web::post().to(count_on_pending))
+        .route("/three-calls", web::post().to(three_calls))
         .route("/untouched", web::get().to(untouched))
         .route("/no-extractor", web::get().to(no_extractor))
         .route("/two-handles", web::post().to(two_handles))
@@ -232,24 +322,27 @@ struct Outcome {
 }
 
 struct Harness {
-    store: Arc<CountingStore>,
-    sessions: SessionService,
+    store: CountingStore,
+    middleware: SessionMiddleware,
 }
 
 impl Harness {
     fn new() -> Self {
-        let store = Arc::new(CountingStore::default());
-        let sessions = SessionService::new(store.clone(), SessionSettings::default());
-        Self { store, sessions }
+        Self::with(|builder| builder)
+    }
+
+    /// A harness whose middleware `configure` shaped.
+    fn with(configure: impl FnOnce(SessionMiddlewareBuilder) -> SessionMiddlewareBuilder) -> Self {
+        let store = CountingStore::default();
+        let middleware = configure(SessionMiddleware::builder(store.clone()))
+            .build()
+            .expect("valid settings");
+        Self { store, middleware }
     }
 
     async fn call(&self, method: &str, path: &str, sid: Option<&str>) -> Outcome {
-        let app = test::init_service(
-            App::new()
-                .wrap(SessionMiddleware::new(self.sessions.clone()))
-                .configure(routes),
-        )
-        .await;
+        let app =
+            test::init_service(App::new().wrap(self.middleware.clone()).configure(routes)).await;
         let mut request = match method {
             "GET" => test::TestRequest::get(),
             _ => test::TestRequest::post(),
@@ -489,4 +582,239 @@ async fn a_route_without_the_middleware_gets_a_json_500_not_a_panic() {
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
     let body: serde_json::Value = test::read_body_json(response).await;
     assert_eq!(body["error"], "session_internal_error");
+}
+
+#[actix_web::test]
+async fn a_logout_ends_the_cookies_session_whatever_the_handler_writes_after_it() {
+    // Before the fix, an `incr` after `purge` created a fresh session, and
+    // the commit deleted that one: the cookie's session lived on.
+    let harness = Harness::new();
+    let sid = harness.session().await;
+    let outcome = harness.call("POST", "/logout-then-write", Some(&sid)).await;
+    assert_eq!(outcome.status, StatusCode::OK);
+    assert_eq!(outcome.body, "[true, true, true] Purged", "{outcome:?}");
+    assert_eq!(outcome.set_sid.as_deref(), Some(""), "a removal cookie");
+    assert_eq!(
+        outcome.writes, 1,
+        "the UNLINK, and nothing else: {outcome:?}"
+    );
+    let id = SessionId::parse(&sid).expect("a valid id");
+    assert_eq!(
+        harness.store.inner.load(&id).await.expect("load"),
+        None,
+        "the session is gone"
+    );
+}
+
+#[actix_web::test]
+async fn status_reports_what_the_request_did() {
+    let harness = Harness::new();
+    let sid = harness.session().await;
+    let outcome = harness.call("POST", "/statuses", Some(&sid)).await;
+    assert_eq!(
+        outcome.body,
+        "[Unchanged, Unchanged, Changed, Renewed, Purged]"
+    );
+}
+
+#[actix_web::test]
+async fn contains_key_sees_the_stored_session_through_this_requests_changes() {
+    let harness = Harness::new();
+    let sid = harness.session().await; // visits = 1
+    let outcome = harness.call("POST", "/has-keys", Some(&sid)).await;
+    assert_eq!(outcome.body, "[true, false, false]", "{outcome:?}");
+}
+
+#[actix_web::test]
+async fn a_session_that_incr_created_keeps_its_cookie_when_the_handler_then_fails() {
+    let harness = Harness::new();
+    let outcome = harness.call("POST", "/count-then-fail", None).await;
+    assert_eq!(outcome.status, StatusCode::INTERNAL_SERVER_ERROR);
+    // The increment happened and stands: without the cookie, the session
+    // would sit in the store with no browser able to reach it.
+    let sid = outcome.set_sid.expect("the created session's cookie");
+    assert_eq!(
+        outcome.writes, 1,
+        "only the create; the commit saved nothing"
+    );
+    let next = harness.call("POST", "/count-then-fail", Some(&sid)).await;
+    assert_eq!(next.writes, 1);
+    let read = harness.call("GET", "/read", Some(&sid)).await;
+    assert_eq!(
+        read.body, "None Some(2)",
+        "both counts landed on one session"
+    );
+}
+
+#[actix_web::test]
+async fn counting_on_a_value_this_request_wrote_follows_redis_integer_rules() {
+    let harness = Harness::new();
+    for (value, status, body) in [
+        ("41", StatusCode::OK, "42"),
+        ("-1", StatusCode::OK, "0"),
+        ("+1", StatusCode::CONFLICT, "not an integer"),
+        ("01", StatusCode::CONFLICT, "not an integer"),
+        ("-0", StatusCode::CONFLICT, "not an integer"),
+        ("1.0", StatusCode::CONFLICT, "not an integer"),
+        (
+            "9223372036854775807",
+            StatusCode::CONFLICT,
+            "not an integer",
+        ),
+    ] {
+        let outcome = harness
+            .call("POST", &format!("/count-on/{value}"), None)
+            .await;
+        assert_eq!(
+            (outcome.status, outcome.body.as_str()),
+            (status, body),
+            "{value}"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn one_requests_store_calls_share_one_time_budget() {
+    // Three calls of 300 ms each against a 500 ms budget: the third never
+    // starts, and the request is told the store is unavailable.
+    let harness = Harness::with(|builder| builder.store_timeout(Duration::from_millis(500)));
+    let sid = harness.session().await;
+    harness.store.delay_ms.store(300, Ordering::SeqCst);
+    let started = Instant::now();
+    let outcome = harness.call("POST", "/three-calls", Some(&sid)).await;
+    let took = started.elapsed();
+    assert_eq!(
+        outcome.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{outcome:?}"
+    );
+    assert!(
+        outcome.body.contains("session_store_unavailable"),
+        "{outcome:?}"
+    );
+    // The bound: the budget, not the 900 ms the chain would take.
+    assert!(took < Duration::from_millis(850), "took {took:?}");
+}
+
+#[actix_web::test]
+async fn a_failed_commit_is_answered_by_the_apps_own_handler() {
+    let harness = Harness::with(|builder| {
+        builder.on_commit_error(|error, request| {
+            HttpResponse::build(actix_web::ResponseError::status_code(error)).body(format!(
+                "our shape: {} on {}",
+                error.code(),
+                request.path()
+            ))
+        })
+    });
+    let sid = harness.session().await;
+    harness.store.fail_writes.store(true, Ordering::SeqCst);
+    let outcome = harness.call("POST", "/sign-in", Some(&sid)).await;
+    assert_eq!(outcome.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        outcome.body,
+        "our shape: session_store_unavailable on /sign-in"
+    );
+    assert_eq!(
+        outcome.set_sid, None,
+        "no cookie for a session that was not saved"
+    );
+}
+
+#[actix_web::test]
+async fn a_failed_commit_and_a_failed_handler_answer_with_one_json_shape() {
+    let harness = Harness::new();
+    let sid = harness.session().await;
+    harness.store.fail_writes.store(true, Ordering::SeqCst);
+    let commit = harness.call("POST", "/sign-in", Some(&sid)).await; // the commit fails
+    let handler = harness.call("GET", "/visit", Some(&sid)).await; // the incr fails
+    for outcome in [&commit, &handler] {
+        assert_eq!(
+            outcome.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{outcome:?}"
+        );
+        let body: serde_json::Value = serde_json::from_str(&outcome.body).expect("JSON");
+        assert_eq!(body["error"], "session_store_unavailable", "{body}");
+        assert!(body["message"].is_string(), "{body}");
+    }
+}
+
+#[actix_web::test]
+async fn every_cookie_attribute_reaches_the_browser() {
+    let harness = Harness::with(|builder| {
+        builder
+            .cookie_name("app_sid")
+            .cookie_path("/shop")
+            .cookie_domain(Some("example.com".to_owned()))
+            .cookie_same_site(SameSite::Strict)
+            .cookie_secure(true)
+            .cookie_http_only(false)
+    });
+    let app = test::init_service(
+        App::new()
+            .wrap(harness.middleware.clone())
+            .configure(routes),
+    )
+    .await;
+    let response =
+        test::call_service(&app, test::TestRequest::get().uri("/visit").to_request()).await;
+    let cookie = response
+        .headers()
+        .get(SET_COOKIE)
+        .and_then(|value| value.to_str().ok())
+        .expect("a cookie")
+        .to_owned();
+    assert!(cookie.starts_with("app_sid="), "{cookie}");
+    for part in [
+        "Path=/shop",
+        "Domain=example.com",
+        "SameSite=Strict",
+        "Secure",
+        "Max-Age=1800",
+    ] {
+        assert!(cookie.contains(part), "{part} missing from {cookie}");
+    }
+    assert!(!cookie.contains("HttpOnly"), "{cookie}");
+}
+
+type Configure = fn(SessionMiddlewareBuilder) -> SessionMiddlewareBuilder;
+
+#[actix_web::test]
+async fn settings_that_can_never_work_fail_at_build_naming_the_key() {
+    let build = |configure: Configure| {
+        configure(SessionMiddleware::builder(MemorySessionStore::new()))
+            .build()
+            .map(|_| ())
+            .map_err(|error| (error.key(), error.to_string()))
+    };
+    let cases: [(Configure, &str); 6] = [
+        (
+            |b| b.touch_after_fraction(f64::NAN),
+            "session.touch_after_fraction",
+        ),
+        (
+            |b| b.touch_after_fraction(-1.0),
+            "session.touch_after_fraction",
+        ),
+        (
+            |b| b.idle_timeout(Duration::from_secs(u64::MAX)),
+            "session.idle_timeout_secs",
+        ),
+        (|b| b.cookie_name("my sid"), "session.cookie_name"),
+        (
+            |b| b.cookie_same_site(SameSite::None),
+            "session.cookie_same_site",
+        ),
+        (
+            |b| b.store_timeout(Duration::ZERO),
+            "session.store_timeout_ms",
+        ),
+    ];
+    for (configure, key) in cases {
+        let (named, line) = build(configure).expect_err(key);
+        assert_eq!(named, key);
+        assert!(line.starts_with(key) && !line.contains('\n'), "{line}");
+    }
+    assert!(build(|b| b.cookie_same_site(SameSite::None).cookie_secure(true)).is_ok());
 }

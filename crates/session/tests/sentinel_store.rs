@@ -32,7 +32,9 @@ async fn sentinel_store_with(
         .wait_until_ready(Duration::from_secs(10))
         .await
         .expect("the master answers");
-    let store = RedisSessionStore::new(redis, prefix);
+    let store = RedisSessionStore::new(redis)
+        .with_key_prefix(prefix)
+        .expect("a valid prefix");
     store.prepare().await.expect("the script loads");
     store
 }
@@ -149,7 +151,7 @@ async fn over_tls_the_sentinels_and_the_master_are_reached_with_client_certifica
         .wait_until_ready(Duration::from_secs(10))
         .await
         .expect("the master answers over TLS");
-    let store = RedisSessionStore::new(redis, "sid_");
+    let store = RedisSessionStore::new(redis);
     store.prepare().await.expect("the script loads");
 
     let id = created(&store, &[("count", "1")], &LONG).await;

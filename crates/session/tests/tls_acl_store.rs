@@ -53,7 +53,9 @@ async fn tls_acl_store(server: &RedisServer, tls: &TlsFiles, prefix: &str) -> Re
         .wait_until_ready(Duration::from_secs(5))
         .await
         .expect("redis answers over TLS, as the ACL user");
-    let store = RedisSessionStore::new(redis, prefix);
+    let store = RedisSessionStore::new(redis)
+        .with_key_prefix(prefix)
+        .expect("a valid prefix");
     store.prepare().await.expect("SCRIPT LOAD is allowed");
     store
 }

@@ -38,7 +38,7 @@ async fn the_memory_store_needs_no_redis_and_is_always_ready() {
     // A Redis URL where nothing listens: the memory store never dials it.
     let nowhere = format!("redis://127.0.0.1:{}", testkit::free_port());
     let app = spawn_app_with(nowhere, |settings| {
-        settings.session.store = session::StoreKind::Memory
+        settings.store.kind = app::settings::StoreKind::Memory
     })
     .await;
     let client = browser();

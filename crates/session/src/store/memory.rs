@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use super::{
     CREATED_FIELD, Changes, Limit, LoadedSession, RESERVED_PREFIX, Renewal, SEEN_FIELD,
-    SessionStore, StoreError, WritePolicy, millis,
+    SessionStore, StoreError, WritePolicy, millis, parse_redis_integer,
 };
 use crate::{SessionFields, SessionId};
 
@@ -141,6 +141,11 @@ fn check_limits(
     if changes.upserts.is_empty() {
         return Ok(());
     }
+    // As the script: more names than the session may hold fails at once,
+    // a name sent twice counting twice.
+    if changes.upserts.len() > policy.max_fields {
+        return Err(StoreError::LimitExceeded(Limit::Fields(policy.max_fields)));
+    }
     let mut after: HashMap<&str, &str> = match fields {
         Some(fields) if !changes.clear => fields
             .iter()
@@ -194,7 +199,12 @@ fn apply(entry: &mut Entry, changes: &Changes, created: u64, now: Now, policy: &
                 .saturating_sub(now.ms),
         );
     }
-    entry.expires_at = now.instant + Duration::from_millis(ttl_ms);
+    // A WritePolicy holds at most a year, so this never saturates; if it
+    // did, "far away" is the right reading, never a panic.
+    entry.expires_at = now
+        .instant
+        .checked_add(Duration::from_millis(ttl_ms))
+        .unwrap_or(now.instant + Duration::from_secs(crate::config::MAX_TIMEOUT_SECS));
 }
 
 #[async_trait]
@@ -369,46 +379,11 @@ impl SessionStore for MemorySessionStore {
 /// Unreachable in practice: `live_created` has just seen the entry under the
 /// same lock. An error rather than a panic all the same.
 fn gone() -> StoreError {
-    invalid("the session vanished under the lock")
+    StoreError::Backend(Box::new(InvalidField(
+        "the session vanished under the lock",
+    )))
 }
 
 fn invalid(reason: &'static str) -> StoreError {
     StoreError::InvalidData(Box::new(InvalidField(reason)))
-}
-
-/// Redis's rule for integers in hashes: optional '-', decimal digits, no
-/// leading '+', no leading zeros, no spaces, within i64.
-fn parse_redis_integer(text: &str) -> Option<i64> {
-    let digits = text.strip_prefix('-').unwrap_or(text);
-    let canonical = !digits.is_empty()
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && (digits == "0" || !digits.starts_with('0'))
-        && text != "-0";
-    if canonical { text.parse().ok() } else { None }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_canonical_integers_count_as_integers() {
-        assert_eq!(parse_redis_integer("0"), Some(0));
-        assert_eq!(parse_redis_integer("-17"), Some(-17));
-        assert_eq!(parse_redis_integer("9223372036854775807"), Some(i64::MAX));
-        for text in [
-            "",
-            "+1",
-            "01",
-            " 1",
-            "1 ",
-            "1.0",
-            "-",
-            "-0",
-            "abc",
-            "9223372036854775808",
-        ] {
-            assert_eq!(parse_redis_integer(text), None, "{text:?}");
-        }
-    }
 }

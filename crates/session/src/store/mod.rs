@@ -33,15 +33,16 @@ pub use self::redis::RedisSessionStore;
 use crate::{SessionFields, SessionId};
 
 /// Metadata field: when the session was created, in ms since the Unix epoch.
-pub const CREATED_FIELD: &str = "__created";
+pub(crate) const CREATED_FIELD: &str = "__created";
 /// Metadata field: when the session was last written or refreshed, in ms
 /// since the Unix epoch.
-pub const SEEN_FIELD: &str = "__seen";
+pub(crate) const SEEN_FIELD: &str = "__seen";
 /// Field names with this prefix belong to the session layer.
-pub const RESERVED_PREFIX: &str = "__";
+pub(crate) const RESERVED_PREFIX: &str = "__";
 
 /// Which limit a write would have broken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum Limit {
     /// More user fields than `session.max_fields`.
     #[error("a session holds at most {0} fields")]
@@ -51,23 +52,37 @@ pub enum Limit {
     Bytes(usize),
 }
 
-/// Why a store operation failed.
+/// Why a store operation failed, sorted by who can fix it.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The backend could not be reached or did not answer in time. Passes by
-    /// itself; the app answers 503 with `Retry-After`.
+    /// itself: answer 503 with `Retry-After`.
     #[error("the session store is unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
 
-    /// The stored data cannot serve this operation: a field that is not an
-    /// integer, an increment that would overflow, a key of another type, or
-    /// bytes that are not UTF-8. Nothing was written.
+    /// Bad data in this one session: a field that is not an integer, an
+    /// increment that would overflow, bytes that are not UTF-8. Nothing was
+    /// written. Other sessions are fine; this one may be started over.
     #[error("the stored session data is invalid for this operation")]
     InvalidData(#[source] Box<dyn std::error::Error + Send + Sync>),
 
     /// The write would break a size limit. Nothing was written.
     #[error("the session is too large")]
     LimitExceeded(#[source] Limit),
+
+    /// The backend ran the operation and failed it: a key of another type
+    /// where a session should be (`WRONGTYPE`), a script error, keys in two
+    /// cluster slots (`CROSSSLOT`). A server-side fault or a bug, not the
+    /// user's data and not an outage: a 500, logged with its cause.
+    #[error("the session store failed the operation")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+
+    /// The backend refuses this client: wrong credentials, or an ACL that
+    /// denies a command or a key. A deployment mistake that no retry fixes:
+    /// a 500, logged with its cause, never a 503.
+    #[error("the session store refuses this client: check its credentials and ACL")]
+    Misconfigured(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl StoreError {
@@ -78,8 +93,10 @@ impl StoreError {
 }
 
 /// How long sessions live and how large they may grow: the rules every
-/// write enforces. Built from [`crate::SessionSettings::write_policy`].
+/// write enforces. Only [`WritePolicy::new`] makes one, so a store never
+/// meets a TTL it cannot hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct WritePolicy {
     /// The sliding TTL.
     pub idle_timeout: Duration,
@@ -125,7 +142,7 @@ pub struct LoadedSession {
 
 impl LoadedSession {
     /// Splits a stored hash into user fields and metadata.
-    pub fn from_stored(mut fields: SessionFields, ttl: Option<Duration>) -> Self {
+    pub(crate) fn from_stored(mut fields: SessionFields, ttl: Option<Duration>) -> Self {
         let created = fields
             .remove(CREATED_FIELD)
             .and_then(|ms| parse_millis(&ms));
@@ -142,6 +159,7 @@ impl LoadedSession {
 
 /// The outcome of [`SessionStore::renew`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Renewal {
     /// The data now lives under the new id; the old id is dead.
     Renewed,
@@ -237,6 +255,26 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     async fn check_health(&self) -> Result<(), StoreError>;
 }
 
+/// Whether `name` may name a user field: non-empty, and not `__…`, which
+/// is the session layer's own metadata (`__created` anchors the absolute
+/// lifetime: a caller who could write it could make a session immortal).
+pub(crate) fn is_user_field(name: &str) -> bool {
+    !name.is_empty() && !name.starts_with(RESERVED_PREFIX)
+}
+
+/// Redis's rule for integers in hashes, which `HINCRBY` applies: optional
+/// '-', decimal digits, no leading '+', no leading zeros, no spaces, within
+/// i64. Every Rust-side integer check uses it, so that no store and no
+/// request-local count accepts what Redis refuses.
+pub(crate) fn parse_redis_integer(text: &str) -> Option<i64> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let canonical = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'))
+        && text != "-0";
+    if canonical { text.parse().ok() } else { None }
+}
+
 /// Milliseconds since the Unix epoch, as the metadata fields hold them.
 pub(crate) fn parse_millis(text: &str) -> Option<SystemTime> {
     let ms: u64 = text.parse().ok()?;
@@ -282,6 +320,27 @@ mod tests {
             loaded.seen,
             UNIX_EPOCH.checked_add(Duration::from_millis(1_700_000_001_000))
         );
+    }
+
+    #[test]
+    fn only_canonical_integers_count_as_integers() {
+        assert_eq!(parse_redis_integer("0"), Some(0));
+        assert_eq!(parse_redis_integer("-17"), Some(-17));
+        assert_eq!(parse_redis_integer("9223372036854775807"), Some(i64::MAX));
+        for text in [
+            "",
+            "+1",
+            "01",
+            " 1",
+            "1 ",
+            "1.0",
+            "-",
+            "-0",
+            "abc",
+            "9223372036854775808",
+        ] {
+            assert_eq!(parse_redis_integer(text), None, "{text:?}");
+        }
     }
 
     #[test]

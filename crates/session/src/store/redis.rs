@@ -5,12 +5,15 @@ use std::sync::LazyLock;
 use async_trait::async_trait;
 use redis_client::ScriptCall;
 use redis_client::redis::Script;
-use redis_client::{RedisClientError, RedisService, Retry};
+use redis_client::{RedisClientError, RedisService, RedisSettings, Retry};
 
 use super::{
     Changes, Limit, LoadedSession, Renewal, SessionStore, StoreError, WritePolicy, millis,
 };
-use crate::SessionId;
+use crate::{ConfigError, SessionId};
+
+/// The NestJS design's key layout: `sid_<id>`.
+pub(crate) const DEFAULT_KEY_PREFIX: &str = "sid_";
 
 /// Every write, in one script: `session_write.lua` beside this file.
 static SESSION_WRITE: LazyLock<Script> =
@@ -23,11 +26,23 @@ static SESSION_WRITE: LazyLock<Script> =
 ///
 /// Reads are `HGETALL` + `PTTL` in one pipeline; every write is one
 /// `EVALSHA` of `session_write.lua`. Each method is one round trip.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use redis_client::RedisSettings;
+/// // Connects, waits for Redis (`redis.startup_wait_ms`), loads the script.
+/// let store = session::RedisSessionStore::connect(&RedisSettings::default()).await?;
+/// assert_eq!(store.key_prefix(), "sid_");
+/// let store = store.with_key_prefix("shop_sid_")?; // keys shop_sid_<id>
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct RedisSessionStore {
     /// The pooled client; shared with anything else that was handed a clone.
     redis: RedisService,
-    /// Prepended to every id to make the key, e.g. `sid_`.
+    /// Prepended to every id to make the key: `sid_` unless
+    /// [`RedisSessionStore::with_key_prefix`] set another. The one place
+    /// the prefix lives.
     key_prefix: String,
 }
 
@@ -35,12 +50,74 @@ pub struct RedisSessionStore {
 type ScriptReply = (i64, String);
 
 impl RedisSessionStore {
-    /// A store writing keys `{key_prefix}{id}` through `redis`.
-    pub fn new(redis: RedisService, key_prefix: impl Into<String>) -> Self {
+    /// A store writing keys `sid_<id>` through `redis`. It sends nothing
+    /// yet: call [`SessionStore::prepare`] to load its script, or build it
+    /// with [`RedisSessionStore::connect`].
+    pub fn new(redis: RedisService) -> Self {
         Self {
             redis,
-            key_prefix: key_prefix.into(),
+            key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
         }
+    }
+
+    /// Builds the client from `settings`, waits up to
+    /// `settings.startup_wait_ms` for Redis to answer, and loads the
+    /// script: a store whose first write is one round trip.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Misconfigured`] for settings that can never work or
+    /// credentials Redis refuses; [`StoreError::Unavailable`] if Redis did
+    /// not answer in time.
+    pub async fn connect(settings: &RedisSettings) -> Result<Self, StoreError> {
+        let redis = RedisService::new(settings)?;
+        let max_wait = std::time::Duration::from_millis(settings.startup_wait_ms);
+        redis.wait_until_ready(max_wait).await?;
+        let store = Self::new(redis);
+        store.prepare().await?;
+        Ok(store)
+    }
+
+    /// The same store with keys `{key_prefix}{id}` instead: 1 to 64 visible
+    /// ASCII characters. Several apps can then share one Redis without
+    /// sharing sessions.
+    ///
+    /// A prefix that holds a Redis Cluster hash tag (`{...}`) puts every
+    /// session in ONE slot, so on a cluster one node would carry them all.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming `store.key_prefix`.
+    pub fn with_key_prefix(self, key_prefix: impl Into<String>) -> Result<Self, ConfigError> {
+        let key_prefix = key_prefix.into();
+        Self::check_key_prefix(&key_prefix)?;
+        Ok(Self { key_prefix, ..self })
+    }
+
+    /// The rule [`RedisSessionStore::with_key_prefix`] applies, for an app
+    /// that checks its settings before it connects to anything.
+    ///
+    /// ```
+    /// use session::RedisSessionStore;
+    /// assert!(RedisSessionStore::check_key_prefix("sid_").is_ok());
+    /// assert_eq!(RedisSessionStore::check_key_prefix("a b").unwrap_err().key(), "store.key_prefix");
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming `store.key_prefix`, unless `key_prefix` is 1
+    /// to 64 visible ASCII characters.
+    pub fn check_key_prefix(key_prefix: &str) -> Result<(), ConfigError> {
+        if key_prefix.is_empty()
+            || key_prefix.len() > 64
+            || !key_prefix.chars().all(|c| c.is_ascii_graphic())
+        {
+            return Err(ConfigError::new(
+                "store.key_prefix",
+                format!("must be 1 to 64 visible ASCII characters, got {key_prefix:?}"),
+            ));
+        }
+        Ok(())
     }
 
     /// The Redis key of a session: the one allocation per operation.
@@ -86,11 +163,10 @@ impl RedisSessionStore {
             "+cluster|slots",
             "+cluster|shards",
             "+asking",
-            // The session script: loaded at start-up, then EVALSHA (EVAL
-            // after a restart that lost it).
+            // The session script: loaded at start-up, then EVALSHA; after a
+            // restart that lost it, SCRIPT LOAD again (never EVAL).
             "+script|load",
             "+evalsha",
-            "+eval",
             // Loads, and logout.
             "+hgetall",
             "+pttl",
@@ -168,10 +244,16 @@ fn add_changes(call: &mut ScriptCall<'_>, changes: &Changes) {
 
 impl From<RedisClientError> for StoreError {
     fn from(error: RedisClientError) -> Self {
-        if error.is_unavailable() {
-            Self::Unavailable(Box::new(error))
-        } else {
-            Self::InvalidData(Box::new(error))
+        match error {
+            RedisClientError::Unavailable { .. } => Self::Unavailable(Box::new(error)),
+            RedisClientError::InvalidSettings(_) | RedisClientError::Misconfigured { .. } => {
+                Self::Misconfigured(Box::new(error))
+            }
+            // A reply we cannot read: a field holding bytes that are not
+            // UTF-8, which another writer put in this one session.
+            RedisClientError::BadReply(_) => Self::InvalidData(Box::new(error)),
+            // WRONGTYPE, a script error, CROSSSLOT, and anything new.
+            _ => Self::Backend(Box::new(error)),
         }
     }
 }
@@ -252,10 +334,12 @@ impl SessionStore for RedisSessionStore {
         if status != 1 {
             return Ok(None);
         }
+        // The script replies with the integer Redis stored: anything else
+        // is a fault of the script, not of the session's data.
         value
             .parse()
             .map(Some)
-            .map_err(|error| StoreError::InvalidData(Box::new(error)))
+            .map_err(|error| StoreError::Backend(Box::new(error)))
     }
 
     async fn compare_and_set(
@@ -279,10 +363,13 @@ impl SessionStore for RedisSessionStore {
     }
 
     fn id_for_renewal(&self, old: &SessionId) -> SessionId {
-        // 16,384 draws on average; getrandom failing here means the OS has
-        // no randomness left, where a plain draw would fail the same way.
-        crate::slot::generate_in_same_slot(&self.key_prefix, old)
-            .unwrap_or_else(|error| panic!("the OS random source failed: {error}"))
+        // Only a cluster refuses a RENAME across slots. Elsewhere any fresh
+        // id will do, and the search would be pure cost.
+        if self.redis.is_cluster() {
+            crate::slot::generate_in_same_slot(&self.key_prefix, old)
+        } else {
+            SessionId::generate()
+        }
     }
 
     async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {

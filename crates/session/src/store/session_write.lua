@@ -93,12 +93,21 @@ local function live_created(k, field)
   return created, value
 end
 
+-- Every check runs before the first write: Redis does not roll back a
+-- script that fails halfway, so a write that can fail must fail first.
+
 -- 0 if the session at k (nil: a new one) would stay within the limits after
 -- the change, else -2 or -3. Only sets can grow a session, so a change that
 -- sets nothing skips the count.
 local function check_limits(k, clear, removals, upserts)
   if #upserts == 0 then
     return 0
+  end
+  -- More names than the session may hold (a name sent twice counts twice:
+  -- stricter, never looser). This also bounds the HSET below, whose
+  -- arguments go through unpack.
+  if #upserts / 2 > tonumber(ARGV[4]) then
+    return -2
   end
   local fields = {}
   if k and not clear then
@@ -129,8 +138,18 @@ local function check_limits(k, clear, removals, upserts)
   return 0
 end
 
+-- HDEL of any number of fields, in slices: Lua's unpack fails past about
+-- 8,000 values, and a failure after the first slice would leave the change
+-- half applied.
+local function hdel_all(k, fields)
+  for first = 1, #fields, 1000 do
+    redis.call('HDEL', k, unpack(fields, first, math.min(first + 999, #fields)))
+  end
+end
+
 -- Applies a change to k and slides its TTL: the idle timeout, cut short by
--- the absolute lifetime. Every write refreshes the TTL.
+-- the absolute lifetime. Every write refreshes the TTL. Nothing in it can
+-- fail once the checks have passed.
 local function apply(k, clear, removals, upserts, created)
   if clear then
     local doomed = {}
@@ -139,13 +158,9 @@ local function apply(k, clear, removals, upserts, created)
         doomed[#doomed + 1] = field
       end
     end
-    if #doomed > 0 then
-      redis.call('HDEL', k, unpack(doomed))
-    end
+    hdel_all(k, doomed)
   end
-  if #removals > 0 then
-    redis.call('HDEL', k, unpack(removals))
-  end
+  hdel_all(k, removals)
   -- The metadata keeps the hash non-empty even when every user field is gone.
   if stamp_needed then
     redis.call('HSET', k, '__created', int(created), '__seen', int(now), unpack(upserts))

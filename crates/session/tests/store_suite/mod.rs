@@ -6,7 +6,7 @@
 //! for it (a redis-server process, say).
 
 use std::any::Any;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use session::{Changes, SessionId, SessionStore, WritePolicy};
@@ -27,19 +27,11 @@ impl Harness {
 }
 
 /// Ten minutes idle, no absolute cap, roomy limits.
-pub(crate) const LONG: WritePolicy = WritePolicy {
-    idle_timeout: Duration::from_secs(600),
-    absolute_timeout: None,
-    max_fields: 64,
-    max_bytes: 16 * 1024,
-};
+pub(crate) static LONG: LazyLock<WritePolicy> =
+    LazyLock::new(|| policy(Duration::from_secs(600), None));
 
 pub(crate) fn policy(idle: Duration, absolute: Option<Duration>) -> WritePolicy {
-    WritePolicy {
-        idle_timeout: idle,
-        absolute_timeout: absolute,
-        ..LONG
-    }
+    WritePolicy::new(idle, absolute, 64, 16 * 1024).expect("a valid policy")
 }
 
 pub(crate) fn sets(fields: &[(&str, &str)]) -> Changes {
@@ -75,8 +67,8 @@ macro_rules! store_behaviour_suite {
             use std::sync::Arc;
             use std::time::{Duration, SystemTime};
 
-            use session::store::{Limit, Renewal};
             use session::{Changes, SessionFields, SessionId, SessionStore, StoreError};
+            use session::{Limit, Renewal};
 
             use super::$make_store as make_store;
             use $crate::store_suite::{LONG, created, policy, sets};
@@ -617,10 +609,8 @@ macro_rules! store_behaviour_suite {
             async fn too_many_fields_are_refused_whole() {
                 let harness = make_store().await;
                 let store = &*harness.store;
-                let tight = session::WritePolicy {
-                    max_fields: 3,
-                    ..LONG
-                };
+                let tight = session::WritePolicy::new(LONG.idle_timeout, None, 3, LONG.max_bytes)
+                    .expect("a valid policy");
                 let four = sets(&[("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")]);
                 let refused = store.create(&SessionId::generate(), &four, &tight).await;
                 assert!(
@@ -664,10 +654,9 @@ macro_rules! store_behaviour_suite {
             async fn too_many_bytes_are_refused_whole() {
                 let harness = make_store().await;
                 let store = &*harness.store;
-                let tight = session::WritePolicy {
-                    max_bytes: 100,
-                    ..LONG
-                };
+                let tight =
+                    session::WritePolicy::new(LONG.idle_timeout, None, LONG.max_fields, 100)
+                        .expect("a valid policy");
                 let id = created(store, &[("note", &"x".repeat(50))], &tight).await;
                 let big = "y".repeat(60);
                 let refused = store.update(&id, &sets(&[("other", &big)]), &tight).await;

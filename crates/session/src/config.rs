@@ -1,0 +1,574 @@
+//! [`Config`]: [`SessionSettings`] checked once, in the shapes the request
+//! path uses, so that nothing on that path can meet a value that does not
+//! work (a NaN fraction, a TTL past what a store can hold, a cookie name a
+//! browser drops).
+
+use std::time::Duration;
+
+use crate::{CookieMode, SameSite, SessionSettings, WritePolicy};
+
+/// A setting that can never work, named by its key (`session.<field>` of
+/// [`SessionSettings`]), with what it must be. Its text is one line, and it
+/// never quotes a secret.
+///
+/// ```
+/// let error = session::SessionMiddleware::builder(session::MemorySessionStore::new())
+///     .touch_after_fraction(-1.0)
+///     .build()
+///     .unwrap_err();
+/// assert_eq!(error.key(), "session.touch_after_fraction");
+/// assert_eq!(error.to_string(), "session.touch_after_fraction must be between 0.0 and 1.0, got -1");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key} {problem}")]
+pub struct ConfigError {
+    key: &'static str,
+    problem: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(key: &'static str, problem: impl Into<String>) -> Self {
+        Self {
+            key,
+            problem: problem.into(),
+        }
+    }
+
+    /// The settings key at fault, e.g. `session.cookie_name`.
+    pub fn key(&self) -> &'static str {
+        self.key
+    }
+}
+
+/// The longest timeout we accept: a year. Longer is surely a typo (ms?), and
+/// it keeps every TTL far inside what Redis's `PEXPIRE`, Lua's numbers and
+/// `Instant` arithmetic hold.
+pub(crate) const MAX_TIMEOUT_SECS: u64 = 365 * 24 * 3600;
+
+/// The largest session we accept: 1 MiB. Redis would take 512 MiB, but a
+/// session that large is read on every request that uses it.
+pub(crate) const MAX_SESSION_BYTES: usize = 1024 * 1024;
+
+/// Most fields we accept in `max_fields`: a script's arguments must stay
+/// well inside Lua's stack.
+pub(crate) const MAX_SESSION_FIELDS: usize = 1024;
+
+/// The longest store budget per request we accept.
+const MAX_STORE_TIMEOUT_MS: u64 = 60_000;
+
+/// The cookie, as every response writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CookieConfig {
+    pub(crate) name: String,
+    pub(crate) path: String,
+    pub(crate) domain: Option<String>,
+    pub(crate) same_site: SameSite,
+    pub(crate) secure: bool,
+    pub(crate) http_only: bool,
+    /// `Max-Age` in seconds, for [`CookieMode::Persistent`].
+    pub(crate) max_age_secs: Option<i64>,
+}
+
+/// Validated settings: only [`Config::new`] makes one.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Config {
+    /// The settings as given, for [`crate::SessionService::settings`].
+    pub(crate) settings: SessionSettings,
+    pub(crate) policy: WritePolicy,
+    pub(crate) touch_after: Duration,
+    pub(crate) store_timeout: Duration,
+    pub(crate) cookie: CookieConfig,
+}
+
+impl Config {
+    /// Checks every value, and names the key of the first that can never
+    /// work.
+    pub(crate) fn new(settings: SessionSettings) -> Result<Self, ConfigError> {
+        let s = &settings;
+        let policy = WritePolicy::new(
+            Duration::from_secs(s.idle_timeout_secs),
+            (s.absolute_timeout_secs > 0).then(|| Duration::from_secs(s.absolute_timeout_secs)),
+            s.max_fields,
+            s.max_bytes,
+        )?;
+        // `contains` is false for NaN, so NaN is refused here too.
+        if !(0.0..=1.0).contains(&s.touch_after_fraction) {
+            return Err(ConfigError::new(
+                "session.touch_after_fraction",
+                format!(
+                    "must be between 0.0 and 1.0, got {}",
+                    s.touch_after_fraction
+                ),
+            ));
+        }
+        if s.store_timeout_ms == 0 || s.store_timeout_ms > MAX_STORE_TIMEOUT_MS {
+            return Err(ConfigError::new(
+                "session.store_timeout_ms",
+                format!(
+                    "must be between 1 and {MAX_STORE_TIMEOUT_MS} ms, got {}",
+                    s.store_timeout_ms
+                ),
+            ));
+        }
+        let cookie = cookie_config(s)?;
+        Ok(Self {
+            touch_after: policy.idle_timeout.mul_f64(s.touch_after_fraction),
+            store_timeout: Duration::from_millis(s.store_timeout_ms),
+            policy,
+            cookie,
+            settings,
+        })
+    }
+}
+
+impl SessionSettings {
+    /// Checks every value as
+    /// [`SessionMiddlewareBuilder::build`](crate::SessionMiddlewareBuilder::build)
+    /// will: for an app that loads its settings at start-up and wants to
+    /// stop there, with one line naming the key, before it connects to
+    /// anything.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming the key of the first bad value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        Config::new(self.clone()).map(|_| ())
+    }
+}
+
+impl WritePolicy {
+    /// The rules a store enforces on every write, checked: an idle timeout
+    /// above zero and at most a year, an absolute lifetime the same, 1 to
+    /// 1024 fields and 1 byte to 1 MiB.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let policy = session::WritePolicy::new(Duration::from_secs(60), None, 16, 4096).unwrap();
+    /// assert_eq!(policy.max_fields, 16);
+    /// assert!(session::WritePolicy::new(Duration::ZERO, None, 16, 4096).is_err());
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming the matching `session.*` key.
+    pub fn new(
+        idle_timeout: Duration,
+        absolute_timeout: Option<Duration>,
+        max_fields: usize,
+        max_bytes: usize,
+    ) -> Result<Self, ConfigError> {
+        let longest = Duration::from_secs(MAX_TIMEOUT_SECS);
+        if idle_timeout.is_zero() || idle_timeout > longest {
+            return Err(ConfigError::new(
+                "session.idle_timeout_secs",
+                format!(
+                    "must be between 1 and {MAX_TIMEOUT_SECS} seconds, got {}",
+                    seconds(idle_timeout)
+                ),
+            ));
+        }
+        if let Some(absolute) = absolute_timeout
+            && (absolute.is_zero() || absolute > longest)
+        {
+            return Err(ConfigError::new(
+                "session.absolute_timeout_secs",
+                format!(
+                    "must be at most {MAX_TIMEOUT_SECS} seconds (0 = off), got {}",
+                    seconds(absolute)
+                ),
+            ));
+        }
+        if max_fields == 0 || max_fields > MAX_SESSION_FIELDS {
+            return Err(ConfigError::new(
+                "session.max_fields",
+                format!("must be between 1 and {MAX_SESSION_FIELDS}, got {max_fields}"),
+            ));
+        }
+        if max_bytes == 0 || max_bytes > MAX_SESSION_BYTES {
+            return Err(ConfigError::new(
+                "session.max_bytes",
+                format!("must be between 1 and {MAX_SESSION_BYTES}, got {max_bytes}"),
+            ));
+        }
+        Ok(Self {
+            idle_timeout,
+            absolute_timeout,
+            max_fields,
+            max_bytes,
+        })
+    }
+}
+
+/// A duration as the settings write it: whole seconds, or a fraction.
+fn seconds(duration: Duration) -> String {
+    if duration.subsec_nanos() == 0 {
+        duration.as_secs().to_string()
+    } else {
+        format!("{:.3}", duration.as_secs_f64())
+    }
+}
+
+/// RFC 6265's `token`: visible ASCII but separators.
+fn is_token(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
+}
+
+fn cookie_config(s: &SessionSettings) -> Result<CookieConfig, ConfigError> {
+    if !is_token(&s.cookie_name) {
+        return Err(ConfigError::new(
+            "session.cookie_name",
+            format!(
+                "must be a non-empty cookie name (letters, digits, - _ . and no spaces), got {:?}",
+                s.cookie_name
+            ),
+        ));
+    }
+    // `;` would end the attribute, and controls or non-ASCII are refused by
+    // browsers: the cookie would vanish without a word.
+    let path_ok = s.cookie_path.starts_with('/')
+        && s.cookie_path.len() <= 1024
+        && s.cookie_path
+            .chars()
+            .all(|c| c.is_ascii_graphic() && c != ';');
+    if !path_ok {
+        return Err(ConfigError::new(
+            "session.cookie_path",
+            format!(
+                "must start with / and hold visible ASCII but ';', got {:?}",
+                s.cookie_path
+            ),
+        ));
+    }
+    let domain = s
+        .cookie_domain
+        .as_deref()
+        .map(str::trim)
+        .filter(|domain| !domain.is_empty());
+    if let Some(domain) = domain {
+        let bare = domain.strip_prefix('.').unwrap_or(domain);
+        let labels_ok = bare.len() <= 253
+            && bare.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            });
+        if !labels_ok {
+            return Err(ConfigError::new(
+                "session.cookie_domain",
+                format!("must be a host name such as example.com, got {domain:?}"),
+            ));
+        }
+    }
+    if s.cookie_same_site == SameSite::None && !s.cookie_secure {
+        return Err(ConfigError::new(
+            "session.cookie_same_site",
+            "= \"none\" needs session.cookie_secure = true: browsers drop a SameSite=None cookie without Secure",
+        ));
+    }
+    // The cookie name prefixes browsers enforce (RFC 6265bis, 4.1.3).
+    if s.cookie_name.starts_with("__Secure-") && !s.cookie_secure {
+        return Err(ConfigError::new(
+            "session.cookie_name",
+            "starting with __Secure- needs session.cookie_secure = true, or browsers drop it",
+        ));
+    }
+    if s.cookie_name.starts_with("__Host-")
+        && (!s.cookie_secure || s.cookie_path != "/" || domain.is_some())
+    {
+        return Err(ConfigError::new(
+            "session.cookie_name",
+            "starting with __Host- needs session.cookie_secure = true, session.cookie_path = \"/\" and no session.cookie_domain, or browsers drop it",
+        ));
+    }
+    let max_age_secs = (s.cookie_mode == CookieMode::Persistent)
+        // At most a year (checked with the idle timeout): always fits.
+        .then(|| i64::try_from(s.idle_timeout_secs).unwrap_or(i64::MAX));
+    Ok(CookieConfig {
+        name: s.cookie_name.clone(),
+        path: s.cookie_path.clone(),
+        domain: domain.map(str::to_owned),
+        same_site: s.cookie_same_site,
+        secure: s.cookie_secure,
+        http_only: s.cookie_http_only,
+        max_age_secs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_the_nest_layout_and_valid() {
+        let config = Config::new(SessionSettings::default()).expect("valid");
+        assert_eq!(config.cookie.name, "sid");
+        assert_eq!(config.cookie.path, "/");
+        assert_eq!(config.cookie.domain, None);
+        assert_eq!(config.cookie.same_site, SameSite::Lax);
+        assert!(config.cookie.http_only);
+        assert_eq!(config.policy.idle_timeout, Duration::from_secs(1800));
+        assert_eq!(
+            config.policy.absolute_timeout,
+            Some(Duration::from_secs(8 * 3600))
+        );
+        assert_eq!(config.touch_after, Duration::from_secs(450));
+        assert_eq!(config.store_timeout, Duration::from_secs(2));
+    }
+
+    /// Every value that can never work, with the key its error must name.
+    #[test]
+    fn impossible_values_are_rejected_with_the_key_name() {
+        let base = SessionSettings::default;
+        let cases: Vec<(&str, SessionSettings)> = vec![
+            (
+                "session.idle_timeout_secs",
+                SessionSettings {
+                    idle_timeout_secs: 0,
+                    ..base()
+                },
+            ),
+            (
+                "session.idle_timeout_secs",
+                SessionSettings {
+                    idle_timeout_secs: MAX_TIMEOUT_SECS + 1,
+                    ..base()
+                },
+            ),
+            (
+                "session.idle_timeout_secs",
+                SessionSettings {
+                    idle_timeout_secs: u64::MAX,
+                    ..base()
+                },
+            ),
+            (
+                "session.absolute_timeout_secs",
+                SessionSettings {
+                    absolute_timeout_secs: MAX_TIMEOUT_SECS + 1,
+                    ..base()
+                },
+            ),
+            (
+                "session.touch_after_fraction",
+                SessionSettings {
+                    touch_after_fraction: 1.5,
+                    ..base()
+                },
+            ),
+            (
+                "session.touch_after_fraction",
+                SessionSettings {
+                    touch_after_fraction: -1.0,
+                    ..base()
+                },
+            ),
+            (
+                "session.touch_after_fraction",
+                SessionSettings {
+                    touch_after_fraction: f64::NAN,
+                    ..base()
+                },
+            ),
+            (
+                "session.touch_after_fraction",
+                SessionSettings {
+                    touch_after_fraction: f64::INFINITY,
+                    ..base()
+                },
+            ),
+            (
+                "session.max_fields",
+                SessionSettings {
+                    max_fields: 0,
+                    ..base()
+                },
+            ),
+            (
+                "session.max_fields",
+                SessionSettings {
+                    max_fields: MAX_SESSION_FIELDS + 1,
+                    ..base()
+                },
+            ),
+            (
+                "session.max_bytes",
+                SessionSettings {
+                    max_bytes: 0,
+                    ..base()
+                },
+            ),
+            (
+                "session.max_bytes",
+                SessionSettings {
+                    max_bytes: MAX_SESSION_BYTES + 1,
+                    ..base()
+                },
+            ),
+            (
+                "session.store_timeout_ms",
+                SessionSettings {
+                    store_timeout_ms: 0,
+                    ..base()
+                },
+            ),
+            (
+                "session.store_timeout_ms",
+                SessionSettings {
+                    store_timeout_ms: 60_001,
+                    ..base()
+                },
+            ),
+            (
+                "session.cookie_name",
+                SessionSettings {
+                    cookie_name: "s id".into(),
+                    ..base()
+                },
+            ),
+            (
+                "session.cookie_name",
+                SessionSettings {
+                    cookie_name: "sid;".into(),
+                    ..base()
+                },
+            ),
+            (
+                "session.cookie_name",
+                SessionSettings {
+                    cookie_name: String::new(),
+                    ..base()
+                },
+            ),
+            (
+                "session.cookie_name",
+                SessionSettings {
+                    cookie_name: "sïd".into(),
+                    ..base()
+                },
+            ),
+            (
+                "session.cookie_name",
+                SessionSettings {
+                    cookie_name: "__Secure-sid".into(),
+                    ..base()
+                },
+            ),
+            (
+                "session.cookie_name",
+                SessionSettings {
+                    cookie_name: "__Host-sid".into(),
+                    cookie_secure: true,
+                    cookie_path: "/app".into(),
+                    ..base()
+                },
+            ),
+            (
+                "session.cookie_path",
+                SessionSettings {
+                    cookie_path: String::new(),
+                    ..base()
+                },
+            ),
+            (
+                "session.cookie_path",
+                SessionSettings {
+                    cookie_path: "app".into(),
+                    ..base()
+                },
+            ),
+            (
+                "session.cookie_path",
+                SessionSettings {
+                    cookie_path: "/a;b".into(),
+                    ..base()
+                },
+            ),
+            (
+                "session.cookie_path",
+                SessionSettings {
+                    cookie_path: "/a b".into(),
+                    ..base()
+                },
+            ),
+            (
+                "session.cookie_domain",
+                SessionSettings {
+                    cookie_domain: Some("exa mple.com".into()),
+                    ..base()
+                },
+            ),
+            (
+                "session.cookie_domain",
+                SessionSettings {
+                    cookie_domain: Some("example..com".into()),
+                    ..base()
+                },
+            ),
+            (
+                "session.cookie_domain",
+                SessionSettings {
+                    cookie_domain: Some("-example.com".into()),
+                    ..base()
+                },
+            ),
+            (
+                "session.cookie_domain",
+                SessionSettings {
+                    cookie_domain: Some("a.com;b".into()),
+                    ..base()
+                },
+            ),
+            (
+                "session.cookie_same_site",
+                SessionSettings {
+                    cookie_same_site: SameSite::None,
+                    cookie_secure: false,
+                    ..base()
+                },
+            ),
+        ];
+        for (key, settings) in cases {
+            let error = Config::new(settings.clone()).expect_err(key);
+            assert_eq!(error.key(), key, "{settings:?}");
+            let line = error.to_string();
+            assert!(line.starts_with(key) && !line.contains('\n'), "{line}");
+        }
+    }
+
+    #[test]
+    fn good_cookie_settings_are_taken_as_given() {
+        let config = Config::new(SessionSettings {
+            cookie_name: "__Host-app".into(),
+            cookie_secure: true,
+            cookie_same_site: SameSite::None,
+            cookie_http_only: false,
+            cookie_mode: CookieMode::BrowserSession,
+            ..Default::default()
+        })
+        .expect("valid");
+        assert_eq!(config.cookie.same_site, SameSite::None);
+        assert!(!config.cookie.http_only);
+        assert_eq!(config.cookie.max_age_secs, None);
+
+        let config = Config::new(SessionSettings {
+            cookie_path: "/app".into(),
+            cookie_domain: Some(" example.com ".into()),
+            ..Default::default()
+        })
+        .expect("valid");
+        assert_eq!(config.cookie.domain.as_deref(), Some("example.com"));
+        assert_eq!(config.cookie.path, "/app");
+
+        let unset = Config::new(SessionSettings {
+            cookie_domain: Some(String::new()),
+            ..Default::default()
+        })
+        .expect("an empty domain means none");
+        assert_eq!(unset.cookie.domain, None);
+    }
+}

@@ -1,0 +1,40 @@
+//! The [`Session`] extractor: how a handler gets its request's session.
+
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpMessage, HttpRequest};
+
+use crate::{Session, SessionError, SessionService};
+
+/// What [`SessionMiddleware`](crate::SessionMiddleware) hands every request,
+/// in its app data: the store and settings to open the request's session
+/// with. Its own type, so that it never collides with a `SessionService`
+/// the app registers for its handlers.
+#[derive(Debug)]
+pub(crate) struct RequestSessions(pub(crate) SessionService);
+
+impl FromRequest for Session {
+    type Error = SessionError;
+    type Future = std::future::Ready<Result<Self, SessionError>>;
+
+    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        std::future::ready(open(req))
+    }
+}
+
+/// The request's session: opened on the first call (the cookie parsed, no
+/// store call yet) and kept in the request's extensions, where the
+/// middleware commits it after the handler. Later calls return the same
+/// session.
+fn open(req: &HttpRequest) -> Result<Session, SessionError> {
+    if let Some(open) = req.extensions().get::<Session>() {
+        return Ok(open.clone());
+    }
+    let sessions = req
+        .app_data::<RequestSessions>()
+        .ok_or(SessionError::MiddlewareMissing)?;
+    let service = sessions.0.clone();
+    let id = crate::cookie::session_id_from_headers(req.headers(), &service.config().cookie.name);
+    let session = Session::new(service, id);
+    req.extensions_mut().insert(session.clone());
+    Ok(session)
+}
