@@ -5,7 +5,7 @@ use std::net::TcpListener;
 use actix_web::dev::Server;
 use actix_web::middleware::{Condition, DefaultHeaders, from_fn};
 use actix_web::{App, HttpServer, web};
-use redis_client::RedisService;
+use redis_client::{RedisClientError, RedisService};
 use session::{
     MemorySessionStore, RedisSessionStore, SessionMiddleware, SessionMiddlewareBuilder, StoreError,
 };
@@ -33,7 +33,7 @@ pub enum StartupError {
 
     /// Redis did not answer within `redis.startup_wait_ms`, or refused us.
     #[error(
-        "cannot use Redis at {url} ({reason}): start one with scripts/run.sh or set APP__REDIS__URL"
+        "cannot reach Redis at {url} ({reason}): start one with scripts/run.sh or set APP__REDIS__URL"
     )]
     RedisUnreachable {
         /// The URL, password hidden.
@@ -179,6 +179,21 @@ impl Application {
     }
 }
 
+/// The client's own short cause (`connection refused`, `authentication
+/// failed: ...`) for the one start-up line, else the whole chain.
+fn short_reason(error: &StoreError) -> String {
+    let client = std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<RedisClientError>());
+    match client {
+        Some(
+            RedisClientError::Unavailable { reason, .. }
+            | RedisClientError::Misconfigured { reason, .. },
+        ) => reason.clone(),
+        Some(other) => other.to_string(),
+        None => crate::error::cause_chain(error),
+    }
+}
+
 /// The middleware's builder over the store `store.kind` asks for; for
 /// Redis, only once Redis answers and the script is loaded, with its client
 /// for metrics and shutdown.
@@ -195,7 +210,7 @@ async fn session_builder(
         StoreKind::Redis => {
             let unreachable = |error: StoreError| StartupError::RedisUnreachable {
                 url: settings.redis.redacted_target(),
-                reason: crate::error::cause_chain(&error),
+                reason: short_reason(&error),
             };
             let store = RedisSessionStore::connect(&settings.redis)
                 .await

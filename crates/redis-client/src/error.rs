@@ -177,9 +177,14 @@ fn misconfiguration(error: &RedisError) -> Option<String> {
     }
     let denied = matches!(error.kind(), ErrorKind::Server(ServerErrorKind::NoPerm))
         || error.code() == Some("NOPERM")
-        // A script's redis.call that the ACL denies comes back as an ERR
-        // whose text says so (Redis 7: "... has no permissions to ...").
-        || error.to_string().contains("no permissions to");
+        // A script's redis.call that the ACL denies comes back as a plain
+        // ERR whose text says so: "The user executing the script can't run
+        // this command" (or "access ... key") in Redis 7.0, "... has no
+        // permissions to ..." in later servers.
+        || {
+            let text = error.to_string();
+            text.contains("The user executing the script can't") || text.contains("no permissions to")
+        };
     // The ACL user lacks a command or a key pattern: see the README's ACL
     // line. Said plainly, as this is a deployment mistake.
     denied.then(|| format!("permission denied by the Redis ACL: {error}"))

@@ -117,3 +117,40 @@ fn after_a_restart_a_non_idempotent_script_fails_once_and_is_not_replayed() {
         assert_eq!(next, 1, "the failed call did not run, and was not replayed");
     });
 }
+
+#[test]
+fn a_leased_connection_that_went_silent_while_idle_is_replaced_before_a_call_rides_it() {
+    // A NAT or load balancer forgets an idle connection without a word.
+    // Before the fix only pooled connections were checked when idle, never
+    // a thread's leased one, so the next call waited out its response
+    // timeout and failed.
+    let server = RedisServer::start();
+    let proxy = testkit::ReplyCutter::start(server.port());
+    let redis = RedisService::new(&RedisSettings {
+        url: proxy.url(),
+        idle_check_after_ms: 200,
+        response_timeout_ms: 500,
+        ..Default::default()
+    })
+    .expect("valid settings");
+    worker_runtime().block_on(async {
+        redis
+            .ping()
+            .await
+            .expect("the first call leases a connection");
+        assert_eq!(proxy.connections(), 1);
+        proxy.stall_open_connections();
+        tokio::time::sleep(Duration::from_millis(300)).await; // idle past the check
+
+        let fields = redis.hash_get_all("nothing").await;
+
+        assert!(
+            fields.is_ok_and(|fields| fields.is_empty()),
+            "served on a new connection"
+        );
+        assert_eq!(proxy.connections(), 2, "the silent one was replaced");
+        // A busy connection is not PINGed: the next call rides it as it is.
+        redis.ping().await.expect("ping");
+        assert_eq!(proxy.connections(), 2);
+    });
+}

@@ -249,3 +249,82 @@ async fn a_corrupt_count_gets_a_fresh_session_and_the_old_one_is_left_alone() {
         "nothing of the old session is lost or half-written"
     );
 }
+
+#[tokio::test]
+async fn a_session_key_of_another_type_is_a_500_fault_not_a_silent_fresh_session() {
+    // Before the fix, WRONGTYPE counted as bad data in the session, and
+    // /count quietly moved the user to a fresh one, hiding the fault.
+    let redis = RedisServer::start();
+    let app = spawn_app(&redis).await;
+    let sid = session::SessionId::generate();
+    let key = format!("sid_{}", sid.as_str());
+    let () = testkit::redis::cmd("SET")
+        .arg(&key)
+        .arg("another app's string")
+        .query(&mut redis.connection())
+        .expect("SET");
+
+    let response = crate::helpers::bare_client()
+        .get(app.url("/count"))
+        .header(reqwest::header::COOKIE, format!("sid={}", sid.as_str()))
+        .send()
+        .await
+        .expect("GET /count");
+
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(
+        response.headers().get("retry-after").is_none(),
+        "not an outage"
+    );
+    assert_eq!(
+        set_cookie(response.headers(), "sid"),
+        None,
+        "no fresh session"
+    );
+    let body: serde_json::Value = response.json().await.expect("JSON");
+    assert_eq!(body["error"], "session_store_fault", "{body}");
+    assert_eq!(
+        all_keys(&redis),
+        vec![key.clone()],
+        "nothing else was created"
+    );
+    let value: String = testkit::redis::cmd("GET")
+        .arg(&key)
+        .query(&mut redis.connection())
+        .expect("GET");
+    assert_eq!(value, "another app's string", "left alone");
+}
+
+#[tokio::test]
+async fn an_acl_that_denies_a_command_is_a_500_misconfiguration_not_a_503_outage() {
+    // A user that may do everything the store needs but HINCRBY: every
+    // /count is denied inside the script. Before the fix it was a 503 with
+    // Retry-After, as if Redis were briefly down.
+    let redis = RedisServer::start();
+    let rules = session::RedisSessionStore::acl_rules("sid_").replace(" +hincrby", "");
+    let mut command = testkit::redis::cmd("ACL");
+    command.arg("SETUSER").arg("counter").arg("on").arg(">pw");
+    for rule in rules.split(' ') {
+        command.arg(rule);
+    }
+    let () = command.query(&mut redis.connection()).expect("ACL SETUSER");
+    let app = spawn_app_with(redis.url(), |settings| {
+        settings.redis.username = Some("counter".to_owned());
+        settings.redis.password = Some("pw".to_owned());
+    })
+    .await;
+
+    let first = browser().get(app.url("/count")).send().await.expect("GET");
+    assert_eq!(first.status(), StatusCode::OK, "a create needs no HINCRBY");
+    let client = browser();
+    client.get(app.url("/count")).send().await.expect("GET");
+    let denied = client.get(app.url("/count")).send().await.expect("GET");
+
+    assert_eq!(denied.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(
+        denied.headers().get("retry-after").is_none(),
+        "not an outage"
+    );
+    let body: serde_json::Value = denied.json().await.expect("JSON");
+    assert_eq!(body["error"], "session_store_misconfigured", "{body}");
+}

@@ -55,7 +55,10 @@ async fn redis_down_gives_503_with_retry_after_and_recovery_needs_no_restart() {
         .expect("a JSON body");
     assert_eq!(
         body,
-        serde_json::json!({ "error": "the session store is unavailable" })
+        serde_json::json!({
+            "error": "session_store_unavailable",
+            "message": "the session store is unavailable"
+        })
     );
 
     // Back, empty (no persistence): the old session is gone, a new one starts.

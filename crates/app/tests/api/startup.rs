@@ -97,6 +97,81 @@ fn an_impossible_value_ends_start_up_naming_the_key() {
 }
 
 #[test]
+fn every_bad_session_or_store_value_ends_start_up_with_one_line_naming_its_key() {
+    let cases = [
+        (
+            "APP__SESSION__TOUCH_AFTER_FRACTION",
+            "-1",
+            "session.touch_after_fraction",
+        ),
+        (
+            "APP__SESSION__TOUCH_AFTER_FRACTION",
+            "NaN",
+            "session.touch_after_fraction",
+        ),
+        (
+            "APP__SESSION__IDLE_TIMEOUT_SECS",
+            "31536001",
+            "session.idle_timeout_secs",
+        ),
+        (
+            "APP__SESSION__STORE_TIMEOUT_MS",
+            "0",
+            "session.store_timeout_ms",
+        ),
+        ("APP__SESSION__COOKIE_NAME", "my sid", "session.cookie_name"),
+        ("APP__SESSION__COOKIE_PATH", "shop", "session.cookie_path"),
+        (
+            "APP__SESSION__COOKIE_DOMAIN",
+            "exa mple.com",
+            "session.cookie_domain",
+        ),
+        (
+            "APP__SESSION__COOKIE_SAME_SITE",
+            "none",
+            "session.cookie_same_site",
+        ),
+        (
+            "APP__SESSION__COOKIE_SAME_SITE",
+            "sometimes",
+            "cookie_same_site",
+        ),
+        (
+            "APP__SESSION__COOKIE_HTTP_ONLY",
+            "maybe",
+            "cookie_http_only",
+        ),
+        ("APP__STORE__KEY_PREFIX", "sid prefix", "store.key_prefix"),
+        ("APP__STORE__KIND", "postgres", "kind"),
+    ];
+    for (variable, value, key) in cases {
+        let (code, stderr) = run_app(&[(variable, value)]);
+
+        assert_eq!(code, Some(1), "{variable}={value}: {stderr}");
+        assert_one_clear_line(&stderr);
+        assert!(stderr.contains(key), "{variable}={value}: {stderr}");
+    }
+}
+
+#[test]
+fn same_site_none_with_secure_starts() {
+    // The one good combination of the refused one above: no settings
+    // error (it then stops at Redis, which is not there).
+    let nowhere = format!("redis://127.0.0.1:{}", testkit::free_port());
+    let (code, stderr) = run_app(&[
+        ("APP__SESSION__COOKIE_SAME_SITE", "none"),
+        ("APP__SESSION__COOKIE_SECURE", "true"),
+        ("APP__REDIS__URL", &nowhere),
+        ("APP__REDIS__STARTUP_WAIT_MS", "100"),
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(
+        !stderr.contains("invalid configuration") && stderr.contains("cannot reach Redis"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn cluster_mode_without_nodes_ends_start_up_naming_redis_nodes() {
     let (code, stderr) = run_app(&[("APP__REDIS__MODE", "cluster")]);
 

@@ -254,7 +254,14 @@ elseif op == 'incr' then
   -- that is not an integer, or an overflow, fails here before any write.
   local added = redis.pcall('HINCRBY', key, field, by)
   if type(added) == 'table' and added.err then
-    return {-4, '0'}
+    -- Only the value's own faults are bad data in this session. Anything
+    -- else (an ACL that denies HINCRBY, say) goes back as the error it is,
+    -- never disguised as a field to start over from.
+    if string.find(added.err, 'not an integer', 1, true)
+        or string.find(added.err, 'overflow', 1, true) then
+      return {-4, '0'}
+    end
+    return redis.error_reply(added.err)
   end
   apply(key, false, {}, {}, created)
   -- A Lua number holds 53 bits of the 64: past that, read the text back.

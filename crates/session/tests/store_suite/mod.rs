@@ -323,7 +323,23 @@ macro_rules! store_behaviour_suite {
             async fn increment_of_a_non_integer_is_invalid_data_and_changes_nothing() {
                 let harness = make_store().await;
                 let store = &*harness.store;
-                for bad in ["abc", "1.5", " 1", "", "+1", "01"] {
+                // Redis's own integer rule, which every store must keep to
+                // the letter: a store that accepts "+1" where Redis refuses
+                // it has drifted from the script.
+                for bad in [
+                    "abc",
+                    "1.5",
+                    " 1",
+                    "1 ",
+                    "",
+                    "+1",
+                    "01",
+                    "-0",
+                    "0x1",
+                    "1e3",
+                    "9223372036854775808",
+                    "-9223372036854775809",
+                ] {
                     let id = created(store, &[("count", bad)], &LONG).await;
                     let error = store.increment(&id, "count", 1, &LONG).await;
                     assert!(
@@ -353,6 +369,60 @@ macro_rules! store_behaviour_suite {
                         .expect("incr"),
                     Some(i64::MAX - 1),
                     "values near the 64-bit edge come back exact"
+                );
+            }
+
+            #[tokio::test]
+            async fn increment_of_canonical_integers_counts_on_them() {
+                let harness = make_store().await;
+                let store = &*harness.store;
+                for (stored, by, after) in [("0", 1, 1), ("-5", 2, -3), ("41", 1, 42)] {
+                    let id = created(store, &[("count", stored)], &LONG).await;
+                    let counted = store.increment(&id, "count", by, &LONG).await;
+                    assert_eq!(counted.expect("incr"), Some(after), "{stored:?}");
+                }
+            }
+
+            #[tokio::test]
+            async fn a_clear_with_ten_thousand_removals_applies_whole() {
+                // Redis does not roll back a script that fails halfway: the
+                // deletes of a clear must not land while the rest fails.
+                let harness = make_store().await;
+                let store = &*harness.store;
+                let id = created(store, &[("a", "1"), ("b", "2")], &LONG).await;
+                let changes = Changes {
+                    clear: true,
+                    removals: (0..10_000).map(|n| format!("gone{n}")).collect(),
+                    upserts: vec![("kept".to_owned(), "yes".to_owned())],
+                };
+                assert!(store.update(&id, &changes, &LONG).await.expect("update"));
+                let fields = fields_of(store, &id).await;
+                assert_eq!(fields.len(), 1, "{fields:?}");
+                assert_eq!(fields["kept"], "yes");
+            }
+
+            #[tokio::test]
+            async fn a_change_naming_more_fields_than_the_limit_fails_before_any_write() {
+                let harness = make_store().await;
+                let store = &*harness.store;
+                let id = created(store, &[("a", "1"), ("b", "2")], &LONG).await;
+                // The same name sent 65 times: over the 64-field limit as
+                // sent, whatever it would come to.
+                let changes = Changes {
+                    clear: true,
+                    removals: vec!["a".to_owned()],
+                    upserts: (0..65).map(|_| ("x".to_owned(), "1".to_owned())).collect(),
+                };
+                let outcome = store.update(&id, &changes, &LONG).await;
+                assert!(
+                    matches!(outcome, Err(StoreError::LimitExceeded(Limit::Fields(64)))),
+                    "{outcome:?}"
+                );
+                let fields = fields_of(store, &id).await;
+                assert_eq!(
+                    (&fields["a"][..], &fields["b"][..]),
+                    ("1", "2"),
+                    "nothing cleared"
                 );
             }
 
