@@ -85,13 +85,16 @@ total() {
 per_request() { awk -v n="$1" -v r="$requests" 'BEGIN {printf "%.0f", n / r}'; }
 
 rows=()
-# measure NAME SERVER_PID URL [COOKIE_FILE]
+# measure NAME SERVER_PID URL [COOKIE_FILE [JSON_BODY [WARMUP_COOKIE_FILE]]]
+# With a JSON body the requests are POSTs. A login kills the session it
+# renews, so its warm-up takes sessions of its own.
 measure() {
-  local name=$1 server=$2 url=$3 cookies=${4:-}
-  python3 scripts/bench/send_requests.py "$url" "$warmup" $cookies
+  local name=$1 server=$2 url=$3 cookies=${4:-} body=${5:-}
+  local warm_cookies=${6:-$cookies}
+  python3 scripts/bench/send_requests.py "$url" "$warmup" "$warm_cookies" "$body"
   callgrind_control -z "$server" >/dev/null
   callgrind_control -z "$redis_pid" >/dev/null
-  python3 scripts/bench/send_requests.py "$url" "$requests" $cookies
+  python3 scripts/bench/send_requests.py "$url" "$requests" "$cookies" "$body"
   callgrind_control -d "$server" >/dev/null
   callgrind_control -d "$redis_pid" >/dev/null
   local server_ir redis_ir
@@ -110,6 +113,12 @@ measure "ours: GET /count, existing session" "$app_pid" "http://127.0.0.1:$app_p
 measure "peer: GET /count, existing session" "$peer_pid" "http://127.0.0.1:$peer_port/count" "$dir/peer.cookies"
 measure "ours: GET /count, new session" "$app_pid" "http://127.0.0.1:$app_port/count"
 measure "peer: GET /count, new session" "$peer_pid" "http://127.0.0.1:$peer_port/count"
+# POST /login on an existing session: a renew (RENAME to a fresh id) and
+# the user field, one EVALSHA. Each login takes a session of its own.
+python3 scripts/bench/make_sessions.py "http://127.0.0.1:$app_port/count" "$warmup" >"$dir/login-warm.cookies"
+python3 scripts/bench/make_sessions.py "http://127.0.0.1:$app_port/count" "$requests" >"$dir/login.cookies"
+measure "ours: POST /login, existing session" "$app_pid" "http://127.0.0.1:$app_port/login" \
+  "$dir/login.cookies" '{"user":"ada"}' "$dir/login-warm.cookies"
 
 echo
 echo "| workload | server instructions per request | Redis instructions per request |"
@@ -117,4 +126,23 @@ echo "|---|---|---|"
 for row in "${rows[@]}"; do
   IFS='|' read -r name server_ir redis_ir <<<"$row"
   echo "| $name | $server_ir | $redis_ir |"
+done
+
+# The id a login moves its session to: any fresh id on a single server or
+# Sentinel, one hashing to the old id's slot on Redis Cluster. Counted in
+# the id draw alone (examples/renewal_ids.rs), as the difference between
+# drawing $renewals ids and none, so start-up is not counted.
+renewals=$(( requests < 200 ? 20 : 500 ))
+cargo build --release -p session --example renewal_ids --quiet
+renewal_ids=$PWD/target/release/examples/renewal_ids
+echo
+echo "| login's new id | instructions per id |"
+echo "|---|---|"
+for mode in standalone cluster; do
+  for n in 0 "$renewals"; do
+    valgrind --tool=callgrind --callgrind-out-file="$dir/ids-$mode-$n.out" "$renewal_ids" "$n" "$mode" >/dev/null 2>&1
+  done
+  base=$(awk '/^(summary|totals):/ {print $2; exit}' "$dir/ids-$mode-0.out")
+  drawn=$(awk '/^(summary|totals):/ {print $2; exit}' "$dir/ids-$mode-$renewals.out")
+  echo "| $mode | $(awk -v a="$drawn" -v b="$base" -v n="$renewals" 'BEGIN {printf "%.0f", (a - b) / n}') |"
 done

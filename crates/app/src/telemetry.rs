@@ -155,13 +155,10 @@ const STATIC_ROUTES_CACHED: usize = 64;
 impl RequestMetrics {
     /// Runs `record` with the handles for this request, cached per thread.
     ///
-    /// The first version registered the handles per request (labels
-    /// allocated, hashed and looked up in the recorder's registry); the
-    /// second cached them in a map keyed by `HttpRequest::match_pattern`,
-    /// which walks the router again and allocates the pattern. Both showed
-    /// in instruction counts of the untouched route (benches/results/). Now
-    /// the common case, a static route, is a short scan comparing the path,
-    /// with no allocation and no hashing. Only paths equal to their pattern
+    /// The common case, a static route, is a short scan comparing the path,
+    /// with no allocation and no hashing: registering handles per request,
+    /// or keying a map by `HttpRequest::match_pattern` (which walks the
+    /// router again and allocates), cost every request. Only paths equal to their pattern
     /// are cached, so the cache is bounded by the app's routes, however
     /// many distinct paths clients send.
     fn with(

@@ -7,8 +7,7 @@
 //! connection, pipelined by redis-rs, so Redis and the app make one `read`
 //! and one `write` for a batch of requests instead of one each; and the
 //! connection's driver task runs on the same thread as the requests, so no
-//! request wakes another thread. Both were found by profiling: see
-//! `benches/results/`. The pool still opens, checks and replaces the
+//! request wakes another thread. The pool still opens, checks and replaces the
 //! connections; a connection that failed is flagged
 //! [`SharedConnection::mark_broken`] and replaced at once.
 //!

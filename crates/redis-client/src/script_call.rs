@@ -11,9 +11,8 @@ use deadpool_redis::redis::{Cmd, Script, ToRedisArgs};
 ///
 /// redis-rs's `ScriptInvocation` keeps every key and argument in a
 /// `Vec<u8>` of its own and copies them into a command at send time: an
-/// allocation per argument, then a copy of all of them. On the session
-/// write path that was about a tenth of the server's instructions per
-/// request (benches/results/).
+/// allocation per argument, then a copy of all of them. This writes each
+/// once.
 ///
 /// ```
 /// use redis_client::ScriptCall;

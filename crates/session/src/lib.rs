@@ -21,20 +21,26 @@
 //! - **Two timeouts.** An idle timeout (the sliding TTL) and an absolute
 //!   lifetime from creation, both enforced by Redis itself.
 //! - **Fixation defence that works on Redis Cluster.** [`Session::renew`]
-//!   moves the session to a fresh id whose key hashes to the same slot.
+//!   moves the session to a fresh id; on a cluster, one whose key hashes to
+//!   the same slot.
 //!
-//! # Wiring it into an actix-web app
+//! # Vocabulary
+//!
+//! - **Session id**: 122 random bits as a v4 UUID ([`SessionId`]), the only
+//!   thing the browser holds. Logs show its first 8 characters only.
+//! - **Session state**: the fields stored under the id, strings in Redis
+//!   (numbers as decimal text, anything structured as JSON).
+//! - **Cookie**: carries the id; its name, `Path`, `Domain`, `SameSite`,
+//!   `Secure`, `HttpOnly` and lifetime are [`SessionSettings`].
+//!
+//! # Getting started: three statements
+//!
+//! Connect the store, build the middleware, wrap the app:
 //!
 //! ```no_run
-//! use std::sync::Arc;
-//! use std::time::Duration;
-//!
 //! use actix_web::{App, HttpResponse, HttpServer, web};
-//! use redis_client::{RedisService, RedisSettings};
-//! use session::{
-//!     RedisSessionStore, Session, SessionError, SessionMiddleware, SessionService,
-//!     SessionSettings, SessionStore,
-//! };
+//! use redis_client::RedisSettings;
+//! use session::{RedisSessionStore, Session, SessionError, SessionMiddleware};
 //!
 //! /// `GET /count`: one atomic increment, one round trip.
 //! async fn count(session: Session) -> Result<HttpResponse, SessionError> {
@@ -63,17 +69,14 @@
 //!
 //! #[actix_web::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//!     // Build the pool and the service ONCE; every worker shares them.
-//!     let redis = RedisService::new(&RedisSettings::default())?;
-//!     redis.wait_until_ready(Duration::from_secs(5)).await?;
-//!     let settings = SessionSettings::default(); // sid_ keys, 30 min idle, 8 h absolute
-//!     let store = RedisSessionStore::new(redis, settings.key_prefix.clone());
-//!     store.prepare().await?; // load the script: the first write is one round trip too
-//!     let sessions = SessionService::new(Arc::new(store), settings);
-//!
+//!     // 1. Connect, wait for Redis (redis.startup_wait_ms), load the script.
+//!     let store = RedisSessionStore::connect(&RedisSettings::default()).await?;
+//!     // 2. Every setting checked here, once: a bad one names its key.
+//!     let sessions = SessionMiddleware::builder(store).build()?;
+//!     // 3. Every worker shares the same store through a clone.
 //!     HttpServer::new(move || {
 //!         App::new()
-//!             .wrap(SessionMiddleware::new(sessions.clone()))
+//!             .wrap(sessions.clone())
 //!             .route("/count", web::get().to(count))
 //!             .route("/login", web::post().to(login))
 //!             .route("/me", web::get().to(me))
@@ -86,22 +89,23 @@
 //! }
 //! ```
 //!
-//! The same app runs on [`MemorySessionStore`] (one process, no Redis), which
+//! `crates/session/examples/quickstart.rs` is that program, and a test runs
+//! it against a real redis-server; `examples/shop.rs` is a fuller one. The
+//! same app runs on [`MemorySessionStore`] (one process, no Redis), which
 //! is how this example runs as a test:
 //!
 //! ```
-//! use std::sync::Arc;
 //! use actix_web::{App, HttpResponse, test, web};
-//! use session::{MemorySessionStore, Session, SessionError, SessionMiddleware, SessionService, SessionSettings};
+//! use session::{MemorySessionStore, Session, SessionError, SessionMiddleware};
 //!
 //! async fn count(session: Session) -> Result<HttpResponse, SessionError> {
 //!     Ok(HttpResponse::Ok().body(session.incr("count", 1).await?.to_string()))
 //! }
 //!
 //! # actix_web::rt::System::new().block_on(async {
-//! let sessions = SessionService::new(Arc::new(MemorySessionStore::new()), SessionSettings::default());
+//! let sessions = SessionMiddleware::builder(MemorySessionStore::new()).build().unwrap();
 //! let app = test::init_service(
-//!     App::new().wrap(SessionMiddleware::new(sessions)).route("/count", web::get().to(count)),
+//!     App::new().wrap(sessions).route("/count", web::get().to(count)),
 //! )
 //! .await;
 //!
@@ -114,7 +118,10 @@
 //! # });
 //! ```
 //!
-//! A fuller program is `crates/session/examples/shop.rs`.
+//! Settings come one builder method at a time, or all at once from a
+//! [`SessionSettings`] that the `config` crate filled in
+//! ([`SessionMiddlewareBuilder::settings`]). Code outside a request (an
+//! admin page, a job) uses [`SessionMiddleware::service`].
 //!
 //! # Round trips per request kind
 //!
@@ -124,7 +131,7 @@
 //! | the handler... | before it | after it (commit) | round trips |
 //! |---|---|---|---|
 //! | never uses its `Session` | - | - | 0 |
-//! | reads (`get`, `entries`, `get_as`, `times`), TTL fresh | `HGETALL`+`PTTL` (pipelined, once) | - | 1 |
+//! | reads (`get`, `contains_key`, `entries`, `get_as`, `times`), TTL fresh | `HGETALL`+`PTTL` (pipelined, once) | - | 1 |
 //! | reads, TTL refresh due | `HGETALL`+`PTTL` | `EVALSHA` (touch) | 2 |
 //! | only writes (`insert`, `remove`, `clear`) | - | `EVALSHA` (update) | 1 |
 //! | reads, then writes | `HGETALL`+`PTTL` | `EVALSHA` (update) | 2 |
@@ -139,11 +146,49 @@
 //! Immediate operations (`incr`, `compare_and_set`) happen at the call, not
 //! at commit, because their result depends on what other requests did.
 //!
+//! # Failure policy, as built
+//!
+//! - **Errors by class** ([`SessionError`], [`StoreError`]): the store
+//!   unavailable is a 503 with `Retry-After: 1`; a session past its limits a
+//!   413; bad data in one session (a field that is not an integer), a fault
+//!   of the store (`WRONGTYPE`, a script error, `CROSSSLOT`) and a store
+//!   that refuses this client (credentials, `NOPERM`) are 500s, each with
+//!   its own code. Each failure is logged once, with its cause chain. Only
+//!   bad data in one session is ever a reason to start the user over.
+//! - **A failed commit** (the handler succeeded, the write did not) replaces
+//!   the response with the error's, in the same JSON shape a handler gets
+//!   by returning the error, or with what
+//!   [`SessionMiddlewareBuilder::on_commit_error`] returns. No cookie goes
+//!   out for a session that was not saved.
+//! - **A failed handler** (it returned an error, or any 5xx): the changes it
+//!   recorded (`insert`, `remove`, `clear`, `renew`) are dropped, since it
+//!   may have stopped half-way. A purge still happens. Immediate operations
+//!   already happened and stand; if one created the session, its cookie is
+//!   still sent, so the write is not stranded where no browser can reach it.
+//! - **Purge is final** for its request: later writes fail with
+//!   [`SessionError::Purged`], and the cookie's session is deleted.
+//! - **Limits** (`max_fields`, `max_bytes`) are checked by the script
+//!   against the whole session, before its first write: a write past them
+//!   fails whole, nothing half-written.
+//!
+//! # Time
+//!
+//! All store calls of one request (the load, immediate operations, the
+//! commit, a retry, a `NOSCRIPT` reload) share one budget,
+//! `session.store_timeout_ms` (2 s by default), counted from the first
+//! call. Past it the request gets a 503. Each Redis call is bounded by the
+//! client's own timeouts as well (see `redis_client`'s "Timeouts"); the
+//! budget is what holds when several of them would add up. A write cut
+//! short by the budget may still run in Redis, at most once: nothing is
+//! re-sent after a timeout.
+//!
 //! # Data layout
 //!
-//! A session is a Redis hash at `{key_prefix}{id}` (`sid_<uuid>`): one field
-//! per attribute, plain text for strings and numbers, JSON for anything else
-//! ([`codec`]). Beside the user's fields it holds two metadata fields:
+//! A session is a Redis hash at `{key_prefix}{id}` (`sid_<uuid>`; the prefix
+//! is [`RedisSessionStore::with_key_prefix`]'s): one field per attribute,
+//! plain text for strings and numbers, JSON for anything else. Beside the
+//! user's fields it holds two metadata fields, which user code cannot write
+//! (names starting `__` are refused):
 //!
 //! - `__created`: creation time (ms since the epoch), the anchor of the
 //!   absolute lifetime; it moves with the session on `renew`;
@@ -160,24 +205,18 @@
 //! # `renew` on Redis Cluster
 //!
 //! A rename across hash slots fails with `CROSSSLOT`, which is why Spring
-//! Session's rotation breaks on Cluster. Here the new id is drawn at random
-//! until `sid_<new>` hashes to the same slot as `sid_<old>`
-//! ([`slot::generate_in_same_slot`]: 16,384 draws on average, each a CRC16
-//! of 40 bytes), so the script's `RENAME` is always single-slot and atomic.
-//! The new id keeps 122 - 14 = 108 bits that the old id does not reveal.
+//! Session's rotation breaks on Cluster. On a cluster the new id is drawn
+//! so that `sid_<new>` hashes to the same slot as `sid_<old>`, and the
+//! script's `RENAME` is single-slot and atomic; the new id keeps 108 random
+//! bits that the old one does not reveal. On a single server or Sentinel
+//! any fresh id will do, and no search runs.
 //!
-//! # Failure policy
+//! # A store of your own
 //!
-//! - Store errors reach handlers as [`SessionError`], which is also an actix
-//!   `ResponseError` (503 + `Retry-After` when the store is unavailable, 413
-//!   over the limits, 500 otherwise; JSON bodies).
-//! - If the commit after the handler fails, the middleware replaces the
-//!   response with that error: never an empty 500, never a cookie for a
-//!   session that was not saved.
-//! - A handler that returns an error, or any 5xx response, saves nothing
-//!   (a purge still happens).
-//! - Limits (`max_fields`, `max_bytes`) are checked by the script against
-//!   the whole session: a write past them fails whole, nothing half-written.
+//! Implement [`SessionStore`] (load, create, update, renew, increment,
+//! compare-and-set, delete, health), returning [`LoadedSession`],
+//! [`Renewal`] and [`StoreError`], and keeping the rules its docs list;
+//! `tests/store_suite/` is the behaviour suite both shipped stores pass.
 //!
 //! # Metrics
 //!
@@ -186,20 +225,17 @@
 //! free until the application installs a recorder. Names are in
 //! [`metric_names`].
 //!
-//! # The Nest-style service
-//!
-//! [`SessionService`] also offers the NestJS `SessionService` calls
-//! (`get_session`, `set_session`, plus `increment`, `inspect`,
-//! `end_session`), for code outside a request.
-//!
 //! # Layout
 //!
-//! - `middleware.rs`: [`SessionMiddleware`].
-//! - `session.rs`: [`Session`], the extractor, and the commit plan.
+//! - `builder.rs`: [`SessionMiddlewareBuilder`]; `settings.rs`:
+//!   [`SessionSettings`]; `config.rs`: the checks and [`ConfigError`].
+//! - `middleware.rs`: [`SessionMiddleware`]; `extractor.rs`: the
+//!   [`Session`] extractor.
+//! - `session.rs`: the [`Session`] handle; `commit.rs`: what it writes
+//!   after the handler.
+//! - `service.rs`: [`SessionService`].
 //! - `store/mod.rs`: the [`SessionStore`] trait; `store/redis.rs` +
 //!   `store/session_write.lua`, and `store/memory.rs`: the two stores.
-//! - `service.rs`: [`SessionService`].
-//! - `settings.rs`: [`SessionSettings`].
 //! - `id.rs`, `cookie.rs`, `codec.rs`, `slot.rs`, `error.rs`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

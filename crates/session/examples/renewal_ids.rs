@@ -1,0 +1,37 @@
+//! Draws the ids that logins move sessions to, for the benchmark's
+//! instruction counts (`scripts/bench/instructions.sh`): on Redis Cluster
+//! the id must hash to the old id's slot, elsewhere any fresh id will do.
+//!
+//! ```text
+//! cargo run --release -p session --example renewal_ids -- 1000 cluster
+//! cargo run --release -p session --example renewal_ids -- 1000 standalone
+//! ```
+//!
+//! No server is needed: the client connects lazily, and drawing an id
+//! sends nothing.
+
+use redis_client::{RedisMode, RedisService, RedisSettings};
+use session::{RedisSessionStore, SessionId, SessionStore};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let count: usize = args.next().as_deref().unwrap_or("1000").parse()?;
+    let settings = match args.next().as_deref() {
+        Some("cluster") => RedisSettings {
+            mode: RedisMode::Cluster,
+            nodes: vec!["redis://127.0.0.1:7000".to_owned()],
+            ..RedisSettings::default()
+        },
+        _ => RedisSettings::default(),
+    };
+    let store = RedisSessionStore::new(RedisService::new(&settings)?);
+    let old = SessionId::generate();
+    // Fold the ids into a checksum, so that no draw can be optimized away.
+    let mut checksum = 0_u64;
+    for _ in 0..count {
+        let new = store.id_for_renewal(&old);
+        checksum = checksum.wrapping_add(u64::from(new.as_str().as_bytes()[0]));
+    }
+    println!("{count} ids drawn (checksum {checksum})");
+    Ok(())
+}
