@@ -278,7 +278,7 @@ impl Session {
     }
 
     /// The whole session decoded as one struct `S`, field by field (see
-    /// [`crate::codec`]), or `None` if there is no session.
+    /// the crate docs' "Data layout"), or `None` if there is no session.
     ///
     /// # Errors
     ///
@@ -382,7 +382,7 @@ impl Session {
     /// The move is one atomic script (`RENAME` + the request's changes), and
     /// it is safe on Redis Cluster because the new id is drawn so that its
     /// key hashes to the old key's slot
-    /// ([`crate::slot::generate_in_same_slot`]); a `RENAME` across slots
+    /// (see the crate docs on `renew`); a `RENAME` across slots
     /// would fail with `CROSSSLOT`. Elsewhere the new id is any fresh id.
     pub fn renew(&self) {
         let mut state = self.0.borrow_mut();
@@ -456,7 +456,8 @@ impl Session {
     /// it did. Use it for state machines that concurrent requests must not
     /// both advance (a one-time token, a checkout step).
     ///
-    /// Values are compared as stored text: see [`crate::codec`].
+    /// Values are compared as stored text: strings as they are, numbers as
+    /// decimal text, anything structured as compact JSON.
     ///
     /// # Errors
     ///
