@@ -9,6 +9,7 @@ use deadpool_redis::redis::{ErrorKind, RedisError, ServerErrorKind};
 /// not help). The underlying [`RedisError`] is kept as the `source`, so a log
 /// of the whole chain says exactly what happened.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RedisClientError {
     /// A setting can never work. Raised before any connection is tried.
     #[error("{0}")]

@@ -403,10 +403,15 @@ impl Lane {
             },
         };
         metrics::histogram!(metric_names::ROUND_TRIP_SECONDS).record(started.elapsed());
-        if reply.is_ok() {
+        let result = reply.map_err(|error| count_error(RedisClientError::from(error)));
+        // Any answer proves the connection alive, an error reply too.
+        if result
+            .as_ref()
+            .err()
+            .is_none_or(|error| !error.breaks_connection())
+        {
             shared.touch(started);
         }
-        let result = reply.map_err(|error| count_error(RedisClientError::from(error)));
         if let Err(error) = &result
             && error.breaks_connection()
         {

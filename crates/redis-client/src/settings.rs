@@ -30,9 +30,10 @@ pub enum RedisMode {
 /// `APP__REDIS__*` environment variables. Times are plain milliseconds so that
 /// one environment variable sets one value.
 ///
-/// The three timeouts bound every operation: a request that needs Redis gets
-/// its answer, or an error, within `wait_timeout_ms + connect_timeout_ms +
-/// response_timeout_ms` (2 s with the defaults), however Redis misbehaves.
+/// The timeouts bound every wait of an operation, however Redis misbehaves;
+/// the crate docs' "Timeouts" add up what one call can take (a reply within
+/// `response_timeout_ms` in the usual case). The session layer bounds a
+/// whole request on top (`session.store_timeout_ms`).
 #[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisSettings {
@@ -76,9 +77,10 @@ pub struct RedisSettings {
     pub connect_timeout_ms: u64,
     /// How long Redis may take to answer one command. Default 1000.
     pub response_timeout_ms: u64,
-    /// A pooled connection idle for longer than this is checked with a PING
-    /// before it is handed out again. Busy connections are not: that would
-    /// cost a round trip per request. Default 10000.
+    /// A connection idle for longer than this is checked with a PING before
+    /// a call rides it: a pooled one when it is handed out again, a thread's
+    /// leased one before its next call. Busy connections are not: that
+    /// would cost a round trip per request. Default 10000.
     pub idle_check_after_ms: u64,
     /// At start-up, how long to keep trying before giving up on an
     /// unreachable Redis. Default 5000.

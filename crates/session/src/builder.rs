@@ -48,8 +48,16 @@ impl std::fmt::Debug for SessionMiddlewareBuilder {
     }
 }
 
+impl SessionMiddleware {
+    /// A builder over `store`, with the safe defaults of
+    /// [`SessionSettings`].
+    pub fn builder(store: impl SessionStore) -> SessionMiddlewareBuilder {
+        SessionMiddlewareBuilder::new(Arc::new(store))
+    }
+}
+
 impl SessionMiddlewareBuilder {
-    pub(crate) fn new(store: Arc<dyn SessionStore>) -> Self {
+    fn new(store: Arc<dyn SessionStore>) -> Self {
         Self {
             store,
             settings: SessionSettings::default(),

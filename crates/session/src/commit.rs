@@ -8,9 +8,7 @@ use crate::session::{Snapshot, State};
 use crate::store::{Changes, Renewal};
 use crate::{Session, SessionError, SessionId, SessionService};
 
-/// How often a renewal may draw a taken id before we give up: see
-/// [`SessionError::IdsExhausted`].
-const FRESH_ID_ATTEMPTS: usize = 3;
+use crate::service::FRESH_ID_ATTEMPTS;
 
 /// What the response must do with the session cookie.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,20 +40,26 @@ impl Session {
         };
         let store = sessions.store();
         if purged {
-            // After a purge nothing can change `id` (see `Session::purge`):
-            // this is the cookie's session, or the one this request made.
-            if let Some(id) = &id {
+            // After a purge nothing changes `id` any more. It is the
+            // cookie's session, or one this request made; the cookie's own
+            // id is deleted too if `start_over` had let go of it.
+            let cookie_id = self.0.borrow().cookie_id.clone();
+            let mut doomed: Vec<SessionId> = id.into_iter().collect();
+            if let Some(cookie_id) = cookie_id
+                && !doomed.contains(&cookie_id)
+            {
+                doomed.push(cookie_id);
+            }
+            if doomed.is_empty() {
+                return Ok(CookieUpdate::Keep);
+            }
+            for id in &doomed {
                 let existed = self.within(store.delete(id)).await?;
                 commit_done("purge");
-                metrics::counter!(names::PURGES_TOTAL).increment(1);
                 log::debug!("purged session {id} (existed: {existed})");
-                return Ok(CookieUpdate::Remove);
             }
-            return Ok(if self.0.borrow().stale_cookie {
-                CookieUpdate::Remove
-            } else {
-                CookieUpdate::Keep
-            });
+            metrics::counter!(names::PURGES_TOTAL).increment(1);
+            return Ok(CookieUpdate::Remove);
         }
         if failed {
             let state = self.0.borrow();
@@ -71,9 +75,7 @@ impl Session {
             Plan::ForgetCookie => Ok(CookieUpdate::Remove),
             Plan::RefreshCookie(id) => Ok(self.cookie_for(id)),
             Plan::Create(changes) => {
-                let id = sessions
-                    .create_fresh(&changes, &policy, self.deadline())
-                    .await?;
+                let id = sessions.create_fresh(&changes, &policy, self).await?;
                 commit_done("create");
                 Ok(CookieUpdate::Set(id))
             }
@@ -131,9 +133,7 @@ impl Session {
             ..Changes::default()
         };
         let policy = sessions.config().policy;
-        let id = sessions
-            .create_fresh(&fresh, &policy, self.deadline())
-            .await?;
+        let id = sessions.create_fresh(&fresh, &policy, self).await?;
         Ok(CookieUpdate::Set(id))
     }
 
@@ -200,8 +200,9 @@ impl State {
             return false;
         };
         let config = self.sessions.config();
-        let mut refreshed = config.policy.idle_timeout;
-        if let (Some(absolute), Some(created)) = (config.policy.absolute_timeout, loaded.created) {
+        let mut refreshed = config.policy.idle_timeout();
+        if let (Some(absolute), Some(created)) = (config.policy.absolute_timeout(), loaded.created)
+        {
             let age = SystemTime::now()
                 .duration_since(created)
                 .unwrap_or_default();

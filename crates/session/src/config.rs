@@ -5,53 +5,8 @@
 
 use std::time::Duration;
 
+use crate::limits::ConfigError;
 use crate::{CookieMode, SameSite, SessionSettings, WritePolicy};
-
-/// A setting that can never work, named by its key (`session.<field>` of
-/// [`SessionSettings`]), with what it must be. Its text is one line, and it
-/// never quotes a secret.
-///
-/// ```
-/// let error = session::SessionMiddleware::builder(session::MemorySessionStore::new())
-///     .touch_after_fraction(-1.0)
-///     .build()
-///     .unwrap_err();
-/// assert_eq!(error.key(), "session.touch_after_fraction");
-/// assert_eq!(error.to_string(), "session.touch_after_fraction must be between 0.0 and 1.0, got -1");
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{key} {problem}")]
-pub struct ConfigError {
-    key: &'static str,
-    problem: String,
-}
-
-impl ConfigError {
-    pub(crate) fn new(key: &'static str, problem: impl Into<String>) -> Self {
-        Self {
-            key,
-            problem: problem.into(),
-        }
-    }
-
-    /// The settings key at fault, e.g. `session.cookie_name`.
-    pub fn key(&self) -> &'static str {
-        self.key
-    }
-}
-
-/// The longest timeout we accept: a year. Longer is surely a typo (ms?), and
-/// it keeps every TTL far inside what Redis's `PEXPIRE`, Lua's numbers and
-/// `Instant` arithmetic hold.
-pub(crate) const MAX_TIMEOUT_SECS: u64 = 365 * 24 * 3600;
-
-/// The largest session we accept: 1 MiB. Redis would take 512 MiB, but a
-/// session that large is read on every request that uses it.
-pub(crate) const MAX_SESSION_BYTES: usize = 1024 * 1024;
-
-/// Most fields we accept in `max_fields`: a script's arguments must stay
-/// well inside Lua's stack.
-pub(crate) const MAX_SESSION_FIELDS: usize = 1024;
 
 /// The longest store budget per request we accept.
 const MAX_STORE_TIMEOUT_MS: u64 = 60_000;
@@ -112,7 +67,7 @@ impl Config {
         }
         let cookie = cookie_config(s)?;
         Ok(Self {
-            touch_after: policy.idle_timeout.mul_f64(s.touch_after_fraction),
+            touch_after: policy.idle_timeout().mul_f64(s.touch_after_fraction),
             store_timeout: Duration::from_millis(s.store_timeout_ms),
             policy,
             cookie,
@@ -133,78 +88,6 @@ impl SessionSettings {
     /// [`ConfigError`] naming the key of the first bad value.
     pub fn validate(&self) -> Result<(), ConfigError> {
         Config::new(self.clone()).map(|_| ())
-    }
-}
-
-impl WritePolicy {
-    /// The rules a store enforces on every write, checked: an idle timeout
-    /// above zero and at most a year, an absolute lifetime the same, 1 to
-    /// 1024 fields and 1 byte to 1 MiB.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// let policy = session::WritePolicy::new(Duration::from_secs(60), None, 16, 4096).unwrap();
-    /// assert_eq!(policy.max_fields, 16);
-    /// assert!(session::WritePolicy::new(Duration::ZERO, None, 16, 4096).is_err());
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// [`ConfigError`] naming the matching `session.*` key.
-    pub fn new(
-        idle_timeout: Duration,
-        absolute_timeout: Option<Duration>,
-        max_fields: usize,
-        max_bytes: usize,
-    ) -> Result<Self, ConfigError> {
-        let longest = Duration::from_secs(MAX_TIMEOUT_SECS);
-        if idle_timeout.is_zero() || idle_timeout > longest {
-            return Err(ConfigError::new(
-                "session.idle_timeout_secs",
-                format!(
-                    "must be between 1 and {MAX_TIMEOUT_SECS} seconds, got {}",
-                    seconds(idle_timeout)
-                ),
-            ));
-        }
-        if let Some(absolute) = absolute_timeout
-            && (absolute.is_zero() || absolute > longest)
-        {
-            return Err(ConfigError::new(
-                "session.absolute_timeout_secs",
-                format!(
-                    "must be at most {MAX_TIMEOUT_SECS} seconds (0 = off), got {}",
-                    seconds(absolute)
-                ),
-            ));
-        }
-        if max_fields == 0 || max_fields > MAX_SESSION_FIELDS {
-            return Err(ConfigError::new(
-                "session.max_fields",
-                format!("must be between 1 and {MAX_SESSION_FIELDS}, got {max_fields}"),
-            ));
-        }
-        if max_bytes == 0 || max_bytes > MAX_SESSION_BYTES {
-            return Err(ConfigError::new(
-                "session.max_bytes",
-                format!("must be between 1 and {MAX_SESSION_BYTES}, got {max_bytes}"),
-            ));
-        }
-        Ok(Self {
-            idle_timeout,
-            absolute_timeout,
-            max_fields,
-            max_bytes,
-        })
-    }
-}
-
-/// A duration as the settings write it: whole seconds, or a fraction.
-fn seconds(duration: Duration) -> String {
-    if duration.subsec_nanos() == 0 {
-        duration.as_secs().to_string()
-    } else {
-        format!("{:.3}", duration.as_secs_f64())
     }
 }
 
@@ -302,6 +185,7 @@ fn cookie_config(s: &SessionSettings) -> Result<CookieConfig, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::{MAX_SESSION_BYTES, MAX_SESSION_FIELDS, MAX_TIMEOUT_SECS};
 
     #[test]
     fn the_defaults_are_the_nest_layout_and_valid() {
@@ -311,9 +195,9 @@ mod tests {
         assert_eq!(config.cookie.domain, None);
         assert_eq!(config.cookie.same_site, SameSite::Lax);
         assert!(config.cookie.http_only);
-        assert_eq!(config.policy.idle_timeout, Duration::from_secs(1800));
+        assert_eq!(config.policy.idle_timeout(), Duration::from_secs(1800));
         assert_eq!(
-            config.policy.absolute_timeout,
+            config.policy.absolute_timeout(),
             Some(Duration::from_secs(8 * 3600))
         );
         assert_eq!(config.touch_after, Duration::from_secs(450));

@@ -136,6 +136,9 @@ impl SessionError {
         let status = self.status_code();
         let message = match self {
             Self::Store(StoreError::LimitExceeded(limit)) => limit.to_string(),
+            // The name is the handler's, and may be the client's: it stays
+            // in the log.
+            Self::InvalidKey(_) => "a session field name is empty or reserved".to_owned(),
             other => other.to_string(),
         };
         let body = serde_json::json!({ "error": self.code(), "message": message });

@@ -228,7 +228,8 @@
 //! # Layout
 //!
 //! - `builder.rs`: [`SessionMiddlewareBuilder`]; `settings.rs`:
-//!   [`SessionSettings`]; `config.rs`: the checks and [`ConfigError`].
+//!   [`SessionSettings`]; `config.rs`: the checks; `limits.rs`:
+//!   [`ConfigError`] and the largest values.
 //! - `middleware.rs`: [`SessionMiddleware`]; `extractor.rs`: the
 //!   [`Session`] extractor.
 //! - `session.rs`: the [`Session`] handle; `commit.rs`: what it writes
@@ -248,6 +249,7 @@ mod cookie;
 mod error;
 mod extractor;
 mod id;
+mod limits;
 pub mod metric_names;
 mod middleware;
 mod service;
@@ -258,9 +260,9 @@ mod store;
 
 pub use builder::SessionMiddlewareBuilder;
 pub use codec::SessionFields;
-pub use config::ConfigError;
 pub use error::SessionError;
 pub use id::SessionId;
+pub use limits::ConfigError;
 pub use middleware::SessionMiddleware;
 #[doc(hidden)]
 pub use middleware::SessionMiddlewareService;

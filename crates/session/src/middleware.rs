@@ -16,7 +16,7 @@ use actix_web::{Error, HttpMessage, HttpRequest, HttpResponse};
 use crate::commit::CookieUpdate;
 use crate::cookie::{removal_cookie, session_cookie};
 use crate::extractor::RequestSessions;
-use crate::{Session, SessionError, SessionMiddlewareBuilder, SessionService, SessionStore};
+use crate::{Session, SessionError, SessionService};
 
 /// What answers a request whose handler succeeded but whose session could
 /// not be saved: see [`SessionMiddlewareBuilder::on_commit_error`].
@@ -25,8 +25,8 @@ pub(crate) type CommitErrorHandler =
 
 /// Gives every request a [`Session`] and commits it after the handler.
 ///
-/// Build it with [`SessionMiddleware::builder`]; every setting is checked
-/// there, once.
+/// Build it with [`SessionMiddleware::builder`] (in `builder.rs`); every
+/// setting is checked there, once.
 ///
 /// Lazily: a request whose handler never extracts [`Session`] costs no
 /// cookie parsing, no session object and no store call. The first extraction
@@ -44,7 +44,7 @@ pub(crate) type CommitErrorHandler =
 /// - the write fails: the failure is logged once and the handler's response
 ///   is replaced by [`SessionError::json_response`] (503 with
 ///   `Retry-After: 1` when the store is unavailable), or by what
-///   [`SessionMiddlewareBuilder::on_commit_error`] returns.
+///   [`SessionMiddlewareBuilder::on_commit_error`](crate::SessionMiddlewareBuilder::on_commit_error) returns.
 ///
 /// ```no_run
 /// use actix_web::{App, HttpServer, web};
@@ -77,12 +77,6 @@ impl std::fmt::Debug for SessionMiddleware {
 }
 
 impl SessionMiddleware {
-    /// A builder over `store`, with the safe defaults of
-    /// [`SessionSettings`](crate::SessionSettings).
-    pub fn builder(store: impl SessionStore) -> SessionMiddlewareBuilder {
-        SessionMiddlewareBuilder::new(Arc::new(store))
-    }
-
     pub(crate) fn from_parts(
         sessions: SessionService,
         on_commit_error: CommitErrorHandler,
@@ -195,7 +189,20 @@ where
                         request.method(),
                         request.path()
                     ));
-                    let replacement = on_commit_error(&error, request);
+                    let mut replacement = on_commit_error(&error, request);
+                    // An incr or compare_and_set that created the session
+                    // already wrote it: its cookie still goes out, or no
+                    // browser could reach that write.
+                    let created = {
+                        let state = session.0.borrow();
+                        state.id.clone().filter(|_| state.issued && state.written)
+                    };
+                    if let Some(id) = created {
+                        let cookie = session_cookie(&id, &sessions.config().cookie);
+                        if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
+                            replacement.headers_mut().append(SET_COOKIE, value);
+                        }
+                    }
                     Ok(response.into_response(replacement).map_into_right_body())
                 }
             }

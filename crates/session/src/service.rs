@@ -17,7 +17,29 @@ use crate::{SessionError, SessionFields, SessionId, SessionSettings, SessionStor
 
 /// How often a fresh id may collide before we give up. Each collision has a
 /// chance of about 2^-122; a second one means a broken random source.
-const FRESH_ID_ATTEMPTS: usize = 3;
+pub(crate) const FRESH_ID_ATTEMPTS: usize = 3;
+
+fn budget_spent() -> StoreError {
+    StoreError::Unavailable(
+        "the request's session store budget (session.store_timeout_ms) ran out".into(),
+    )
+}
+
+/// What is left of a time budget for store calls, and how to spend it.
+pub(crate) trait Budget {
+    fn remaining(&self) -> Duration;
+    fn spend(&self, took: Duration);
+}
+
+/// A whole budget for one call outside a request.
+struct Single(Duration);
+
+impl Budget for Single {
+    fn remaining(&self) -> Duration {
+        self.0
+    }
+    fn spend(&self, _took: Duration) {}
+}
 
 /// The store and the validated settings every request's session works
 /// with: what [`SessionMiddleware`](crate::SessionMiddleware) hands its
@@ -89,36 +111,52 @@ impl SessionService {
         self.store.as_ref()
     }
 
-    /// Runs one store call within what is left of `deadline`, so that every
-    /// call of one request, retries included, fits in one budget.
+    /// Runs one store call within `remaining`, the rest of a budget, and
+    /// returns how long it took. With nothing left it sends nothing: a
+    /// write must not go out once its caller has been told it failed.
     pub(crate) async fn within<T>(
-        deadline: tokio::time::Instant,
+        remaining: Duration,
         call: impl Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, StoreError> {
-        match tokio::time::timeout_at(deadline, call).await {
-            Ok(result) => result,
-            Err(_) => Err(StoreError::Unavailable(
-                "the request's session store budget (session.store_timeout_ms) ran out".into(),
-            )),
+    ) -> (Result<T, StoreError>, Duration) {
+        if remaining.is_zero() {
+            return (Err(budget_spent()), Duration::ZERO);
         }
+        let started = tokio::time::Instant::now();
+        let result = match tokio::time::timeout(remaining, call).await {
+            Ok(result) => result,
+            Err(_) => Err(budget_spent()),
+        };
+        (result, started.elapsed())
     }
 
-    /// A deadline one budget from now.
-    pub(crate) fn deadline(&self) -> tokio::time::Instant {
-        tokio::time::Instant::now() + self.config.store_timeout
+    /// One call with a whole budget of its own: the calls outside a request.
+    async fn call<T>(
+        &self,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        Self::within(self.config.store_timeout, call).await.0
+    }
+
+    /// The budget of one request's store calls.
+    pub(crate) fn budget(&self) -> Duration {
+        self.config.store_timeout
     }
 
     /// A fresh id holding `changes.upserts`, retried on the (astronomically
-    /// rare) collision. The one place sessions are created.
+    /// rare) collision, each try within what `budget` has left. The one
+    /// place sessions are created.
     pub(crate) async fn create_fresh(
         &self,
         changes: &Changes,
         policy: &WritePolicy,
-        deadline: tokio::time::Instant,
+        budget: &dyn Budget,
     ) -> Result<SessionId, SessionError> {
         for _ in 0..FRESH_ID_ATTEMPTS {
             let id = SessionId::generate();
-            if Self::within(deadline, self.store.create(&id, changes, policy)).await? {
+            let (created, took) =
+                Self::within(budget.remaining(), self.store.create(&id, changes, policy)).await;
+            budget.spend(took);
+            if created? {
                 metrics::counter!(names::CREATIONS_TOTAL).increment(1);
                 log::debug!("created session {id}");
                 return Ok(id);
@@ -155,7 +193,7 @@ impl SessionService {
         let Some(id) = SessionId::parse(sid) else {
             return Ok(None);
         };
-        let Some(loaded) = Self::within(self.deadline(), self.store.load(&id)).await? else {
+        let Some(loaded) = self.call(self.store.load(&id)).await? else {
             return Ok(None);
         };
         codec::decode_fields(&loaded.fields)
@@ -204,17 +242,17 @@ impl SessionService {
         // cannot hold.
         let policy = WritePolicy::new(
             ttl,
-            defaults.absolute_timeout,
-            defaults.max_fields,
-            defaults.max_bytes,
+            defaults.absolute_timeout(),
+            defaults.max_fields(),
+            defaults.max_bytes(),
         )?;
-        let deadline = self.deadline();
         if let Some(id) = sid.and_then(SessionId::parse)
-            && Self::within(deadline, self.store.update(&id, &changes, &policy)).await?
+            && self.call(self.store.update(&id, &changes, &policy)).await?
         {
             return Ok(id);
         }
-        self.create_fresh(&changes, &policy, deadline).await
+        let budget = Single(self.config.store_timeout);
+        self.create_fresh(&changes, &policy, &budget).await
     }
 
     /// Adds `by` to the integer `field` of the session named by `sid`,
@@ -240,9 +278,11 @@ impl SessionService {
             return Err(SessionError::InvalidKey(field.to_owned()));
         }
         let policy = self.config.policy;
-        let deadline = self.deadline();
         if let Some(id) = sid {
-            match Self::within(deadline, self.store.increment(id, field, by, &policy)).await {
+            match self
+                .call(self.store.increment(id, field, by, &policy))
+                .await
+            {
                 Ok(Some(value)) => {
                     return Ok(Counted {
                         id: id.clone(),
@@ -265,7 +305,8 @@ impl SessionService {
             upserts: vec![(field.to_owned(), by.to_string())],
             ..Changes::default()
         };
-        let id = self.create_fresh(&changes, &policy, deadline).await?;
+        let budget = Single(self.config.store_timeout);
+        let id = self.create_fresh(&changes, &policy, &budget).await?;
         Ok(Counted {
             id,
             value: by,
@@ -281,7 +322,7 @@ impl SessionService {
     ///
     /// [`SessionError::Store`] if the store fails.
     pub async fn inspect(&self, sid: &SessionId) -> Result<Option<SessionView>, SessionError> {
-        let found = Self::within(self.deadline(), self.store.load(sid)).await?;
+        let found = self.call(self.store.load(sid)).await?;
         Ok(found.map(|loaded| SessionView {
             fields: loaded.fields,
             expires_in: loaded.ttl,
@@ -296,7 +337,7 @@ impl SessionService {
     /// [`SessionError::Store`] if the store fails.
     pub async fn end_session(&self, sid: &str) -> Result<bool, SessionError> {
         match SessionId::parse(sid) {
-            Some(id) => Ok(Self::within(self.deadline(), self.store.delete(&id)).await?),
+            Some(id) => Ok(self.call(self.store.delete(&id)).await?),
             None => Ok(false),
         }
     }

@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 
 use crate::codec;
 use crate::metric_names as names;
+use crate::service::Budget as _;
 use crate::store::{Changes, LoadedSession, is_user_field, parse_redis_integer};
 use crate::{SessionError, SessionFields, SessionId, SessionService, StoreError};
 
@@ -56,8 +57,10 @@ use crate::{SessionError, SessionFields, SessionId, SessionService, StoreError};
 /// # Time
 ///
 /// Every store call of one request, retries included, shares one budget:
-/// `session.store_timeout_ms` from the first call. Past it the call fails
-/// with [`StoreError::Unavailable`] (a 503).
+/// `session.store_timeout_ms` of time spent waiting on the store (the
+/// handler's own work does not count). A call that would start past it is
+/// not sent, and one that runs past it is cut short; either fails with
+/// [`StoreError::Unavailable`] (a 503).
 #[derive(Clone)]
 pub struct Session(pub(crate) Rc<RefCell<State>>);
 
@@ -98,6 +101,17 @@ pub(crate) enum Snapshot {
     Live(LoadedSession),
 }
 
+impl crate::service::Budget for Session {
+    fn remaining(&self) -> Duration {
+        let state = self.0.borrow();
+        state.sessions.budget().saturating_sub(state.spent)
+    }
+
+    fn spend(&self, took: Duration) {
+        self.0.borrow_mut().spent += took;
+    }
+}
+
 /// One request's session state, shared by the clones of its [`Session`].
 #[derive(Debug)]
 pub(crate) struct State {
@@ -123,8 +137,12 @@ pub(crate) struct State {
     pub(crate) renew: bool,
     /// An immediate write (incr, compare_and_set) already slid the TTL.
     pub(crate) written: bool,
-    /// The end of this request's store budget, from its first store call.
-    pub(crate) deadline: Option<tokio::time::Instant>,
+    /// The time this request's store calls took so far: the budget counts
+    /// time spent waiting on the store, not the handler's own work.
+    pub(crate) spent: Duration,
+    /// The cookie's id as the request brought it. Never changes, so that a
+    /// purge deletes it whatever `start_over` did to `id`.
+    pub(crate) cookie_id: Option<SessionId>,
 }
 
 /// When a session was created and last used, for pages like "your session".
@@ -143,6 +161,7 @@ pub struct SessionTimes {
 impl Session {
     /// The handle for one request. `id` is the cookie's id, if it sent one.
     pub(crate) fn new(sessions: SessionService, id: Option<SessionId>) -> Self {
+        let id_for_cookie = id.clone();
         let snapshot = if id.is_some() {
             Snapshot::Unknown
         } else {
@@ -160,7 +179,8 @@ impl Session {
             purged: false,
             renew: false,
             written: false,
-            deadline: None,
+            spent: Duration::ZERO,
+            cookie_id: id_for_cookie,
         })))
     }
 
@@ -199,23 +219,15 @@ impl Session {
         Ok(matches!(&state.snapshot, Snapshot::Live(loaded) if loaded.fields.contains_key(key)))
     }
 
-    /// Runs one store call within this request's budget (see "Time" above).
+    /// Runs one store call within what is left of this request's budget
+    /// (see "Time" above), and counts its time against the budget.
     pub(crate) async fn within<T>(
         &self,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        SessionService::within(self.deadline(), call).await
-    }
-
-    /// The request's store deadline: set by its first store call.
-    pub(crate) fn deadline(&self) -> tokio::time::Instant {
-        let mut state = self.0.borrow_mut();
-        if let Some(deadline) = state.deadline {
-            return deadline;
-        }
-        let deadline = state.sessions.deadline();
-        state.deadline = Some(deadline);
-        deadline
+        let (result, took) = SessionService::within(self.remaining(), call).await;
+        self.spend(took);
+        result
     }
 
     /// The current session id, if there is one: the cookie's, or one issued
@@ -332,12 +344,12 @@ impl Session {
         let mut state = self.0.borrow_mut();
         let policy = state.sessions.config().policy;
         if let Some(text) = &encoded
-            && key.len() + text.len() > policy.max_bytes
+            && key.len() + text.len() > policy.max_bytes()
         {
-            return Err(limit(crate::store::Limit::Bytes(policy.max_bytes)));
+            return Err(limit(crate::store::Limit::Bytes(policy.max_bytes())));
         }
-        if !state.changes.contains_key(key) && state.changes.len() >= policy.max_fields {
-            return Err(limit(crate::store::Limit::Fields(policy.max_fields)));
+        if !state.changes.contains_key(key) && state.changes.len() >= policy.max_fields() {
+            return Err(limit(crate::store::Limit::Fields(policy.max_fields())));
         }
         state.changes.insert(key.to_owned(), encoded);
         Ok(())
@@ -594,16 +606,14 @@ impl Session {
         changes.upserts.retain(|(field, _)| field != key);
         changes.upserts.push((key.to_owned(), value));
         let policy = sessions.config().policy;
-        let id = sessions
-            .create_fresh(&changes, &policy, self.deadline())
-            .await?;
+        let id = sessions.create_fresh(&changes, &policy, self).await?;
         let mut state = self.0.borrow_mut();
         let fields: SessionFields = changes.upserts.into_iter().collect();
         state.snapshot = Snapshot::Live(LoadedSession {
             fields,
             created: Some(SystemTime::now()),
             seen: Some(SystemTime::now()),
-            ttl: Some(policy.idle_timeout),
+            ttl: Some(policy.idle_timeout()),
         });
         state.id = Some(id);
         state.issued = true;

@@ -286,8 +286,30 @@ async fn three_calls(session: Session) -> Reply {
     Ok(HttpResponse::Ok().finish())
 }
 
+async fn start_over_then_logout(session: Session) -> HttpResponse {
+    session.start_over();
+    session.purge();
+    HttpResponse::Ok().finish()
+}
+
+/// A load that runs out the budget, then an increment: it must not be sent.
+async fn past_the_budget(session: Session) -> HttpResponse {
+    let load: Result<Option<String>, _> = session.get("user").await;
+    let incr = session.incr("visits", 1).await;
+    HttpResponse::Ok().body(format!(
+        "{} {}",
+        load.is_err_and(|e| e.is_unavailable()),
+        incr.is_err_and(|e| e.is_unavailable())
+    ))
+}
+
 fn routes(config: &mut web::ServiceConfig) {
     config
+        .route(
+            "/start-over-then-logout",
+            web::post().to(start_over_then_logout),
+        )
+        .route("/past-the-budget", web::post().to(past_the_budget))
         .route("/logout-then-write", web::post().to(logout_then_write))
         .route("/statuses", web::post().to(statuses))
         .route("/has-keys", web::post().to(has_keys))
@@ -817,4 +839,32 @@ async fn settings_that_can_never_work_fail_at_build_naming_the_key() {
         assert!(line.starts_with(key) && !line.contains('\n'), "{line}");
     }
     assert!(build(|b| b.cookie_same_site(SameSite::None).cookie_secure(true)).is_ok());
+}
+
+#[actix_web::test]
+async fn a_logout_after_start_over_still_ends_the_cookies_session() {
+    let harness = Harness::new();
+    let sid = harness.session().await;
+    let outcome = harness
+        .call("POST", "/start-over-then-logout", Some(&sid))
+        .await;
+    assert_eq!(
+        outcome.set_sid.as_deref(),
+        Some(""),
+        "a removal cookie: {outcome:?}"
+    );
+    let id = SessionId::parse(&sid).expect("a valid id");
+    assert_eq!(harness.store.inner.load(&id).await.expect("load"), None);
+}
+
+#[actix_web::test]
+async fn no_write_is_sent_once_the_budget_is_spent() {
+    // The load takes the whole budget; the increment after it must not
+    // reach the store, since the caller is told it failed.
+    let harness = Harness::with(|builder| builder.store_timeout(Duration::from_millis(300)));
+    let sid = harness.session().await;
+    harness.store.delay_ms.store(500, Ordering::SeqCst);
+    let outcome = harness.call("POST", "/past-the-budget", Some(&sid)).await;
+    assert_eq!(outcome.body, "true true", "{outcome:?}");
+    assert_eq!((outcome.loads, outcome.writes), (1, 0), "{outcome:?}");
 }

@@ -112,7 +112,7 @@ impl State {
             .get(CREATED_FIELD)
             .and_then(|ms| ms.parse().ok())
             .unwrap_or(now.ms);
-        if let Some(absolute) = policy.absolute_timeout
+        if let Some(absolute) = policy.absolute_timeout()
             && created.saturating_add(millis(absolute)) <= now.ms
         {
             self.sessions.remove(id);
@@ -143,8 +143,10 @@ fn check_limits(
     }
     // As the script: more names than the session may hold fails at once,
     // a name sent twice counting twice.
-    if changes.upserts.len() > policy.max_fields {
-        return Err(StoreError::LimitExceeded(Limit::Fields(policy.max_fields)));
+    if changes.upserts.len() > policy.max_fields() {
+        return Err(StoreError::LimitExceeded(Limit::Fields(
+            policy.max_fields(),
+        )));
     }
     let mut after: HashMap<&str, &str> = match fields {
         Some(fields) if !changes.clear => fields
@@ -163,11 +165,13 @@ fn check_limits(
         .iter()
         .filter(|(field, _)| !field.starts_with(RESERVED_PREFIX));
     let (count, bytes) = user.fold((0, 0), |(n, b), (f, v)| (n + 1, b + f.len() + v.len()));
-    if count > policy.max_fields {
-        return Err(StoreError::LimitExceeded(Limit::Fields(policy.max_fields)));
+    if count > policy.max_fields() {
+        return Err(StoreError::LimitExceeded(Limit::Fields(
+            policy.max_fields(),
+        )));
     }
-    if bytes > policy.max_bytes {
-        return Err(StoreError::LimitExceeded(Limit::Bytes(policy.max_bytes)));
+    if bytes > policy.max_bytes() {
+        return Err(StoreError::LimitExceeded(Limit::Bytes(policy.max_bytes())));
     }
     Ok(())
 }
@@ -191,8 +195,8 @@ fn apply(entry: &mut Entry, changes: &Changes, created: u64, now: Now, policy: &
     for (field, value) in &changes.upserts {
         entry.fields.insert(field.clone(), value.clone());
     }
-    let mut ttl_ms = millis(policy.idle_timeout);
-    if let Some(absolute) = policy.absolute_timeout {
+    let mut ttl_ms = millis(policy.idle_timeout());
+    if let Some(absolute) = policy.absolute_timeout() {
         ttl_ms = ttl_ms.min(
             created
                 .saturating_add(millis(absolute))
@@ -204,7 +208,7 @@ fn apply(entry: &mut Entry, changes: &Changes, created: u64, now: Now, policy: &
     entry.expires_at = now
         .instant
         .checked_add(Duration::from_millis(ttl_ms))
-        .unwrap_or(now.instant + Duration::from_secs(crate::config::MAX_TIMEOUT_SECS));
+        .unwrap_or(now.instant + Duration::from_secs(crate::limits::MAX_TIMEOUT_SECS));
 }
 
 #[async_trait]

@@ -30,6 +30,9 @@ use async_trait::async_trait;
 
 pub use self::memory::MemorySessionStore;
 pub use self::redis::RedisSessionStore;
+use crate::limits::{
+    ConfigError, MAX_SESSION_BYTES, MAX_SESSION_FIELDS, MAX_TIMEOUT_SECS, seconds,
+};
 use crate::{SessionFields, SessionId};
 
 /// Metadata field: when the session was created, in ms since the Unix epoch.
@@ -93,19 +96,42 @@ impl StoreError {
 }
 
 /// How long sessions live and how large they may grow: the rules every
-/// write enforces. Only [`WritePolicy::new`] makes one, so a store never
-/// meets a TTL it cannot hold.
+/// write enforces. Only [`WritePolicy::new`] makes one, and its values
+/// cannot be changed after, so a store never meets a TTL it cannot hold or
+/// a limit its script cannot keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct WritePolicy {
     /// The sliding TTL.
-    pub idle_timeout: Duration,
+    idle_timeout: Duration,
     /// The hard cap from creation, if any.
-    pub absolute_timeout: Option<Duration>,
+    absolute_timeout: Option<Duration>,
     /// Most user fields.
-    pub max_fields: usize,
+    max_fields: usize,
     /// Most bytes of user field names and values.
-    pub max_bytes: usize,
+    max_bytes: usize,
+}
+
+impl WritePolicy {
+    /// The sliding TTL: every write sets the key's TTL to this, cut short
+    /// by the absolute lifetime.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
+    /// The hard cap from creation, if any.
+    pub fn absolute_timeout(&self) -> Option<Duration> {
+        self.absolute_timeout
+    }
+
+    /// Most user fields a session may hold.
+    pub fn max_fields(&self) -> usize {
+        self.max_fields
+    }
+
+    /// Most bytes of user field names and values a session may hold.
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
 }
 
 /// What one request changes in a session: applied whole or not at all.
@@ -253,6 +279,69 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Whether the backend answers right now (for `/readyz`).
     async fn check_health(&self) -> Result<(), StoreError>;
+}
+
+impl WritePolicy {
+    /// The rules a store enforces on every write, checked: an idle timeout
+    /// above zero and at most a year, an absolute lifetime the same, 1 to
+    /// 1024 fields and 1 byte to 1 MiB.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let policy = session::WritePolicy::new(Duration::from_secs(60), None, 16, 4096).unwrap();
+    /// assert_eq!(policy.max_fields(), 16);
+    /// assert!(session::WritePolicy::new(Duration::ZERO, None, 16, 4096).is_err());
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming the matching `session.*` key.
+    pub fn new(
+        idle_timeout: Duration,
+        absolute_timeout: Option<Duration>,
+        max_fields: usize,
+        max_bytes: usize,
+    ) -> Result<Self, ConfigError> {
+        let longest = Duration::from_secs(MAX_TIMEOUT_SECS);
+        if idle_timeout.is_zero() || idle_timeout > longest {
+            return Err(ConfigError::new(
+                "session.idle_timeout_secs",
+                format!(
+                    "must be between 1 and {MAX_TIMEOUT_SECS} seconds, got {}",
+                    seconds(idle_timeout)
+                ),
+            ));
+        }
+        if let Some(absolute) = absolute_timeout
+            && (absolute.is_zero() || absolute > longest)
+        {
+            return Err(ConfigError::new(
+                "session.absolute_timeout_secs",
+                format!(
+                    "must be at most {MAX_TIMEOUT_SECS} seconds (0 = off), got {}",
+                    seconds(absolute)
+                ),
+            ));
+        }
+        if max_fields == 0 || max_fields > MAX_SESSION_FIELDS {
+            return Err(ConfigError::new(
+                "session.max_fields",
+                format!("must be between 1 and {MAX_SESSION_FIELDS}, got {max_fields}"),
+            ));
+        }
+        if max_bytes == 0 || max_bytes > MAX_SESSION_BYTES {
+            return Err(ConfigError::new(
+                "session.max_bytes",
+                format!("must be between 1 and {MAX_SESSION_BYTES}, got {max_bytes}"),
+            ));
+        }
+        Ok(Self {
+            idle_timeout,
+            absolute_timeout,
+            max_fields,
+            max_bytes,
+        })
+    }
 }
 
 /// Whether `name` may name a user field: non-empty, and not `__…`, which

@@ -209,8 +209,10 @@ impl RedisSessionStore {
     ) -> Result<ScriptReply, StoreError> {
         let reply: ScriptReply = self.redis.run_script(call, retry).await?;
         match reply.0 {
-            -2 => Err(StoreError::LimitExceeded(Limit::Fields(policy.max_fields))),
-            -3 => Err(StoreError::LimitExceeded(Limit::Bytes(policy.max_bytes))),
+            -2 => Err(StoreError::LimitExceeded(Limit::Fields(
+                policy.max_fields(),
+            ))),
+            -3 => Err(StoreError::LimitExceeded(Limit::Bytes(policy.max_bytes()))),
             -4 => Err(StoreError::InvalidData(
                 "the field is not a 64-bit integer, or the sum overflows".into(),
             )),
@@ -223,10 +225,10 @@ impl RedisSessionStore {
 fn invocation(keys: &[&str], op: &str, policy: &WritePolicy) -> ScriptCall<'static> {
     let mut call = ScriptCall::new(&SESSION_WRITE, keys);
     call.arg(op)
-        .arg(millis(policy.idle_timeout))
-        .arg(policy.absolute_timeout.map_or(0, millis))
-        .arg(policy.max_fields)
-        .arg(policy.max_bytes);
+        .arg(millis(policy.idle_timeout()))
+        .arg(policy.absolute_timeout().map_or(0, millis))
+        .arg(policy.max_fields())
+        .arg(policy.max_bytes());
     call
 }
 
@@ -249,10 +251,9 @@ impl From<RedisClientError> for StoreError {
             RedisClientError::InvalidSettings(_) | RedisClientError::Misconfigured { .. } => {
                 Self::Misconfigured(Box::new(error))
             }
-            // A reply we cannot read: a field holding bytes that are not
-            // UTF-8, which another writer put in this one session.
-            RedisClientError::BadReply(_) => Self::InvalidData(Box::new(error)),
-            // WRONGTYPE, a script error, CROSSSLOT, and anything new.
+            // WRONGTYPE, a script error, CROSSSLOT, a reply of the wrong
+            // shape, and anything new. (A load maps its own unreadable
+            // reply, a field that is not UTF-8, to bad data: see `load`.)
             _ => Self::Backend(Box::new(error)),
         }
     }
@@ -261,7 +262,16 @@ impl From<RedisClientError> for StoreError {
 #[async_trait]
 impl SessionStore for RedisSessionStore {
     async fn load(&self, id: &SessionId) -> Result<Option<LoadedSession>, StoreError> {
-        let found = self.redis.hash_get_all_with_ttl(&self.key(id)).await?;
+        let found = self
+            .redis
+            .hash_get_all_with_ttl(&self.key(id))
+            .await
+            .map_err(|error| match error {
+                // The fields could not be read as text: bytes that are not
+                // UTF-8, which another writer put in this one session.
+                RedisClientError::BadReply(_) => StoreError::InvalidData(Box::new(error)),
+                other => other.into(),
+            })?;
         Ok(found.map(|(fields, ttl_ms)| {
             LoadedSession::from_stored(fields, ttl_ms.map(std::time::Duration::from_millis))
         }))

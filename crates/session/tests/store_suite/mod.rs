@@ -679,8 +679,9 @@ macro_rules! store_behaviour_suite {
             async fn too_many_fields_are_refused_whole() {
                 let harness = make_store().await;
                 let store = &*harness.store;
-                let tight = session::WritePolicy::new(LONG.idle_timeout, None, 3, LONG.max_bytes)
-                    .expect("a valid policy");
+                let tight =
+                    session::WritePolicy::new(LONG.idle_timeout(), None, 3, LONG.max_bytes())
+                        .expect("a valid policy");
                 let four = sets(&[("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")]);
                 let refused = store.create(&SessionId::generate(), &four, &tight).await;
                 assert!(
@@ -725,7 +726,7 @@ macro_rules! store_behaviour_suite {
                 let harness = make_store().await;
                 let store = &*harness.store;
                 let tight =
-                    session::WritePolicy::new(LONG.idle_timeout, None, LONG.max_fields, 100)
+                    session::WritePolicy::new(LONG.idle_timeout(), None, LONG.max_fields(), 100)
                         .expect("a valid policy");
                 let id = created(store, &[("note", &"x".repeat(50))], &tight).await;
                 let big = "y".repeat(60);
