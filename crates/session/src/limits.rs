@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 /// A setting that can never work, named by its key (`session.<field>` of
-/// [`SessionSettings`]), with what it must be. Its text is one line, and it
+/// [`SessionSettings`](crate::SessionSettings)), with what it must be. Its text is one line, and it
 /// never quotes a secret.
 ///
 /// ```
