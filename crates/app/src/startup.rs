@@ -42,6 +42,18 @@ pub enum StartupError {
         reason: String,
     },
 
+    /// Redis answered, and refused this client: a wrong password, an
+    /// unknown user, or an ACL that denies what the store needs.
+    #[error(
+        "Redis at {url} refuses this client ({reason}): check redis.username, redis.password and the ACL (see the README)"
+    )]
+    RedisRefused {
+        /// The URL, password hidden.
+        url: String,
+        /// A short cause, never the password.
+        reason: String,
+    },
+
     /// The HTTP server failed while running.
     #[error("the HTTP server failed: {0}")]
     Serve(#[source] std::io::Error),
@@ -208,9 +220,12 @@ async fn session_builder(
             Ok((SessionMiddleware::builder(MemorySessionStore::new()), None))
         }
         StoreKind::Redis => {
-            let unreachable = |error: StoreError| StartupError::RedisUnreachable {
-                url: settings.redis.redacted_target(),
-                reason: short_reason(&error),
+            let unreachable = |error: StoreError| {
+                let (url, reason) = (settings.redis.redacted_target(), short_reason(&error));
+                match error {
+                    StoreError::Misconfigured(_) => StartupError::RedisRefused { url, reason },
+                    _ => StartupError::RedisUnreachable { url, reason },
+                }
             };
             let store = RedisSessionStore::connect(&settings.redis)
                 .await

@@ -80,7 +80,8 @@ pub struct RedisSettings {
     /// A connection idle for longer than this is checked with a PING before
     /// a call rides it: a pooled one when it is handed out again, a thread's
     /// leased one before its next call. Busy connections are not: that
-    /// would cost a round trip per request. Default 10000.
+    /// would cost a round trip per request. 0 PINGs before every call (two
+    /// round trips each). Default 10000.
     pub idle_check_after_ms: u64,
     /// At start-up, how long to keep trying before giving up on an
     /// unreachable Redis. Default 5000.

@@ -150,7 +150,10 @@ fn a_leased_connection_that_went_silent_while_idle_is_replaced_before_a_call_rid
         );
         assert_eq!(proxy.connections(), 2, "the silent one was replaced");
         // A busy connection is not PINGed: the next call rides it as it is.
-        redis.ping().await.expect("ping");
+        let mut monitor = server.monitor();
+        let start = monitor.begin();
+        redis.hash_get_all("nothing").await.expect("HGETALL");
+        assert_eq!(monitor.commands_since(start), ["hgetall"], "no PING first");
         assert_eq!(proxy.connections(), 2);
     });
 }

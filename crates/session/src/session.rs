@@ -348,7 +348,14 @@ impl Session {
         {
             return Err(limit(crate::store::Limit::Bytes(policy.max_bytes())));
         }
-        if !state.changes.contains_key(key) && state.changes.len() >= policy.max_fields() {
+        // Only sets count: removals never grow a session.
+        let sets = state
+            .changes
+            .values()
+            .filter(|change| change.is_some())
+            .count();
+        let already_set = matches!(state.changes.get(key), Some(Some(_)));
+        if !already_set && sets >= policy.max_fields() {
             return Err(limit(crate::store::Limit::Fields(policy.max_fields())));
         }
         state.changes.insert(key.to_owned(), encoded);

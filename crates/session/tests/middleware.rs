@@ -303,8 +303,22 @@ async fn past_the_budget(session: Session) -> HttpResponse {
     ))
 }
 
+/// Removes more names than the field limit, then sets some.
+async fn remove_many_then_set(session: Session) -> Reply {
+    for name in ["a", "b", "c", "d", "e"] {
+        session.remove(name);
+    }
+    session.insert("x", "1")?;
+    session.insert("y", "2")?;
+    Ok(HttpResponse::Ok().finish())
+}
+
 fn routes(config: &mut web::ServiceConfig) {
     config
+        .route(
+            "/remove-many-then-set",
+            web::post().to(remove_many_then_set),
+        )
         .route(
             "/start-over-then-logout",
             web::post().to(start_over_then_logout),
@@ -697,8 +711,10 @@ async fn counting_on_a_value_this_request_wrote_follows_redis_integer_rules() {
 
 #[actix_web::test]
 async fn one_requests_store_calls_share_one_time_budget() {
-    // Three calls of 300 ms each against a 500 ms budget: the third never
-    // starts, and the request is told the store is unavailable.
+    // Calls of 300 ms each against a 500 ms budget of store time: the load
+    // takes 300, the increment is cut off at the 200 left, and the request
+    // is told the store is unavailable (its commit, after a failed handler,
+    // writes nothing).
     let harness = Harness::with(|builder| builder.store_timeout(Duration::from_millis(500)));
     let sid = harness.session().await;
     harness.store.delay_ms.store(300, Ordering::SeqCst);
@@ -867,4 +883,12 @@ async fn no_write_is_sent_once_the_budget_is_spent() {
     let outcome = harness.call("POST", "/past-the-budget", Some(&sid)).await;
     assert_eq!(outcome.body, "true true", "{outcome:?}");
     assert_eq!((outcome.loads, outcome.writes), (1, 0), "{outcome:?}");
+}
+
+#[actix_web::test]
+async fn removals_do_not_count_toward_the_field_limit_of_a_request() {
+    let harness = Harness::with(|builder| builder.max_fields(2));
+    let outcome = harness.call("POST", "/remove-many-then-set", None).await;
+    assert_eq!(outcome.status, StatusCode::OK, "{outcome:?}");
+    assert!(outcome.set_sid.is_some(), "the two sets made a session");
 }

@@ -152,3 +152,21 @@ async fn a_prefix_with_glob_characters_opens_only_itself() {
     own.arg("s*_1");
     assert_eq!(as_session_user(&server, &tls, &own), Ok(()));
 }
+
+#[tokio::test]
+async fn a_flushed_script_is_reloaded_under_the_least_privilege_rules() {
+    // Without +eval, recovery from NOSCRIPT (a restart, a failover to a
+    // node that never saw the script) must be SCRIPT LOAD + EVALSHA.
+    let tls = TlsFiles::generate();
+    let server = tls_server_with_session_user(&tls, "sid_");
+    let store = tls_acl_store(&server, &tls, "sid_").await;
+    let id = created(&store, &[("count", "1")], &LONG).await;
+    let () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut server.connection())
+        .expect("SCRIPT FLUSH, as the admin");
+
+    let counted = store.increment(&id, "count", 1, &LONG).await;
+
+    assert_eq!(counted.expect("incr after NOSCRIPT"), Some(2));
+}

@@ -154,6 +154,30 @@ fn every_bad_session_or_store_value_ends_start_up_with_one_line_naming_its_key()
 }
 
 #[test]
+fn a_wrong_password_ends_start_up_saying_redis_refused_not_that_it_is_down() {
+    let redis = testkit::RedisServer::start();
+    let () = testkit::redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("right")
+        .query(&mut redis.connection())
+        .expect("CONFIG SET requirepass");
+    let (code, stderr) = run_app(&[
+        ("APP__REDIS__URL", &redis.url()),
+        ("APP__REDIS__PASSWORD", "wrong"),
+        ("APP__REDIS__STARTUP_WAIT_MS", "3000"),
+    ]);
+
+    assert_eq!(code, Some(1));
+    assert_one_clear_line(&stderr);
+    assert!(
+        stderr.contains("refuses this client") && stderr.contains("authentication failed"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("wrong"), "never the password: {stderr}");
+}
+
+#[test]
 fn same_site_none_with_secure_starts() {
     // The one good combination of the refused one above: no settings
     // error (it then stops at Redis, which is not there).

@@ -326,6 +326,14 @@ impl SessionStore for MemorySessionStore {
                 upserts: vec![(field.to_owned(), value.to_string())],
                 ..Changes::default()
             };
+            // As the script: a longer number can pass max_bytes.
+            if entry
+                .fields
+                .get(field)
+                .is_some_and(|old| change.upserts[0].1.len() > old.len())
+            {
+                check_limits(Some(&entry.fields), &change, policy)?;
+            }
             apply(entry, &change, created, now, policy);
             state.count_write(now);
             Ok(Some(value))

@@ -263,12 +263,25 @@ elseif op == 'incr' then
     end
     return redis.error_reply(added.err)
   end
-  apply(key, false, {}, {}, created)
   -- A Lua number holds 53 bits of the 64: past that, read the text back.
+  local text
   if added > -9007199254740992 and added < 9007199254740992 then
-    return {1, int(added)}
+    text = int(added)
+  else
+    text = redis.call('HGET', key, field)
   end
-  return {1, redis.call('HGET', key, field)}
+  -- A longer number (9 -> 10) can take the session past max_bytes. Rare,
+  -- so only then is the session counted; the script is atomic, so putting
+  -- the old text back means no client ever saw the new one.
+  if current and #text > #current then
+    local limit = check_limits(key, false, {}, {field, text})
+    if limit ~= 0 then
+      redis.call('HSET', key, field, current)
+      return {limit, '0'}
+    end
+  end
+  apply(key, false, {}, {}, created)
+  return {1, text}
 elseif op == 'cas' then
   local expected = false
   if ARGV[7] == '1' then

@@ -427,6 +427,25 @@ macro_rules! store_behaviour_suite {
             }
 
             #[tokio::test]
+            async fn an_increment_that_lengthens_a_number_past_max_bytes_changes_nothing() {
+                let harness = make_store().await;
+                let store = &*harness.store;
+                // "n" + "9" + "pad" + 5 bytes = 10 bytes: exactly the limit.
+                let tight = session::WritePolicy::new(LONG.idle_timeout(), None, 64, 10)
+                    .expect("a valid policy");
+                let id = created(store, &[("n", "9"), ("pad", "xxxxx")], &tight).await;
+                let outcome = store.increment(&id, "n", 1, &tight).await;
+                assert!(
+                    matches!(outcome, Err(StoreError::LimitExceeded(Limit::Bytes(10)))),
+                    "{outcome:?}"
+                );
+                assert_eq!(fields_of(store, &id).await["n"], "9", "nothing changed");
+                // A count that keeps its length still counts.
+                let down = store.increment(&id, "n", -1, &tight).await;
+                assert_eq!(down.expect("incr"), Some(8));
+            }
+
+            #[tokio::test]
             async fn compare_and_set_swaps_only_on_a_match() {
                 let harness = make_store().await;
                 let store = &*harness.store;
