@@ -18,3 +18,8 @@ pub const RETRIES_TOTAL: &str = "redis_retries_total";
 /// Counter: session loads sent to a replica that the master answered
 /// instead (the replica lacked the key, or failed).
 pub const REPLICA_FALLBACKS_TOTAL: &str = "redis_replica_fallbacks_total";
+
+/// Counter: security-relevant writes (a logout, a login's renewal) that no
+/// replica confirmed within `redis.durable_write_timeout_ms`, and that were
+/// therefore reported as failed.
+pub const DURABLE_WRITE_UNCONFIRMED_TOTAL: &str = "redis_durable_write_unconfirmed_total";

@@ -13,8 +13,9 @@ use deadpool_redis::redis::{
 };
 
 use crate::error::POOL_TIMEOUT;
-use crate::pool::{ConnectionManager, Pool, Role, SharedConnection, build_pool};
+use crate::pool::{Connection, ConnectionManager, Pool, Role, SharedConnection, build_pool};
 use crate::{RedisClientError, RedisMode, RedisSettings, metric_names};
+use deadpool_redis::redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 
 /// Connections and their states, for health checks and metrics.
 pub use deadpool::Status as PoolStatus;
@@ -51,6 +52,9 @@ struct Lane {
     /// The most a thread waits to lease or open its connection:
     /// `wait_timeout_ms + connect_timeout_ms`.
     lease_budget: Duration,
+    /// `redis.durable_write_timeout_ms` where a failover can lose a write
+    /// (Sentinel, Cluster); `None` on a single server or when set to 0.
+    durable_wait: Option<Duration>,
 }
 
 impl Lane {
@@ -61,6 +65,9 @@ impl Lane {
             cluster: settings.mode == RedisMode::Cluster,
             idle_check_after: Duration::from_millis(settings.idle_check_after_ms),
             lease_budget: settings.wait_timeout() + settings.connect_timeout(),
+            durable_wait: (settings.mode != RedisMode::Standalone
+                && settings.durable_write_timeout_ms > 0)
+                .then(|| Duration::from_millis(settings.durable_write_timeout_ms)),
         })
     }
 }
@@ -77,6 +84,24 @@ async fn invoke<T: FromRedisValue>(
             call.command().query_async(connection).await
         }
         result => result,
+    }
+}
+
+/// Sends one request on `connection`.
+async fn send<T: FromRedisValue>(
+    request: Request<'_>,
+    connection: &mut Connection,
+) -> Result<T, RedisError> {
+    match request {
+        Request::Command(command) => command.query_async(connection).await,
+        Request::Script(call) => invoke(call, connection).await,
+        Request::Pipeline(pipeline) => pipeline.query_async(connection).await,
+        Request::Load(script) => match script.load_async(connection).await {
+            Ok(sha) => {
+                T::from_redis_value(redis::Value::SimpleString(sha)).map_err(RedisError::from)
+            }
+            Err(error) => Err(error),
+        },
     }
 }
 
@@ -334,6 +359,55 @@ impl RedisService {
         Ok(removed > 0)
     }
 
+    /// Whether [`RedisService::delete_durably`] and
+    /// [`RedisService::run_script_durably`] wait for a replica: on Sentinel
+    /// and Cluster, unless `redis.durable_write_timeout_ms` is 0.
+    pub fn waits_for_replicas(&self) -> bool {
+        self.primary.durable_wait.is_some()
+    }
+
+    /// [`RedisService::delete`], then, on Sentinel and Cluster, `WAIT 1`
+    /// for a replica to confirm it, so that a failover cannot bring the key
+    /// back. On a single server (or with `redis.durable_write_timeout_ms =
+    /// 0`) it is a plain delete.
+    ///
+    /// # Errors
+    ///
+    /// [`RedisClientError::Unavailable`] if no replica confirmed within
+    /// `redis.durable_write_timeout_ms`: the master deleted the key, but a
+    /// failover now could undo it, so the caller must not report success.
+    pub async fn delete_durably(&self, key: &str) -> Result<bool, RedisClientError> {
+        let Some(wait) = self.primary.durable_wait else {
+            return self.delete(key).await;
+        };
+        let mut command = redis::cmd("UNLINK");
+        command.arg(key);
+        let removed: i64 = self
+            .primary
+            .durable(Request::Command(&command), key, wait)
+            .await?;
+        Ok(removed > 0)
+    }
+
+    /// [`RedisService::run_script`], then, on Sentinel and Cluster, `WAIT 1`
+    /// for a replica to confirm it; `key` names the slot on a cluster. Sent
+    /// once: a script run this way is never retried.
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisService::run_script`], and as
+    /// [`RedisService::delete_durably`] when no replica confirmed.
+    pub async fn run_script_durably<T: FromRedisValue>(
+        &self,
+        call: &ScriptCall<'_>,
+        key: &str,
+    ) -> Result<T, RedisClientError> {
+        let Some(wait) = self.primary.durable_wait else {
+            return self.run_script(call, Retry::NotIdempotent).await;
+        };
+        self.primary.durable(Request::Script(call), key, wait).await
+    }
+
     /// The remaining TTL of a key in seconds (`TTL`): `None` if the key does
     /// not exist or has no expiry.
     ///
@@ -391,17 +465,7 @@ impl Lane {
         let shared = self.connection().await.map_err(count_error)?;
         let mut connection = shared.connection.clone();
         let started = Instant::now();
-        let reply: Result<T, RedisError> = match request {
-            Request::Command(command) => command.query_async(&mut connection).await,
-            Request::Script(call) => invoke(call, &mut connection).await,
-            Request::Pipeline(pipeline) => pipeline.query_async(&mut connection).await,
-            Request::Load(script) => match script.load_async(&mut connection).await {
-                Ok(sha) => {
-                    T::from_redis_value(redis::Value::SimpleString(sha)).map_err(RedisError::from)
-                }
-                Err(error) => Err(error),
-            },
-        };
+        let reply: Result<T, RedisError> = send(request, &mut connection).await;
         metrics::histogram!(metric_names::ROUND_TRIP_SECONDS).record(started.elapsed());
         let result = reply.map_err(|error| count_error(RedisClientError::from(error)));
         // Any answer proves the connection alive, an error reply too.
@@ -419,6 +483,64 @@ impl Lane {
             shared.mark_broken();
         }
         result
+    }
+
+    /// Sends `request`, then `WAIT 1 <wait>` on the SAME client (WAIT
+    /// counts the replicas that have this client's writes), on a connection
+    /// taken from the pool for this call alone: WAIT blocks its client, and
+    /// on a thread's shared connection it would hold up every request
+    /// behind it.
+    async fn durable<T: FromRedisValue>(
+        &self,
+        request: Request<'_>,
+        key: &str,
+        wait: Duration,
+    ) -> Result<T, RedisClientError> {
+        let object = self
+            .pool
+            .get()
+            .await
+            .map_err(pool_error)
+            .map_err(count_error)?;
+        let shared = SharedConnection::clone(&object);
+        let mut connection = shared.connection.clone();
+        let started = Instant::now();
+        let fail = |error: RedisError| {
+            let error = count_error(RedisClientError::from(error));
+            if error.breaks_connection() {
+                shared.mark_broken();
+            }
+            error
+        };
+        let reply: T = send(request, &mut connection).await.map_err(fail)?;
+        let mut command = redis::cmd("WAIT");
+        command
+            .arg(1)
+            .arg(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
+        let acknowledged: i64 = match &mut connection {
+            Connection::Standalone(standalone) => command.query_async(standalone).await,
+            // The master of the key's slot: the node that took the write.
+            Connection::Cluster(cluster) => {
+                let route = Route::with_key(key, SlotAddr::Master);
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                cluster
+                    .route_command(command, routing)
+                    .await
+                    .and_then(|value| i64::from_redis_value(value).map_err(RedisError::from))
+            }
+        }
+        .map_err(fail)?;
+        metrics::histogram!(metric_names::ROUND_TRIP_SECONDS).record(started.elapsed());
+        shared.touch(started);
+        drop(object);
+        if acknowledged < 1 {
+            metrics::counter!(metric_names::DURABLE_WRITE_UNCONFIRMED_TOTAL).increment(1);
+            return Err(count_error(RedisClientError::unavailable(format!(
+                "no replica confirmed the write within {} ms (redis.durable_write_timeout_ms): a failover could undo it",
+                wait.as_millis()
+            ))));
+        }
+        Ok(reply)
     }
 
     /// A handle to this thread's connection (see `pool.rs`): the leased one,

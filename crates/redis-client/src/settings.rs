@@ -86,6 +86,12 @@ pub struct RedisSettings {
     /// At start-up, how long to keep trying before giving up on an
     /// unreachable Redis. Default 5000.
     pub startup_wait_ms: u64,
+    /// On Sentinel and Cluster: how long a security-relevant write (a
+    /// logout's delete, a login's renewal) waits for a replica to confirm
+    /// it (`WAIT 1 <ms>`), so that a failover cannot undo it. Unconfirmed,
+    /// the write is reported unavailable (503). 0 never waits. At most
+    /// 10000. Ignored on a single server, which has no failover. Default 500.
+    pub durable_write_timeout_ms: u64,
 }
 
 impl Default for RedisSettings {
@@ -106,6 +112,7 @@ impl Default for RedisSettings {
             response_timeout_ms: 1000,
             idle_check_after_ms: 10_000,
             startup_wait_ms: 5000,
+            durable_write_timeout_ms: 500,
         }
     }
 }
@@ -220,6 +227,21 @@ impl RedisSettings {
                 "redis.read_from_replicas needs redis.mode = \"sentinel\" (on a cluster, every read goes to the slot's master)".to_owned(),
             );
         }
+        if self.mode != RedisMode::Standalone
+            && self.durable_write_timeout_ms >= self.response_timeout_ms
+            && self.durable_write_timeout_ms > 0
+        {
+            return invalid(format!(
+                "redis.durable_write_timeout_ms ({}) must be below redis.response_timeout_ms ({}): WAIT's answer would time out first",
+                self.durable_write_timeout_ms, self.response_timeout_ms
+            ));
+        }
+        if self.durable_write_timeout_ms > 10_000 {
+            return invalid(format!(
+                "redis.durable_write_timeout_ms must be at most 10000 (0 = never wait), got {}",
+                self.durable_write_timeout_ms
+            ));
+        }
         if self.pool_max_size == 0 {
             return invalid("redis.pool_max_size must be at least 1".to_owned());
         }
@@ -326,6 +348,7 @@ impl fmt::Debug for RedisSettings {
             .field("response_timeout_ms", &self.response_timeout_ms)
             .field("idle_check_after_ms", &self.idle_check_after_ms)
             .field("startup_wait_ms", &self.startup_wait_ms)
+            .field("durable_write_timeout_ms", &self.durable_write_timeout_ms)
             .finish()
     }
 }

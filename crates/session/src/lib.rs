@@ -136,8 +136,8 @@
 //! | only writes (`insert`, `remove`, `clear`) | - | `EVALSHA` (update) | 1 |
 //! | reads, then writes | `HGETALL`+`PTTL` | `EVALSHA` (update) | 2 |
 //! | `incr` / `compare_and_set` | `EVALSHA` (at the call) | - | 1 |
-//! | `renew` (+ writes) | - | `EVALSHA` (renew) | 1 |
-//! | `purge` | - | `UNLINK` | 1 |
+//! | `renew` (+ writes) | - | `EVALSHA` (renew), then `WAIT 1` on Sentinel / Cluster | 1 (2) |
+//! | `purge` | - | `UNLINK`, then `WAIT 1` on Sentinel / Cluster | 1 (2) |
 //! | any write with no session yet | - | `EVALSHA` (create) | 1 |
 //!
 //! A cookie naming a session that is gone costs one more: the write that
@@ -165,6 +165,11 @@
 //!   may have stopped half-way. A purge still happens. Immediate operations
 //!   already happened and stand; if one created the session, its cookie is
 //!   still sent, so the write is not stranded where no browser can reach it.
+//! - **Logouts and logins survive a failover.** On Sentinel and Cluster a
+//!   purge and a renewal wait for a replica to confirm them
+//!   (`redis.durable_write_timeout_ms`); unconfirmed, they fail with
+//!   [`StoreError::Unavailable`], a 503, rather than report a logout that
+//!   a failover could undo.
 //! - **Purge is final** for its request: later writes fail with
 //!   [`SessionError::Purged`], and the cookie's session is deleted.
 //! - **Limits** (`max_fields`, `max_bytes`) are checked by the script

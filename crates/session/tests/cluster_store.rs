@@ -15,6 +15,8 @@ async fn cluster_store(cluster: &RedisCluster, prefix: &str) -> RedisSessionStor
     let settings = RedisSettings {
         mode: RedisMode::Cluster,
         nodes: cluster.seed_urls(),
+        // These clusters have no replicas: nothing could confirm a write.
+        durable_write_timeout_ms: 0,
         ..Default::default()
     };
     let redis = RedisService::new(&settings).expect("valid settings");
@@ -73,6 +75,7 @@ async fn a_tls_cluster_with_client_certificates_serves_sessions_on_every_master(
     let settings = RedisSettings {
         mode: RedisMode::Cluster,
         nodes: cluster.seed_urls(),
+        durable_write_timeout_ms: 0, // no replicas
         tls: redis_client::TlsSettings {
             ca_file: Some(tls.ca_file()),
             cert_file: Some(tls.client_cert_file()),

@@ -477,8 +477,9 @@ async fn the_acl_grants_exactly_the_commands_the_store_sends() {
         .collect();
     sent.extend(script_commands());
     // Grants only other modes use: Sentinel checks the master's ROLE, a
-    // cluster client reads the slot map and follows ASK.
-    sent.extend(["role", "cluster|slots", "cluster|shards", "asking"].map(str::to_owned));
+    // cluster client reads the slot map and follows ASK, and both WAIT for
+    // a replica after a logout or a login.
+    sent.extend(["role", "cluster|slots", "cluster|shards", "asking", "wait"].map(str::to_owned));
 
     assert_eq!(granted_commands(), sent);
 }

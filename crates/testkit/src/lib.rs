@@ -558,6 +558,66 @@ impl SentinelGroup {
         }
     }
 
+    /// The server that is master now, by the Sentinels' word.
+    ///
+    /// # Panics
+    ///
+    /// If the Sentinel does not answer.
+    pub fn current_master(&self) -> &RedisServer {
+        let port = self.master_port();
+        if self.master.port() == port {
+            &self.master
+        } else {
+            &self.replica
+        }
+    }
+
+    /// Waits until the group could fail over again: the server that is not
+    /// master has synced from the one that is, and every Sentinel knows one
+    /// replica and two other Sentinels.
+    ///
+    /// # Panics
+    ///
+    /// If that takes longer than `limit`.
+    pub fn wait_until_settled(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let master = self.master_port();
+            let other = if self.master.port() == master {
+                &self.replica
+            } else {
+                &self.master
+            };
+            let synced = role_of(other) == "slave"
+                && redis::cmd("INFO")
+                    .arg("replication")
+                    .query::<String>(&mut other.connection())
+                    .is_ok_and(|info| info.contains("master_link_status:up"));
+            if synced && self.sentinels_agree() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the group did not settle in {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn sentinels_agree(&self) -> bool {
+        (0..self.sentinels.len()).all(|index| {
+            let mut connection = self.sentinel_connection(index);
+            let mut count = |what: &str| {
+                redis::cmd("SENTINEL")
+                    .arg(what)
+                    .arg(Self::MASTER_NAME)
+                    .query::<Vec<redis::Value>>(&mut connection)
+                    .map_or(0, |list| list.len())
+            };
+            count("replicas") == 1 && count("sentinels") == 2
+        })
+    }
+
     fn sentinel_connection(&self, index: usize) -> redis::Connection {
         client_for(self.sentinels[index].port, self.tls.as_ref())
             .and_then(|client| client.get_connection())
@@ -569,18 +629,7 @@ impl SentinelGroup {
             .arg("replication")
             .query::<String>(&mut self.replica.connection())
             .is_ok_and(|info| info.contains("master_link_status:up"));
-        replica_synced
-            && (0..self.sentinels.len()).all(|index| {
-                let mut connection = self.sentinel_connection(index);
-                let mut count = |what: &str| {
-                    redis::cmd("SENTINEL")
-                        .arg(what)
-                        .arg(Self::MASTER_NAME)
-                        .query::<Vec<redis::Value>>(&mut connection)
-                        .map_or(0, |list| list.len())
-                };
-                count("replicas") == 1 && count("sentinels") == 2
-            })
+        replica_synced && self.sentinels_agree()
     }
 }
 

@@ -14,9 +14,11 @@ use crate::cluster::app_on;
 use crate::helpers::AppProcess;
 
 /// Short timeouts, so that a request to a dead node fails fast.
-const FAST_FAIL: [(&str, &str); 2] = [
+const FAST_FAIL: [(&str, &str); 3] = [
     ("APP__REDIS__RESPONSE_TIMEOUT_MS", "500"),
     ("APP__REDIS__CONNECT_TIMEOUT_MS", "300"),
+    // Below the response timeout, or WAIT's answer would time out first.
+    ("APP__REDIS__DURABLE_WRITE_TIMEOUT_MS", "300"),
 ];
 
 /// What the clients saw.
@@ -242,4 +244,117 @@ async fn sentinel_failover_under_load_no_replicated_session_lost_app_recovers_al
         "serving again: {report:?}"
     );
     assert_all_counted(&mut group.replica.connection(), &sessions);
+}
+
+/// What a run of logouts around failovers cost users.
+#[derive(Debug, Default)]
+struct LogoutReport {
+    /// Logouts that answered 200: the user was told they are signed out.
+    acknowledged: usize,
+    /// Of those, sessions still alive on the master afterwards: a logout
+    /// that a failover undid, and a session that a thief keeps.
+    undone: usize,
+    /// 503s on the way (no replica confirmed the delete): the browser was
+    /// told to try again, and did.
+    unconfirmed: usize,
+}
+
+/// One round: a signed-in session, replicated; the replica promoted by
+/// `SENTINEL FAILOVER` while the app still talks to the old master; then a
+/// logout at once, retried on 503 as a browser would (for at most 20 s);
+/// then the truth, read from whichever server is master now.
+async fn logout_across_a_failover(
+    app: &AppProcess,
+    group: &SentinelGroup,
+    report: &mut LogoutReport,
+) {
+    let client = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .expect("a client");
+    let login = client
+        .post(app.url("/login"))
+        .json(&serde_json::json!({ "user": "ada" }))
+        .send()
+        .await
+        .expect("POST /login");
+    assert_eq!(login.status(), StatusCode::OK);
+    let sid = login
+        .cookies()
+        .find(|c| c.name() == "sid")
+        .map(|c| c.value().to_owned())
+        .expect("a sid");
+    wait_for_replication([group.current_master()]);
+
+    group.failover();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = client
+            .post(app.url("/logout"))
+            .send()
+            .await
+            .expect("POST /logout")
+            .status();
+        match status {
+            StatusCode::OK => break,
+            StatusCode::SERVICE_UNAVAILABLE if Instant::now() < deadline => {
+                report.unconfirmed += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => panic!("logout answered {other}"),
+        }
+    }
+    report.acknowledged += 1;
+
+    let alive = || -> bool {
+        let exists: i64 = redis::cmd("EXISTS")
+            .arg(format!("sid_{sid}"))
+            .query(&mut group.current_master().connection())
+            .expect("EXISTS");
+        exists == 1
+    };
+    let alive_at_once = alive();
+    // The next round fails over again: the demoted master must have
+    // rejoined, and the session must not come back when it syncs.
+    group.wait_until_settled(Duration::from_secs(30));
+    if alive_at_once || alive() {
+        report.undone += 1;
+    }
+}
+
+#[tokio::test]
+async fn logouts_acknowledged_during_sentinel_failovers_are_never_undone() {
+    // Without the wait for a replica (APP__REDIS__DURABLE_WRITE_TIMEOUT_MS
+    // = 0), the logout lands on the demoted master, which acknowledges it
+    // and then throws it away when it resyncs from the new one.
+    // 20 rounds, about 17 s each; scripts/test.sh runs fewer on Valkey.
+    let rounds: usize = std::env::var("LOGOUT_FAILOVER_ROUNDS")
+        .ok()
+        .and_then(|rounds| rounds.parse().ok())
+        .unwrap_or(20);
+    let group = SentinelGroup::start();
+    let sentinels = group.sentinel_urls().join(",");
+    let mut env = vec![
+        ("APP__REDIS__MODE", "sentinel"),
+        ("APP__REDIS__SENTINELS", sentinels.as_str()),
+        ("APP__REDIS__MASTER_NAME", SentinelGroup::MASTER_NAME),
+    ];
+    env.extend_from_slice(&FAST_FAIL);
+    if let Ok(wait) = std::env::var("DURABLE_WRITE_TIMEOUT_MS") {
+        // For showing the window by hand; CI never sets it.
+        env.push((
+            "APP__REDIS__DURABLE_WRITE_TIMEOUT_MS",
+            Box::leak(wait.into_boxed_str()),
+        ));
+    }
+    let app = AppProcess::start("redis://127.0.0.1:1", &env).await;
+
+    let mut report = LogoutReport::default();
+    for _ in 0..rounds {
+        logout_across_a_failover(&app, &group, &mut report).await;
+    }
+
+    println!("logouts around {rounds} Sentinel failovers: {report:?}");
+    assert_eq!(report.acknowledged, rounds);
+    assert_eq!(report.undone, 0, "{report:?}");
 }

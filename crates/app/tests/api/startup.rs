@@ -143,6 +143,11 @@ fn every_bad_session_or_store_value_ends_start_up_with_one_line_naming_its_key()
         ),
         ("APP__STORE__KEY_PREFIX", "sid prefix", "store.key_prefix"),
         ("APP__STORE__KIND", "postgres", "kind"),
+        (
+            "APP__REDIS__DURABLE_WRITE_TIMEOUT_MS",
+            "20000",
+            "redis.durable_write_timeout_ms",
+        ),
     ];
     for (variable, value, key) in cases {
         let (code, stderr) = run_app(&[(variable, value)]);
@@ -175,6 +180,25 @@ fn a_wrong_password_ends_start_up_saying_redis_refused_not_that_it_is_down() {
         "{stderr}"
     );
     assert!(!stderr.contains("wrong"), "never the password: {stderr}");
+}
+
+#[test]
+fn a_replica_wait_as_long_as_the_reply_timeout_ends_start_up_naming_both_keys() {
+    let (code, stderr) = run_app(&[
+        ("APP__REDIS__MODE", "sentinel"),
+        ("APP__REDIS__SENTINELS", "redis://127.0.0.1:1"),
+        ("APP__REDIS__MASTER_NAME", "mymaster"),
+        ("APP__REDIS__RESPONSE_TIMEOUT_MS", "500"),
+        ("APP__REDIS__DURABLE_WRITE_TIMEOUT_MS", "500"),
+    ]);
+
+    assert_eq!(code, Some(1));
+    assert_one_clear_line(&stderr);
+    assert!(
+        stderr.contains("redis.durable_write_timeout_ms")
+            && stderr.contains("redis.response_timeout_ms"),
+        "{stderr}"
+    );
 }
 
 #[test]

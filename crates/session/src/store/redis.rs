@@ -171,6 +171,8 @@ impl RedisSessionStore {
             "+hgetall",
             "+pttl",
             "+unlink",
+            // Sentinel and Cluster: a logout or a login waits for a replica.
+            "+wait",
             // Inside session_write.lua.
             "+exists",
             "+hget",
@@ -208,6 +210,10 @@ impl RedisSessionStore {
         retry: Retry,
     ) -> Result<ScriptReply, StoreError> {
         let reply: ScriptReply = self.redis.run_script(call, retry).await?;
+        Self::check_reply(reply, policy)
+    }
+
+    fn check_reply(reply: ScriptReply, policy: &WritePolicy) -> Result<ScriptReply, StoreError> {
         match reply.0 {
             -2 => Err(StoreError::LimitExceeded(Limit::Fields(
                 policy.max_fields(),
@@ -319,14 +325,15 @@ impl SessionStore for RedisSessionStore {
         let (old_key, new_key) = (self.key(old), self.key(new));
         let mut call = invocation(&[&old_key, &new_key], "renew", policy);
         add_changes(&mut call, changes);
-        // A replay would find the old id gone and report the session missing.
-        Ok(
-            match self.write(&call, policy, Retry::NotIdempotent).await?.0 {
-                1 => Renewal::Renewed,
-                -1 => Renewal::Taken,
-                _ => Renewal::Missing,
-            },
-        )
+        // A login: on Sentinel and Cluster it waits for a replica, so that
+        // a failover cannot hand the old id back. Never replayed: a replay
+        // would find the old id gone and report the session missing.
+        let reply: ScriptReply = self.redis.run_script_durably(&call, &old_key).await?;
+        Ok(match Self::check_reply(reply, policy)?.0 {
+            1 => Renewal::Renewed,
+            -1 => Renewal::Taken,
+            _ => Renewal::Missing,
+        })
     }
 
     async fn increment(
@@ -383,7 +390,9 @@ impl SessionStore for RedisSessionStore {
     }
 
     async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
-        Ok(self.redis.delete(&self.key(id)).await?)
+        // A logout: on Sentinel and Cluster it waits for a replica, so that
+        // a failover cannot bring the session back; unconfirmed, it fails.
+        Ok(self.redis.delete_durably(&self.key(id)).await?)
     }
 
     async fn prepare(&self) -> Result<(), StoreError> {
