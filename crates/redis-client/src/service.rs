@@ -517,7 +517,7 @@ impl Lane {
         command
             .arg(1)
             .arg(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
-        let acknowledged: i64 = match &mut connection {
+        let acknowledged: Result<i64, RedisError> = match &mut connection {
             Connection::Standalone(standalone) => command.query_async(standalone).await,
             // The master of the key's slot: the node that took the write.
             Connection::Cluster(cluster) => {
@@ -526,10 +526,23 @@ impl Lane {
                 cluster
                     .route_command(command, routing)
                     .await
-                    .and_then(|value| i64::from_redis_value(value).map_err(RedisError::from))
+                    .and_then(|value| {
+                        let value = value.extract_error()?;
+                        i64::from_redis_value(value).map_err(RedisError::from)
+                    })
             }
-        }
-        .map_err(fail)?;
+        };
+        // Whatever stopped the WAIT (the master demoted under it answers
+        // UNBLOCKED, a dropped link, a timeout), the write is unconfirmed:
+        // a failover may yet undo it. Unavailable, never a fault.
+        let acknowledged = match acknowledged {
+            Ok(count) => count,
+            Err(error) => {
+                let error = fail(error);
+                log::info!("WAIT for a replica failed: {error}");
+                0
+            }
+        };
         metrics::histogram!(metric_names::ROUND_TRIP_SECONDS).record(started.elapsed());
         shared.touch(started);
         drop(object);

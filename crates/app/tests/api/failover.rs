@@ -289,12 +289,13 @@ async fn logout_across_a_failover(
     group.failover();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let status = client
-            .post(app.url("/logout"))
-            .send()
-            .await
-            .expect("POST /logout")
-            .status();
+        let status = match client.post(app.url("/logout")).send().await {
+            Ok(response) => response.status(),
+            // A keep-alive connection the server closed while the test
+            // waited for the failover: send again, as a browser does.
+            Err(error) if error.is_request() && Instant::now() < deadline => continue,
+            Err(error) => panic!("POST /logout: {error}"),
+        };
         match status {
             StatusCode::OK => break,
             StatusCode::SERVICE_UNAVAILABLE if Instant::now() < deadline => {
@@ -355,6 +356,165 @@ async fn logouts_acknowledged_during_sentinel_failovers_are_never_undone() {
     }
 
     println!("logouts around {rounds} Sentinel failovers: {report:?}");
+    assert_eq!(report.acknowledged, rounds);
+    assert_eq!(report.undone, 0, "{report:?}");
+}
+
+/// The ports of the master serving `key`'s slot and of its replica, from
+/// `CLUSTER NODES` as the cluster itself sees it now.
+fn slot_master_and_replica(cluster: &RedisCluster, key: &str) -> (u16, u16) {
+    let mut connection = cluster.nodes()[0].connection();
+    let slot: u16 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(key)
+        .query(&mut connection)
+        .expect("CLUSTER KEYSLOT");
+    let nodes: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query(&mut connection)
+        .expect("CLUSTER NODES");
+    let port_of = |address: &str| -> u16 {
+        let host_port = address.split('@').next().expect("ip:port@cport");
+        host_port
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a port")
+    };
+    let lines: Vec<Vec<&str>> = nodes
+        .lines()
+        .map(|line| line.split(' ').collect())
+        .collect();
+    let master = lines
+        .iter()
+        .find(|fields| {
+            fields[2].contains("master")
+                && fields[8..].iter().any(|range| {
+                    let (start, end) = range.split_once('-').unwrap_or((range, range));
+                    matches!((start.parse::<u16>(), end.parse::<u16>()), (Ok(a), Ok(b)) if a <= slot && slot <= b)
+                })
+        })
+        .expect("the slot's master");
+    let replica = lines
+        .iter()
+        .find(|fields| fields[2].contains("slave") && fields[3] == master[0])
+        .expect("the master's replica");
+    (port_of(master[1]), port_of(replica[1]))
+}
+
+fn node_on(cluster: &RedisCluster, port: u16) -> &RedisServer {
+    cluster
+        .nodes()
+        .iter()
+        .find(|node| node.port() == port)
+        .expect("a node on that port")
+}
+
+fn role_of(server: &RedisServer) -> String {
+    let role: Vec<redis::Value> = redis::cmd("ROLE")
+        .query(&mut server.connection())
+        .expect("ROLE");
+    match role.first() {
+        Some(redis::Value::BulkString(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
+        other => panic!("ROLE gave {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn logouts_acknowledged_during_cluster_failovers_are_never_undone() {
+    // As the Sentinel test, with CLUSTER FAILOVER FORCE on the replica of
+    // the session's master: the old master takes writes until it learns
+    // of the new epoch.
+    let rounds: usize = std::env::var("LOGOUT_FAILOVER_ROUNDS")
+        .ok()
+        .and_then(|rounds| rounds.parse().ok())
+        .unwrap_or(20);
+    let cluster = RedisCluster::start(3, 1);
+    let mut env = FAST_FAIL.to_vec();
+    if let Ok(wait) = std::env::var("DURABLE_WRITE_TIMEOUT_MS") {
+        // For showing the window by hand; CI never sets it.
+        env.push((
+            "APP__REDIS__DURABLE_WRITE_TIMEOUT_MS",
+            Box::leak(wait.into_boxed_str()),
+        ));
+    }
+    let app = app_on(&cluster, &env).await;
+    let mut report = LogoutReport::default();
+
+    for _ in 0..rounds {
+        let client = reqwest::Client::builder()
+            .cookie_store(true)
+            .build()
+            .expect("a client");
+        let login = client
+            .post(app.url("/login"))
+            .json(&serde_json::json!({ "user": "ada" }))
+            .send()
+            .await
+            .expect("POST /login");
+        assert_eq!(login.status(), StatusCode::OK);
+        let sid = login
+            .cookies()
+            .find(|c| c.name() == "sid")
+            .map(|c| c.value().to_owned())
+            .expect("a sid");
+        let key = format!("sid_{sid}");
+        wait_for_replication(cluster.nodes());
+        let (old_master, replica) = slot_master_and_replica(&cluster, &key);
+
+        let () = redis::cmd("CLUSTER")
+            .arg("FAILOVER")
+            .arg("FORCE")
+            .query(&mut node_on(&cluster, replica).connection())
+            .expect("CLUSTER FAILOVER FORCE");
+        let promoted = Instant::now() + Duration::from_secs(10);
+        while role_of(node_on(&cluster, replica)) != "master" {
+            assert!(Instant::now() < promoted, "no promotion in 10 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let status = match client.post(app.url("/logout")).send().await {
+                Ok(response) => response.status(),
+                // A keep-alive connection the server closed while the test
+                // waited for the promotion: send again, as a browser does.
+                Err(error) if error.is_request() && Instant::now() < deadline => continue,
+                Err(error) => panic!("POST /logout: {error}"),
+            };
+            match status {
+                StatusCode::OK => break,
+                StatusCode::SERVICE_UNAVAILABLE if Instant::now() < deadline => {
+                    report.unconfirmed += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => panic!("logout answered {other}"),
+            }
+        }
+        report.acknowledged += 1;
+
+        let alive = || -> bool {
+            let exists: i64 = redis::cmd("EXISTS")
+                .arg(&key)
+                .query(&mut node_on(&cluster, replica).connection())
+                .expect("EXISTS");
+            exists == 1
+        };
+        let alive_at_once = alive();
+        // The demoted master rejoins as a replica of the new one.
+        let settled = Instant::now() + Duration::from_secs(20);
+        while role_of(node_on(&cluster, old_master)) != "slave" {
+            assert!(Instant::now() < settled, "the old master did not rejoin");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cluster.wait_until_ok(Duration::from_secs(20));
+        wait_for_replication(cluster.nodes());
+        if alive_at_once || alive() {
+            report.undone += 1;
+        }
+    }
+
+    println!("logouts around {rounds} cluster failovers: {report:?}");
     assert_eq!(report.acknowledged, rounds);
     assert_eq!(report.undone, 0, "{report:?}");
 }
