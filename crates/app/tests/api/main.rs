@@ -4,6 +4,7 @@ mod bad_input;
 mod cluster;
 mod count;
 mod failover;
+mod faults;
 mod health;
 mod helpers;
 mod operations;
