@@ -104,6 +104,7 @@ mod error;
 pub mod metric_names;
 mod pool;
 mod script_call;
+mod sentinel_watch;
 mod service;
 mod settings;
 

@@ -34,6 +34,7 @@ use deadpool_redis::redis::{
     Pipeline, RedisError, RedisFuture, TlsCertificates, TlsMode, Value,
 };
 
+use crate::sentinel_watch::FailoverState;
 use crate::settings::{RedisMode, redact_url};
 use crate::{RedisClientError, RedisSettings};
 
@@ -44,6 +45,9 @@ pub(crate) type Pool = managed::Pool<ConnectionManager>;
 pub(crate) struct ConnectionManager {
     /// Where connections go: parsed once from the settings.
     backend: Backend,
+    /// Sentinel mode: what the watchers learned of failovers. A connection
+    /// opened before the last `+switch-master` is never handed out again.
+    failover: Option<Arc<FailoverState>>,
     /// Idle time after which a connection is PINGed before reuse.
     idle_check_after: Duration,
 }
@@ -74,7 +78,11 @@ pub(crate) enum Role {
 }
 
 impl ConnectionManager {
-    fn new(settings: &RedisSettings, role: Role) -> Result<Self, RedisClientError> {
+    fn new(
+        settings: &RedisSettings,
+        role: Role,
+        failover: Option<Arc<FailoverState>>,
+    ) -> Result<Self, RedisClientError> {
         let certificates = tls_certificates(settings)?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(settings.connect_timeout()))
@@ -117,6 +125,7 @@ impl ConnectionManager {
         };
         Ok(Self {
             backend,
+            failover,
             idle_check_after: Duration::from_millis(settings.idle_check_after_ms),
         })
     }
@@ -188,7 +197,9 @@ fn sentinel_error(error: &RedisError) -> RedisClientError {
 /// The `redis.tls` files, read and parsed now so that a missing or broken
 /// file stops start-up with one line naming the key (never the contents).
 /// `None` when no file is set: `rediss://` then trusts the system's CAs.
-fn tls_certificates(settings: &RedisSettings) -> Result<Option<TlsCertificates>, RedisClientError> {
+pub(crate) fn tls_certificates(
+    settings: &RedisSettings,
+) -> Result<Option<TlsCertificates>, RedisClientError> {
     let tls = &settings.tls;
     if !tls.is_set() {
         return Ok(None);
@@ -326,6 +337,9 @@ pub(crate) struct SharedConnection {
     last_used_ms: Arc<AtomicU64>,
     /// The thread whose runtime runs the connection's driver task.
     pub(crate) opened_on: ThreadId,
+    /// The failover generation it was opened in (see `sentinel_watch.rs`),
+    /// and where to read the current one; `None` outside Sentinel mode.
+    generation: Option<(u64, Arc<FailoverState>)>,
 }
 
 /// The origin of [`SharedConnection`]'s idle clock.
@@ -336,8 +350,14 @@ fn clock_ms(at: Instant) -> u64 {
 }
 
 impl SharedConnection {
+    /// Broken by a failed command, or opened before the Sentinels switched
+    /// the master: either way it must not carry another call.
     pub(crate) fn is_broken(&self) -> bool {
         self.broken.load(Ordering::Relaxed)
+            || self
+                .generation
+                .as_ref()
+                .is_some_and(|(opened, state)| *opened != state.generation())
     }
 
     /// A reply arrived on it at about `at`.
@@ -363,6 +383,11 @@ impl managed::Manager for ConnectionManager {
     type Error = RedisError;
 
     async fn create(&self) -> Result<SharedConnection, RedisError> {
+        // Read before connecting: a switch while this connects makes it stale.
+        let generation = self
+            .failover
+            .as_ref()
+            .map(|state| (state.generation(), Arc::clone(state)));
         let connection = match &self.backend {
             Backend::Standalone { client, config } => Connection::Standalone(
                 client
@@ -383,6 +408,7 @@ impl managed::Manager for ConnectionManager {
             broken: Arc::new(AtomicBool::new(false)),
             last_used_ms: Arc::new(AtomicU64::new(clock_ms(Instant::now()))),
             opened_on: std::thread::current().id(),
+            generation,
         })
     }
 
@@ -409,9 +435,13 @@ impl managed::Manager for ConnectionManager {
 }
 
 /// Builds the pool. Connects lazily: no I/O happens here.
-pub(crate) fn build_pool(settings: &RedisSettings, role: Role) -> Result<Pool, RedisClientError> {
+pub(crate) fn build_pool(
+    settings: &RedisSettings,
+    role: Role,
+    failover: Option<Arc<FailoverState>>,
+) -> Result<Pool, RedisClientError> {
     install_crypto_provider();
-    let manager = ConnectionManager::new(settings, role)?;
+    let manager = ConnectionManager::new(settings, role, failover)?;
     Pool::builder(manager)
         .max_size(settings.pool_max_size)
         .runtime(deadpool::Runtime::Tokio1)

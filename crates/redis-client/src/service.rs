@@ -14,6 +14,7 @@ use deadpool_redis::redis::{
 
 use crate::error::POOL_TIMEOUT;
 use crate::pool::{Connection, ConnectionManager, Pool, Role, SharedConnection, build_pool};
+use crate::sentinel_watch::{self, FailoverState, Watchers};
 use crate::{RedisClientError, RedisMode, RedisSettings, metric_names};
 use deadpool_redis::redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 
@@ -36,6 +37,9 @@ pub struct RedisService {
     replica: Option<Lane>,
     /// `redis.url` without its password, for messages.
     redacted_url: String,
+    /// Sentinel mode: the tasks that watch the Sentinels' event channels
+    /// (see `sentinel_watch.rs`), stopped by [`RedisService::close`].
+    watchers: Option<Arc<Watchers>>,
 }
 
 /// A pool and its key in the per-thread leases.
@@ -52,15 +56,22 @@ struct Lane {
     /// The most a thread waits to lease or open its connection:
     /// `wait_timeout_ms + connect_timeout_ms`.
     lease_budget: Duration,
+    /// Sentinel mode: refuses calls while the master is being replaced.
+    failover: Option<Arc<FailoverState>>,
     /// `redis.durable_write_timeout_ms` where a failover can lose a write
     /// (Sentinel, Cluster); `None` on a single server or when set to 0.
     durable_wait: Option<Duration>,
 }
 
 impl Lane {
-    fn new(settings: &RedisSettings, role: Role) -> Result<Self, RedisClientError> {
+    fn new(
+        settings: &RedisSettings,
+        role: Role,
+        failover: Option<Arc<FailoverState>>,
+    ) -> Result<Self, RedisClientError> {
         Ok(Self {
-            pool: build_pool(settings, role)?,
+            pool: build_pool(settings, role, failover.clone())?,
+            failover,
             pool_id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
             cluster: settings.mode == RedisMode::Cluster,
             idle_check_after: Duration::from_millis(settings.idle_check_after_ms),
@@ -175,13 +186,28 @@ impl RedisService {
     /// such as a malformed URL or a pool of size 0.
     pub fn new(settings: &RedisSettings) -> Result<Self, RedisClientError> {
         settings.validate()?;
+        let failover =
+            (settings.mode == RedisMode::Sentinel).then(|| Arc::new(FailoverState::default()));
+        let primary = Lane::new(settings, Role::Master, failover.clone())?;
+        let replica = settings
+            .read_from_replicas
+            .then(|| Lane::new(settings, Role::Replica, failover.clone()))
+            .transpose()?;
+        let watchers = match failover {
+            Some(state) => sentinel_watch::spawn(
+                &settings.sentinels,
+                crate::pool::tls_certificates(settings)?.filter(|_| settings.uses_tls()),
+                &settings.master_name,
+                state,
+            )
+            .map(Arc::new),
+            None => None,
+        };
         Ok(Self {
-            primary: Lane::new(settings, Role::Master)?,
-            replica: settings
-                .read_from_replicas
-                .then(|| Lane::new(settings, Role::Replica))
-                .transpose()?,
+            primary,
+            replica,
             redacted_url: settings.redacted_target(),
+            watchers,
         })
     }
 
@@ -432,6 +458,9 @@ impl RedisService {
     /// fails at once with "the pool is closed". For a graceful shutdown,
     /// after the last request.
     pub fn close(&self) {
+        if let Some(watchers) = &self.watchers {
+            watchers.close();
+        }
         self.primary.pool.close();
         if let Some(replica) = &self.replica {
             replica.pool.close();
@@ -462,6 +491,7 @@ impl Lane {
         &self,
         request: Request<'_>,
     ) -> Result<T, RedisClientError> {
+        self.check_failover()?;
         let shared = self.connection().await.map_err(count_error)?;
         let mut connection = shared.connection.clone();
         let started = Instant::now();
@@ -496,6 +526,7 @@ impl Lane {
         key: &str,
         wait: Duration,
     ) -> Result<T, RedisClientError> {
+        self.check_failover()?;
         let object = self
             .pool
             .get()
@@ -554,6 +585,16 @@ impl Lane {
             ))));
         }
         Ok(reply)
+    }
+
+    /// Refuses the call while the Sentinels are promoting a replica: the
+    /// master it would reach is about to be demoted, and would throw its
+    /// acknowledged writes away.
+    fn check_failover(&self) -> Result<(), RedisClientError> {
+        match &self.failover {
+            Some(state) => state.check().map_err(count_error),
+            None => Ok(()),
+        }
     }
 
     /// A handle to this thread's connection (see `pool.rs`): the leased one,
