@@ -114,6 +114,9 @@ impl RedisClientError {
                         error.kind(),
                         ErrorKind::Server(ServerErrorKind::ReadOnly | ServerErrorKind::MasterDown)
                     )
+                    // A master cut off from its replicas: a new connection
+                    // asks the Sentinels again.
+                    || error.code() == Some("NOREPLICAS")
             }
             _ => false,
         }
@@ -130,7 +133,7 @@ impl RedisClientError {
         matches!(
             self,
             Self::Unavailable { source: Some(error), .. }
-                if matches!(
+                if error.code() == Some("NOREPLICAS") || matches!(
                     error.kind(),
                     ErrorKind::Server(
                         ServerErrorKind::ReadOnly
@@ -197,6 +200,16 @@ impl From<RedisError> for RedisClientError {
             return Self::Misconfigured {
                 reason,
                 source: error,
+            };
+        }
+        // `min-replicas-to-write`: a master that lost its replicas refuses
+        // writes. It did not run the command, and passes once a replica is
+        // back or a new master took over.
+        if error.code() == Some("NOREPLICAS") {
+            return Self::Unavailable {
+                reason: "the master has too few replicas to take writes (min-replicas-to-write)"
+                    .to_owned(),
+                source: Some(error),
             };
         }
         match error.kind() {
