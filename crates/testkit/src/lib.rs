@@ -558,6 +558,25 @@ impl SentinelGroup {
         }
     }
 
+    /// Kills Sentinel `index` (SIGKILL).
+    pub fn kill_sentinel(&mut self, index: usize) {
+        let sentinel = &mut self.sentinels[index];
+        let _ = sentinel.child.kill();
+        let _ = sentinel.child.wait();
+    }
+
+    /// Starts Sentinel `index` again, on its port, with the configuration
+    /// it had rewritten (the replica and the other Sentinels it knew).
+    ///
+    /// # Panics
+    ///
+    /// If it does not answer within 10 s.
+    pub fn restart_sentinel(&mut self, index: usize) {
+        let sentinel = &mut self.sentinels[index];
+        sentinel.child = SentinelProcess::spawn(&sentinel.dir);
+        sentinel.wait_until_it_answers(self.tls.as_ref());
+    }
+
     /// The server that is master now, by the Sentinels' word.
     ///
     /// # Panics
@@ -666,23 +685,32 @@ impl SentinelProcess {
             ),
         )
         .expect("write sentinel.conf");
-        let child = Command::new(server_binary())
-            .arg(&config)
+        let child = Self::spawn(&dir);
+        let sentinel = Self { child, port, dir };
+        sentinel.wait_until_it_answers(tls);
+        sentinel
+    }
+
+    fn spawn(dir: &std::path::Path) -> Child {
+        Command::new(server_binary())
+            .arg(dir.join("sentinel.conf"))
             .arg("--sentinel")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|error| panic!("{INSTALL_HINT} ({error})"));
-        let sentinel = Self { child, port, dir };
+            .unwrap_or_else(|error| panic!("{INSTALL_HINT} ({error})"))
+    }
+
+    fn wait_until_it_answers(&self, tls: Option<&TlsFiles>) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let answers = client_for(port, tls)
+            let answers = client_for(self.port, tls)
                 .and_then(|client| client.get_connection_with_timeout(Duration::from_millis(200)))
                 .and_then(|mut connection| redis::cmd("PING").query::<String>(&mut connection))
                 .is_ok();
             if answers {
-                return sentinel;
+                return;
             }
             assert!(
                 Instant::now() < deadline,

@@ -817,3 +817,99 @@ async fn a_partitioned_master_woken_after_a_failover_gets_no_write_and_undoes_no
         "no write reaches the woken old master"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinels_that_die_and_come_back_stall_no_request_and_are_followed_again() {
+    let mut group = SentinelGroup::start();
+    let sentinels = group.sentinel_urls().join(",");
+    let mut env = vec![
+        ("APP__REDIS__MODE", "sentinel"),
+        ("APP__REDIS__SENTINELS", sentinels.as_str()),
+        ("APP__REDIS__MASTER_NAME", SentinelGroup::MASTER_NAME),
+    ];
+    env.extend_from_slice(&FAST_FAIL);
+    let app = Arc::new(AppProcess::start("redis://127.0.0.1:1", &env).await);
+    let sessions = Arc::new(make_sessions(&app, 20).await);
+
+    // One client counting throughout; the slowest answer and the failures
+    // while the Sentinels are gone are what matter.
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicU64::new(0));
+    let slowest_ms = Arc::new(AtomicU64::new(0));
+    let load = {
+        let (app, sessions, stop, failed, slowest_ms) = (
+            Arc::clone(&app),
+            Arc::clone(&sessions),
+            Arc::clone(&stop),
+            Arc::clone(&failed),
+            Arc::clone(&slowest_ms),
+        );
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut turn = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let started = Instant::now();
+                let status = http
+                    .get(app.url("/count"))
+                    .header("cookie", format!("sid={}", sessions[turn % sessions.len()]))
+                    .send()
+                    .await
+                    .map(|response| response.status());
+                turn += 1;
+                let took = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                slowest_ms.fetch_max(took, Ordering::SeqCst);
+                if !matches!(status, Ok(StatusCode::OK)) {
+                    failed.fetch_add(1, Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    group.kill_sentinel(0);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    group.kill_sentinel(1);
+    group.kill_sentinel(2);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (failed_without_sentinels, slowest_without_sentinels) = (
+        failed.load(Ordering::SeqCst),
+        slowest_ms.load(Ordering::SeqCst),
+    );
+
+    // Back: the watchers resubscribe (their backoff is at most 5 s), and a
+    // failover is followed as before.
+    for index in 0..3 {
+        group.restart_sentinel(index);
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    tokio::task::block_in_place(|| {
+        group.wait_until_settled(Duration::from_secs(30));
+        group.failover();
+    });
+    let old_master = if group.master_port() == group.master.port() {
+        &group.replica
+    } else {
+        &group.master
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let writes_after_1s = evalsha_calls(old_master);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::SeqCst);
+    load.await.expect("the load");
+    let writes_at_end = evalsha_calls(old_master);
+
+    println!(
+        "Sentinels killed under load: {failed_without_sentinels} failed requests, slowest {slowest_without_sentinels} ms; after they came back and failed over, the old master took {} writes from 1 s after the switch",
+        writes_at_end - writes_after_1s
+    );
+    assert_eq!(failed_without_sentinels, 0, "the master still serves");
+    assert!(
+        slowest_without_sentinels < 1000,
+        "no request waits for a Sentinel"
+    );
+    assert_eq!(
+        writes_at_end, writes_after_1s,
+        "the resubscribed watchers followed the switch"
+    );
+}
