@@ -96,6 +96,8 @@
 //! - `settings.rs`: [`RedisSettings`], with a password-safe `Debug`.
 //! - `error.rs`: [`RedisClientError`], unavailable vs rejected vs bad reply.
 //! - `pool.rs`: the deadpool manager.
+//! - `sentinel_watch.rs`: following a Sentinel failover through the
+//!   Sentinels' event channels.
 //! - `service.rs`: [`RedisService`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
