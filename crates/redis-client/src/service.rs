@@ -568,9 +568,13 @@ impl Lane {
         // a failover may yet undo it. Unavailable, never a fault.
         let acknowledged = match acknowledged {
             Ok(count) => count,
+            // An ACL without +wait: every logout would fail; say so.
+            Err(error) if RedisClientError::from(error.clone()).is_misconfigured() => {
+                return Err(fail(error));
+            }
             Err(error) => {
                 let error = fail(error);
-                log::info!("WAIT for a replica failed: {error}");
+                log::warn!("WAIT for a replica failed, so the write is unconfirmed: {error}");
                 0
             }
         };
