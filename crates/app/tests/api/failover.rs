@@ -259,15 +259,8 @@ struct LogoutReport {
     unconfirmed: usize,
 }
 
-/// One round: a signed-in session, replicated; the replica promoted by
-/// `SENTINEL FAILOVER` while the app still talks to the old master; then a
-/// logout at once, retried on 503 as a browser would (for at most 20 s);
-/// then the truth, read from whichever server is master now.
-async fn logout_across_a_failover(
-    app: &AppProcess,
-    group: &SentinelGroup,
-    report: &mut LogoutReport,
-) {
+/// A browser signed in as ada: its cookie jar and its session id.
+async fn sign_in(app: &AppProcess) -> (reqwest::Client, String) {
     let client = reqwest::Client::builder()
         .cookie_store(true)
         .build()
@@ -284,9 +277,16 @@ async fn logout_across_a_failover(
         .find(|c| c.name() == "sid")
         .map(|c| c.value().to_owned())
         .expect("a sid");
-    wait_for_replication([group.current_master()]);
+    (client, sid)
+}
 
-    group.failover();
+/// `POST /logout` until it answers 200, retrying a 503 as a browser would
+/// (for at most 20 s); counted in `report`.
+async fn log_out_until_acknowledged(
+    app: &AppProcess,
+    client: &reqwest::Client,
+    report: &mut LogoutReport,
+) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let status = match client.post(app.url("/logout")).send().await {
@@ -306,6 +306,22 @@ async fn logout_across_a_failover(
         }
     }
     report.acknowledged += 1;
+}
+
+/// One round: a signed-in session, replicated; the replica promoted by
+/// `SENTINEL FAILOVER` while the app still talks to the old master; then a
+/// logout at once, retried on 503 as a browser would (for at most 20 s);
+/// then the truth, read from whichever server is master now.
+async fn logout_across_a_failover(
+    app: &AppProcess,
+    group: &SentinelGroup,
+    report: &mut LogoutReport,
+) {
+    let (client, sid) = sign_in(app).await;
+    wait_for_replication([group.current_master()]);
+
+    group.failover();
+    log_out_until_acknowledged(app, &client, report).await;
 
     let alive = || -> bool {
         let exists: i64 = redis::cmd("EXISTS")
@@ -442,22 +458,7 @@ async fn logouts_acknowledged_during_cluster_failovers_are_never_undone() {
     let mut report = LogoutReport::default();
 
     for _ in 0..rounds {
-        let client = reqwest::Client::builder()
-            .cookie_store(true)
-            .build()
-            .expect("a client");
-        let login = client
-            .post(app.url("/login"))
-            .json(&serde_json::json!({ "user": "ada" }))
-            .send()
-            .await
-            .expect("POST /login");
-        assert_eq!(login.status(), StatusCode::OK);
-        let sid = login
-            .cookies()
-            .find(|c| c.name() == "sid")
-            .map(|c| c.value().to_owned())
-            .expect("a sid");
+        let (client, sid) = sign_in(&app).await;
         let key = format!("sid_{sid}");
         wait_for_replication(cluster.nodes());
         let (old_master, replica) = slot_master_and_replica(&cluster, &key);
@@ -473,25 +474,7 @@ async fn logouts_acknowledged_during_cluster_failovers_are_never_undone() {
             std::thread::sleep(Duration::from_millis(20));
         }
 
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let status = match client.post(app.url("/logout")).send().await {
-                Ok(response) => response.status(),
-                // A keep-alive connection the server closed while the test
-                // waited for the promotion: send again, as a browser does.
-                Err(error) if error.is_request() && Instant::now() < deadline => continue,
-                Err(error) => panic!("POST /logout: {error}"),
-            };
-            match status {
-                StatusCode::OK => break,
-                StatusCode::SERVICE_UNAVAILABLE if Instant::now() < deadline => {
-                    report.unconfirmed += 1;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                other => panic!("logout answered {other}"),
-            }
-        }
-        report.acknowledged += 1;
+        log_out_until_acknowledged(&app, &client, &mut report).await;
 
         let alive = || -> bool {
             let exists: i64 = redis::cmd("EXISTS")
@@ -672,23 +655,7 @@ async fn a_partitioned_master_woken_after_a_failover_gets_no_write_and_undoes_no
     let app = Arc::new(AppProcess::start("redis://127.0.0.1:1", &env).await);
     let mut signed_in = Vec::new();
     for _ in 0..10 {
-        let client = reqwest::Client::builder()
-            .cookie_store(true)
-            .build()
-            .expect("a client");
-        let login = client
-            .post(app.url("/login"))
-            .json(&serde_json::json!({ "user": "ada" }))
-            .send()
-            .await
-            .expect("POST /login");
-        assert_eq!(login.status(), StatusCode::OK);
-        let sid = login
-            .cookies()
-            .find(|c| c.name() == "sid")
-            .map(|c| c.value().to_owned())
-            .expect("a sid");
-        signed_in.push((client, sid));
+        signed_in.push(sign_in(&app).await);
     }
     let counted = Arc::new(make_sessions(&app, 20).await);
     wait_for_replication([group.current_master()]);
