@@ -110,13 +110,14 @@ impl RedisClientError {
                     // A master demoted by a failover answers READONLY; a
                     // replica cut off from its master, MASTERDOWN. A new
                     // connection finds the current master.
+                    // (NOREPLICAS is not among them: the master is right,
+                    // it only lacks replicas, and a new connection would
+                    // reach the same server. If the Sentinels replace it,
+                    // the switch drops its connections anyway.)
                     || matches!(
                         error.kind(),
                         ErrorKind::Server(ServerErrorKind::ReadOnly | ServerErrorKind::MasterDown)
                     )
-                    // A master cut off from its replicas: a new connection
-                    // asks the Sentinels again.
-                    || error.code() == Some("NOREPLICAS")
             }
             _ => false,
         }

@@ -60,13 +60,45 @@ enum Backend {
         config: AsyncConnectionConfig,
     },
     Cluster(ClusterClient),
-    /// `SentinelClient` asks the Sentinels for the master on every new
-    /// connection; it needs `&mut`, hence the lock (held only while one
-    /// connection opens).
+    /// New master connections go straight to the address the watchers
+    /// last heard announced (see `sentinel_watch.rs`), and otherwise ask
+    /// the Sentinels through `SentinelClient`, which needs `&mut`, hence
+    /// the lock (held only while one connection opens).
     Sentinel {
         client: tokio::sync::Mutex<SentinelClient>,
         config: AsyncConnectionConfig,
+        /// For connecting to an announced address: the same credentials
+        /// and TLS as the Sentinel-found servers get.
+        direct: DirectTarget,
+        role: Role,
     },
+}
+
+/// How to reach a server of the Sentinel group by its `ip:port`.
+struct DirectTarget {
+    username: Option<String>,
+    password: Option<String>,
+    tls: bool,
+    certificates: Option<TlsCertificates>,
+}
+
+impl DirectTarget {
+    fn client(&self, address: &str) -> Result<Client, RedisError> {
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        let info = format!("{scheme}://{address}").into_connection_info()?;
+        let mut redis = info.redis_settings().clone();
+        if let Some(username) = &self.username {
+            redis = redis.set_username(username);
+        }
+        if let Some(password) = &self.password {
+            redis = redis.set_password(password);
+        }
+        let info = info.set_redis_settings(redis.set_protocol(redis::ProtocolVersion::RESP3));
+        match &self.certificates {
+            Some(certificates) => Client::build_with_tls(info, certificates.clone()),
+            None => Client::open(info),
+        }
+    }
 }
 
 /// Which server of a Sentinel-watched group a pool's connections go to.
@@ -119,8 +151,19 @@ impl ConnectionManager {
                 Backend::Cluster(client)
             }
             RedisMode::Sentinel => Backend::Sentinel {
-                client: tokio::sync::Mutex::new(sentinel_client(settings, certificates, role)?),
+                client: tokio::sync::Mutex::new(sentinel_client(
+                    settings,
+                    certificates.clone(),
+                    role,
+                )?),
                 config,
+                direct: DirectTarget {
+                    username: settings.username.clone(),
+                    password: settings.password.clone(),
+                    tls: settings.uses_tls(),
+                    certificates: certificates.filter(|_| settings.uses_tls()),
+                },
+                role,
             },
         };
         Ok(Self {
@@ -167,6 +210,8 @@ fn sentinel_client(
             builder = builder.set_client_to_sentinel_password(password);
         }
     }
+    // RESP3, for the disconnection notice (see `flag_disconnect`).
+    builder = builder.set_client_to_redis_protocol(redis::ProtocolVersion::RESP3);
     if let Some(username) = &settings.username {
         builder = builder.set_client_to_redis_username(username);
     }
@@ -276,7 +321,7 @@ fn connection_info(
     if let Some(password) = &settings.password {
         redis = redis.set_password(password);
     }
-    Ok(info.set_redis_settings(redis))
+    Ok(info.set_redis_settings(redis.set_protocol(redis::ProtocolVersion::RESP3)))
 }
 
 /// The parse error may quote the URL: never let it carry the password.
@@ -378,6 +423,97 @@ impl SharedConnection {
     }
 }
 
+impl ConnectionManager {
+    /// A connection to the group's master (or a replica), whose role is
+    /// checked with `ROLE` on that very connection: a Sentinel that has not
+    /// heard of a switch yet still names the old master, and the old master
+    /// calls itself master until the Sentinels reconfigure it, seconds
+    /// later. So the master goes first to the address the watchers heard
+    /// announced, and asks the Sentinels only when there is none, or it
+    /// does not answer as master (all watchers missed a switch).
+    async fn open_in_sentinel_group(
+        &self,
+        client: &tokio::sync::Mutex<SentinelClient>,
+        config: &AsyncConnectionConfig,
+        direct: &DirectTarget,
+        role: Role,
+    ) -> Result<(MultiplexedConnection, Arc<AtomicBool>), RedisError> {
+        let announced = match role {
+            Role::Master => self
+                .failover
+                .as_ref()
+                .and_then(|state| state.master_address()),
+            Role::Replica => None,
+        };
+        if let Some(address) = announced {
+            let opened = async {
+                let (config, broken) = flag_disconnect(config);
+                let mut connection = direct
+                    .client(&address)?
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?;
+                check_role(&mut connection, role).await?;
+                Ok::<_, RedisError>((connection, broken))
+            };
+            match opened.await {
+                Ok(connection) => return Ok(connection),
+                Err(error) => {
+                    log::debug!(
+                        "the announced master {address} will not do ({error}); asking the Sentinels"
+                    );
+                }
+            }
+        }
+        let (config, broken) = flag_disconnect(config);
+        let mut connection = client
+            .lock()
+            .await
+            .get_async_connection_with_config(&config)
+            .await?;
+        check_role(&mut connection, role).await?;
+        Ok((connection, broken))
+    }
+}
+
+/// `config` for ONE new connection, with redis-rs's disconnection notice
+/// wired to the flag returned: set once the server has closed it. redis-rs
+/// gives the notice only on RESP3 connections, so standalone and Sentinel
+/// connections speak RESP3 (`HELLO 3`, which ACLs always allow; Redis 6 or
+/// later, as every supported server is). The cluster client reconnects by
+/// itself and keeps RESP2.
+fn flag_disconnect(config: &AsyncConnectionConfig) -> (AsyncConnectionConfig, Arc<AtomicBool>) {
+    let broken = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&broken);
+    let config = config
+        .clone()
+        .set_push_sender(move |info: redis::PushInfo| {
+            if info.kind == redis::PushKind::Disconnection {
+                flag.store(true, Ordering::Relaxed);
+            }
+            Ok::<(), std::convert::Infallible>(())
+        });
+    (config, broken)
+}
+
+/// `ROLE` on `connection`: an error unless the server has `role`. Not
+/// being master is reported as `READONLY`, which it is: Redis would refuse
+/// the write, and sending it again on another connection is safe.
+async fn check_role(connection: &mut MultiplexedConnection, role: Role) -> Result<(), RedisError> {
+    let answer: redis::Role = redis::cmd("ROLE").query_async(connection).await?;
+    let fits = match role {
+        Role::Master => matches!(answer, redis::Role::Primary { .. }),
+        Role::Replica => matches!(answer, redis::Role::Replica { .. }),
+    };
+    if fits {
+        Ok(())
+    } else {
+        Err(RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
+            "the server the Sentinels named is not in the expected role (ROLE)",
+        )))
+    }
+}
+
 impl managed::Manager for ConnectionManager {
     type Type = SharedConnection;
     type Error = RedisError;
@@ -388,24 +524,38 @@ impl managed::Manager for ConnectionManager {
             .failover
             .as_ref()
             .map(|state| (state.generation(), Arc::clone(state)));
-        let connection = match &self.backend {
-            Backend::Standalone { client, config } => Connection::Standalone(
-                client
-                    .get_multiplexed_async_connection_with_config(config)
-                    .await?,
+        // Set by the connection's driver task the moment the server closes
+        // it (CLIENT KILL, a restart, timeout): a thread's leased connection
+        // may sit unused then, and the next request on it would fail,
+        // unretried if it was a write. See `flag_disconnect`.
+        let (connection, broken) = match &self.backend {
+            Backend::Standalone { client, config } => {
+                let (config, broken) = flag_disconnect(config);
+                let connection = client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?;
+                (Connection::Standalone(connection), broken)
+            }
+            // The cluster client reconnects to its nodes by itself.
+            Backend::Cluster(client) => (
+                Connection::Cluster(client.get_async_connection().await?),
+                Arc::new(AtomicBool::new(false)),
             ),
-            Backend::Cluster(client) => Connection::Cluster(client.get_async_connection().await?),
-            Backend::Sentinel { client, config } => Connection::Standalone(
-                client
-                    .lock()
-                    .await
-                    .get_async_connection_with_config(config)
-                    .await?,
-            ),
+            Backend::Sentinel {
+                client,
+                config,
+                direct,
+                role,
+            } => {
+                let (connection, broken) = self
+                    .open_in_sentinel_group(client, config, direct, *role)
+                    .await?;
+                (Connection::Standalone(connection), broken)
+            }
         };
         Ok(SharedConnection {
             connection,
-            broken: Arc::new(AtomicBool::new(false)),
+            broken,
             last_used_ms: Arc::new(AtomicU64::new(clock_ms(Instant::now()))),
             opened_on: std::thread::current().id(),
             generation,
@@ -439,11 +589,12 @@ pub(crate) fn build_pool(
     settings: &RedisSettings,
     role: Role,
     failover: Option<Arc<FailoverState>>,
+    max_size: usize,
 ) -> Result<Pool, RedisClientError> {
     install_crypto_provider();
     let manager = ConnectionManager::new(settings, role, failover)?;
     Pool::builder(manager)
-        .max_size(settings.pool_max_size)
+        .max_size(max_size)
         .runtime(deadpool::Runtime::Tokio1)
         .wait_timeout(Some(settings.wait_timeout()))
         .create_timeout(Some(settings.connect_timeout()))

@@ -2,17 +2,27 @@
 //! client guidelines ask: every Sentinel's event channel is watched, and
 //!
 //! - from `+failover-state-send-slaveof-noone` (the replica is being
-//!   promoted) until `+switch-master`, calls are refused with
+//!   promoted) until the promotion is seen done, writes are refused with
 //!   [`RedisClientError::Unavailable`] (503) instead of being sent to a
 //!   master that is about to be demoted, whose acknowledged writes would be
 //!   thrown away;
-//! - on `+switch-master` to a new address, every connection opened before
-//!   is dropped, so the next call asks the Sentinels for the new master.
+//! - the promotion is done at `+promoted-slave` (the leader saw the
+//!   replica answer as master) or at `+switch-master`, whichever comes
+//!   first: every connection opened before is dropped, and new ones go
+//!   straight to the address announced (see `pool.rs`), never through a
+//!   Sentinel that may not have heard of the switch yet.
 //!
 //! A promotion that never completes (the failover aborts, or no
-//! `+switch-master` arrives within [`FAILOVER_HOLD`]) lifts the refusal. A
+//! switch arrives within [`FAILOVER_HOLD`]) lifts the refusal. A
 //! Sentinel that is down or silent only means its watcher reconnects with
 //! a backoff: no request waits for a Sentinel.
+//!
+//! Each watcher also asks its Sentinel for the master (`SENTINEL MASTER`)
+//! after every subscription and after [`QUIET`] without events, to catch
+//! up a switch it missed. A Sentinel that was cut off or restarted can
+//! still name the OLD master for a few seconds; its answer carries the
+//! configuration epoch it knows, and an answer no newer than what we know
+//! is ignored, so a lagging Sentinel can never switch us back.
 //!
 //! A master cut off from the Sentinels but not from the app sends no event
 //! at all: see the README on `min-replicas-to-write`.
@@ -38,9 +48,19 @@ pub(crate) struct FailoverState {
     /// When the current promotion began, in ms since [`CLOCK_START`] plus
     /// one (0: none).
     promoting_since: AtomicU64,
-    /// The master the last `+switch-master` named, to count each switch
-    /// once although every Sentinel announces it.
-    master: Mutex<Option<String>>,
+    /// The master as last announced, to count each switch once although
+    /// every Sentinel announces it, and for new connections to go to.
+    master: Mutex<Known>,
+}
+
+/// The master we follow, and the newest configuration epoch we know it by.
+#[derive(Debug, Default)]
+struct Known {
+    /// `ip:port`; `None` until a Sentinel first answered.
+    address: Option<String>,
+    /// A lower bound of the epoch of `address`: an event does not carry
+    /// the epoch, but every switch raises it by at least one.
+    epoch: u64,
 }
 
 static CLOCK_START: LazyLock<Instant> = LazyLock::new(Instant::now);
@@ -52,6 +72,18 @@ fn now_ms() -> u64 {
 impl FailoverState {
     pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
+    }
+
+    /// The master's `ip:port` as the Sentinels last announced it; `None`
+    /// until a watcher first heard from a Sentinel.
+    pub(crate) fn master_address(&self) -> Option<String> {
+        self.known().address.clone()
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, Known> {
+        self.master
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// `Err` while a promotion is under way: the caller answers 503.
@@ -76,44 +108,59 @@ impl FailoverState {
     }
 
     fn promoting(&self) {
-        let _ = self.promoting_since.compare_exchange(
+        let began = self.promoting_since.compare_exchange(
             0,
             now_ms() + 1,
             Ordering::AcqRel,
             Ordering::Relaxed,
         );
-    }
-
-    /// What a Sentinel answers for the master now, asked after every
-    /// (re)subscription and after a quiet spell: a switch announced while
-    /// no watcher listened is caught up here. The first answer only
-    /// records the address (connections were opened by asking, too).
-    fn observed(&self, current_master: &str) {
-        let mut master = self
-            .master
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match master.as_deref() {
-            None => *master = Some(current_master.to_owned()),
-            Some(known) if known != current_master => {
-                drop(master);
-                self.switched(current_master);
-            }
-            Some(_) => {}
+        if began.is_ok() {
+            log::info!("the Sentinels are promoting a replica: refusing writes until it is master");
         }
     }
 
-    fn switched(&self, new_master: &str) {
-        let mut master = self
-            .master
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if master.as_deref() != Some(new_master) {
-            *master = Some(new_master.to_owned());
+    /// What a Sentinel answers for the master now (`SENTINEL MASTER`),
+    /// asked after every (re)subscription and after a quiet spell: a switch
+    /// announced while no watcher listened is caught up here. An answer
+    /// whose epoch is not newer than ours is ignored: it comes from a
+    /// Sentinel that has not heard of the last switch.
+    fn observed(&self, address: &str, epoch: u64) {
+        let mut known = self.known();
+        match known.address.as_deref() {
+            // The first answer only records the master: connections opened
+            // so far asked the Sentinels too.
+            None => {
+                known.address = Some(address.to_owned());
+                known.epoch = epoch;
+            }
+            Some(_) if epoch <= known.epoch => {}
+            Some(current) if current == address => known.epoch = epoch,
+            Some(_) => {
+                known.epoch = epoch;
+                drop(known);
+                self.switched(address, epoch);
+            }
+        }
+    }
+
+    /// The Sentinels made `new_master` the master, in configuration epoch
+    /// `epoch` (or at least one above what we knew, for an event).
+    fn switched(&self, new_master: &str, epoch: u64) {
+        let mut known = self.known();
+        if known.address.as_deref() != Some(new_master) {
+            known.address = Some(new_master.to_owned());
+            known.epoch = known.epoch.max(epoch);
             self.generation.fetch_add(1, Ordering::AcqRel);
             log::info!("Sentinels switched the master to {new_master}: reconnecting");
         }
+        drop(known);
         self.promoting_since.store(0, Ordering::Release);
+    }
+
+    /// A switch announced by an event, which carries no epoch.
+    fn announced(&self, new_master: &str) {
+        let epoch = self.known().epoch + 1;
+        self.switched(new_master, epoch);
     }
 
     fn aborted(&self) {
@@ -126,7 +173,14 @@ impl FailoverState {
         match channel {
             // "<name> <old ip> <old port> <new ip> <new port>"
             "+switch-master" if words.len() == 5 && words[0] == master_name => {
-                self.switched(&format!("{}:{}", words[3], words[4]));
+                self.announced(&format!("{}:{}", words[3], words[4]));
+            }
+            // "slave <ip>:<port> <ip> <port> @ <name> <old ip> <old port>",
+            // from the leader once the replica answers as master: about a
+            // second before the leader's own +switch-master, and the
+            // failover cannot abort any more.
+            "+promoted-slave" if words.len() == 8 && words[5] == master_name => {
+                self.announced(&format!("{}:{}", words[2], words[3]));
             }
             // "slave <id> <ip> <port> @ <name> <master ip> <master port>"
             "+failover-state-send-slaveof-noone"
@@ -134,8 +188,14 @@ impl FailoverState {
             {
                 self.promoting();
             }
-            // "master <name> <ip> <port>"
-            abort if abort.starts_with("-failover-abort") && words.get(1) == Some(&master_name) => {
+            // "master <name> <ip> <port>". A Sentinel that lost the
+            // election says -failover-abort-not-elected while the winner
+            // goes on promoting: that one must not lift the hold.
+            abort
+                if abort.starts_with("-failover-abort")
+                    && abort != "-failover-abort-not-elected"
+                    && words.get(1) == Some(&master_name) =>
+            {
                 self.aborted();
             }
             _ => {}
@@ -206,8 +266,10 @@ async fn watch(
         match subscribe(&url, certificates.clone()).await {
             Ok(mut pubsub) => {
                 pause = Duration::from_millis(200);
-                if let Ok(master) = ask_master(&url, certificates.clone(), &master_name).await {
-                    state.observed(&master);
+                if let Ok((master, epoch)) =
+                    ask_master(&url, certificates.clone(), &master_name).await
+                {
+                    state.observed(&master, epoch);
                 }
                 let mut messages = pubsub.on_message();
                 loop {
@@ -219,7 +281,7 @@ async fn watch(
                         Ok(None) => break,
                         Err(_) => {
                             match ask_master(&url, certificates.clone(), &master_name).await {
-                                Ok(master) => state.observed(&master),
+                                Ok((master, epoch)) => state.observed(&master, epoch),
                                 Err(_) => break, // silent and unreachable: resubscribe
                             }
                         }
@@ -236,25 +298,39 @@ async fn watch(
     }
 }
 
-/// `SENTINEL get-master-addr-by-name`, as `ip:port`, within 1 s.
+/// `SENTINEL MASTER`: the master's `ip:port` and the configuration epoch
+/// the Sentinel knows it by, within 1 s.
 async fn ask_master(
     url: &str,
     certificates: Option<redis::TlsCertificates>,
     master_name: &str,
-) -> redis::RedisResult<String> {
+) -> redis::RedisResult<(String, u64)> {
     let client = client_for(url, certificates)?;
     let ask = async {
         let mut connection = client.get_multiplexed_async_connection().await?;
-        let (ip, port): (String, u16) = redis::cmd("SENTINEL")
-            .arg("get-master-addr-by-name")
+        let fields: std::collections::HashMap<String, String> = redis::cmd("SENTINEL")
+            .arg("MASTER")
             .arg(master_name)
             .query_async(&mut connection)
             .await?;
-        Ok(format!("{ip}:{port}"))
+        master_of(&fields).ok_or_else(|| {
+            redis::RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "SENTINEL MASTER lacks ip, port or config-epoch",
+            ))
+        })
     };
     tokio::time::timeout(Duration::from_secs(1), ask)
         .await
         .map_err(|_| timed_out())?
+}
+
+/// `ip:port` and `config-epoch` from a `SENTINEL MASTER` reply.
+fn master_of(fields: &std::collections::HashMap<String, String>) -> Option<(String, u64)> {
+    let ip = fields.get("ip")?;
+    let port: u16 = fields.get("port")?.parse().ok()?;
+    let epoch = fields.get("config-epoch")?.parse().ok()?;
+    Some((format!("{ip}:{port}"), epoch))
 }
 
 /// Subscribes to the failover events, within 2 s in all.
@@ -269,6 +345,7 @@ async fn subscribe(
         pubsub
             .subscribe("+failover-state-send-slaveof-noone")
             .await?;
+        pubsub.subscribe("+promoted-slave").await?;
         pubsub.psubscribe("-failover-abort*").await?;
         Ok(pubsub)
     };
@@ -296,23 +373,25 @@ fn timed_out() -> redis::RedisError {
 mod tests {
     use super::*;
 
+    /// `+switch-master` from 6379 to 6380.
+    const SWITCH: &str = "mymaster 127.0.0.1 6379 127.0.0.1 6380";
+    /// The replica 6380 of mymaster, as failover events name it.
+    const REPLICA_6380: &str = "slave 127.0.0.1:6380 127.0.0.1 6380 @ mymaster 127.0.0.1 6379";
+
+    /// One event on a Sentinel channel, for the master we follow.
+    fn event(state: &FailoverState, channel: &str, payload: &str) {
+        state.handle(channel, payload, "mymaster");
+    }
+
     #[test]
     fn a_promotion_refuses_calls_until_the_switch_which_bumps_the_generation_once() {
         let state = FailoverState::default();
         assert!(state.check().is_ok());
-        state.handle(
-            "+failover-state-send-slaveof-noone",
-            "slave 127.0.0.1:6380 127.0.0.1 6380 @ mymaster 127.0.0.1 6379",
-            "mymaster",
-        );
+        event(&state, "+failover-state-send-slaveof-noone", REPLICA_6380);
         assert!(state.check().is_err());
         for _ in 0..3 {
             // Every Sentinel announces it.
-            state.handle(
-                "+switch-master",
-                "mymaster 127.0.0.1 6379 127.0.0.1 6380",
-                "mymaster",
-            );
+            event(&state, "+switch-master", SWITCH);
         }
         assert!(state.check().is_ok());
         assert_eq!(state.generation(), 1);
@@ -321,39 +400,101 @@ mod tests {
     #[test]
     fn a_switch_missed_while_no_watcher_listened_is_caught_up_by_asking() {
         let state = FailoverState::default();
-        state.observed("127.0.0.1:6379"); // the first answer: no bump
-        state.observed("127.0.0.1:6379");
+        state.observed("127.0.0.1:6379", 0); // the first answer: no bump
+        state.observed("127.0.0.1:6379", 0);
         assert_eq!(state.generation(), 0);
-        state.observed("127.0.0.1:6380"); // the switch nobody heard
+        state.observed("127.0.0.1:6380", 1); // the switch nobody heard
         assert_eq!(state.generation(), 1);
-        state.handle(
-            "+switch-master",
-            "mymaster 127.0.0.1 6379 127.0.0.1 6380",
-            "mymaster",
-        );
+        assert_eq!(state.master_address().as_deref(), Some("127.0.0.1:6380"));
+        event(&state, "+switch-master", SWITCH);
         assert_eq!(state.generation(), 1, "the same switch, announced late");
+    }
+
+    #[test]
+    fn a_lagging_sentinel_naming_the_old_master_cannot_switch_back() {
+        let state = FailoverState::default();
+        state.observed("127.0.0.1:6379", 4);
+        event(&state, "+switch-master", SWITCH);
+        assert_eq!(state.generation(), 1);
+        // A Sentinel that slept through the failover still says epoch 4.
+        state.observed("127.0.0.1:6379", 4);
+        assert_eq!(state.generation(), 1);
+        assert_eq!(state.master_address().as_deref(), Some("127.0.0.1:6380"));
+        // One that took part answers with the new epoch: nothing to do.
+        state.observed("127.0.0.1:6380", 5);
+        state.observed("127.0.0.1:6379", 5);
+        assert_eq!(state.generation(), 1);
+        // A later failover back, missed, is caught up by its newer epoch.
+        state.observed("127.0.0.1:6379", 6);
+        assert_eq!(state.generation(), 2);
+    }
+
+    #[test]
+    fn the_promotion_ends_the_hold_and_switches_before_switch_master() {
+        let state = FailoverState::default();
+        state.observed("127.0.0.1:6379", 0);
+        event(&state, "+failover-state-send-slaveof-noone", REPLICA_6380);
+        assert!(state.check().is_err());
+        event(&state, "+promoted-slave", REPLICA_6380);
+        assert!(state.check().is_ok());
+        assert_eq!(state.generation(), 1);
+        assert_eq!(state.master_address().as_deref(), Some("127.0.0.1:6380"));
+        event(&state, "+switch-master", SWITCH);
+        assert_eq!(state.generation(), 1);
+        event(
+            &state,
+            "+promoted-slave",
+            "slave 127.0.0.1:7000 127.0.0.1 7000 @ othermaster 127.0.0.1 7001",
+        );
+        assert_eq!(state.generation(), 1, "another master's promotion");
+    }
+
+    #[test]
+    fn a_sentinel_master_reply_gives_address_and_epoch() {
+        let fields: std::collections::HashMap<String, String> = [
+            ("name", "mymaster"),
+            ("ip", "10.0.0.5"),
+            ("port", "6380"),
+            ("config-epoch", "7"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert_eq!(master_of(&fields), Some(("10.0.0.5:6380".to_owned(), 7)));
+        let mut broken = fields.clone();
+        broken.insert("port".to_owned(), "x".to_owned());
+        assert_eq!(master_of(&broken), None);
+        broken.remove("port");
+        assert_eq!(master_of(&broken), None);
     }
 
     #[test]
     fn other_masters_and_aborts_do_not_hold_calls() {
         let state = FailoverState::default();
-        state.handle(
+        event(
+            &state,
             "+failover-state-send-slaveof-noone",
             "slave 1 127.0.0.1 1 @ othermaster 127.0.0.1 2",
-            "mymaster",
         );
         state.handle("+switch-master", "othermaster a 1 b 2", "mymaster");
         assert!(state.check().is_ok());
         assert_eq!(state.generation(), 0);
-        state.handle(
+        event(
+            &state,
             "+failover-state-send-slaveof-noone",
             "slave 1 127.0.0.1 1 @ mymaster 127.0.0.1 2",
-            "mymaster",
         );
-        state.handle(
+        // The Sentinel that lost the election: the winner goes on.
+        event(
+            &state,
             "-failover-abort-not-elected",
             "master mymaster 127.0.0.1 2",
-            "mymaster",
+        );
+        assert!(state.check().is_err());
+        event(
+            &state,
+            "-failover-abort-no-good-slave",
+            "master mymaster 127.0.0.1 2",
         );
         assert!(state.check().is_ok());
     }

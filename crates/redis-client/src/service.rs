@@ -16,7 +16,7 @@ use crate::error::POOL_TIMEOUT;
 use crate::pool::{Connection, ConnectionManager, Pool, Role, SharedConnection, build_pool};
 use crate::sentinel_watch::{self, FailoverState, Watchers};
 use crate::{RedisClientError, RedisMode, RedisSettings, metric_names};
-use deadpool_redis::redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use deadpool_redis::redis::cluster_routing::{Route, SingleNodeRoutingInfo, SlotAddr};
 
 /// Connections and their states, for health checks and metrics.
 pub use deadpool::Status as PoolStatus;
@@ -58,9 +58,22 @@ struct Lane {
     lease_budget: Duration,
     /// Sentinel mode: refuses calls while the master is being replaced.
     failover: Option<Arc<FailoverState>>,
-    /// `redis.durable_write_timeout_ms` where a failover can lose a write
-    /// (Sentinel, Cluster); `None` on a single server or when set to 0.
-    durable_wait: Option<Duration>,
+    /// Where a failover can lose a write (Sentinel, Cluster), unless
+    /// `redis.durable_write_timeout_ms` is 0: what durable writes use.
+    durable: Option<Durable>,
+}
+
+/// Durable writes (a write, then `WAIT 1 <ms>`) run on connections of
+/// their own: WAIT blocks the client that sends it, so on a thread's
+/// shared connection it would hold up every request behind it, and taken
+/// from the lane's pool a burst of logouts facing a slow replica would hold
+/// the connections that new threads need. A second, smaller pool keeps
+/// them apart.
+#[derive(Clone)]
+struct Durable {
+    pool: Pool,
+    /// `redis.durable_write_timeout_ms`.
+    wait: Duration,
 }
 
 impl Lane {
@@ -70,15 +83,24 @@ impl Lane {
         failover: Option<Arc<FailoverState>>,
     ) -> Result<Self, RedisClientError> {
         Ok(Self {
-            pool: build_pool(settings, role, failover.clone())?,
-            failover,
+            pool: build_pool(settings, role, failover.clone(), settings.pool_max_size)?,
+            failover: failover.clone(),
             pool_id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
             cluster: settings.mode == RedisMode::Cluster,
             idle_check_after: Duration::from_millis(settings.idle_check_after_ms),
             lease_budget: settings.wait_timeout() + settings.connect_timeout(),
-            durable_wait: (settings.mode != RedisMode::Standalone
-                && settings.durable_write_timeout_ms > 0)
-                .then(|| Duration::from_millis(settings.durable_write_timeout_ms)),
+            durable: if role == Role::Master
+                && settings.mode != RedisMode::Standalone
+                && settings.durable_write_timeout_ms > 0
+            {
+                let size = (settings.pool_max_size / 2).max(1);
+                Some(Durable {
+                    pool: build_pool(settings, role, failover.clone(), size)?,
+                    wait: Duration::from_millis(settings.durable_write_timeout_ms),
+                })
+            } else {
+                None
+            },
         })
     }
 }
@@ -312,13 +334,11 @@ impl RedisService {
     ) -> Result<Option<(HashMap<String, String>, Option<u64>)>, RedisClientError> {
         let (fields, ttl_ms): (HashMap<String, String>, i64) = if lane.cluster {
             let call = ScriptCall::new(&HASH_WITH_TTL, &[key]);
-            lane.execute(Request::Script(&call), Retry::Idempotent)
-                .await?
+            lane.read(Request::Script(&call)).await?
         } else {
             let mut pipeline = redis::pipe();
             pipeline.cmd("HGETALL").arg(key).cmd("PTTL").arg(key);
-            lane.execute(Request::Pipeline(&pipeline), Retry::Idempotent)
-                .await?
+            lane.read(Request::Pipeline(&pipeline)).await?
         };
         // Redis has no empty hashes: no fields means no key. PTTL is -1 for
         // a key without expiry, -2 for no key.
@@ -389,7 +409,7 @@ impl RedisService {
     /// [`RedisService::run_script_durably`] wait for a replica: on Sentinel
     /// and Cluster, unless `redis.durable_write_timeout_ms` is 0.
     pub fn waits_for_replicas(&self) -> bool {
-        self.primary.durable_wait.is_some()
+        self.primary.durable.is_some()
     }
 
     /// [`RedisService::delete`], then, on Sentinel and Cluster, `WAIT 1`
@@ -403,14 +423,14 @@ impl RedisService {
     /// `redis.durable_write_timeout_ms`: the master deleted the key, but a
     /// failover now could undo it, so the caller must not report success.
     pub async fn delete_durably(&self, key: &str) -> Result<bool, RedisClientError> {
-        let Some(wait) = self.primary.durable_wait else {
+        let Some(durable) = &self.primary.durable else {
             return self.delete(key).await;
         };
         let mut command = redis::cmd("UNLINK");
         command.arg(key);
         let removed: i64 = self
             .primary
-            .durable(Request::Command(&command), key, wait)
+            .durable(Request::Command(&command), key, durable)
             .await?;
         Ok(removed > 0)
     }
@@ -428,10 +448,12 @@ impl RedisService {
         call: &ScriptCall<'_>,
         key: &str,
     ) -> Result<T, RedisClientError> {
-        let Some(wait) = self.primary.durable_wait else {
+        let Some(durable) = &self.primary.durable else {
             return self.run_script(call, Retry::NotIdempotent).await;
         };
-        self.primary.durable(Request::Script(call), key, wait).await
+        self.primary
+            .durable(Request::Script(call), key, durable)
+            .await
     }
 
     /// The remaining TTL of a key in seconds (`TTL`): `None` if the key does
@@ -462,6 +484,9 @@ impl RedisService {
             watchers.close();
         }
         self.primary.pool.close();
+        if let Some(durable) = &self.primary.durable {
+            durable.pool.close();
+        }
         if let Some(replica) = &self.replica {
             replica.pool.close();
         }
@@ -476,11 +501,27 @@ impl Lane {
         request: Request<'_>,
         retry: Retry,
     ) -> Result<T, RedisClientError> {
-        match self.attempt(request).await {
+        self.execute_as(request, retry, true).await
+    }
+
+    /// [`Lane::execute`] for a read-only request: sent even while the
+    /// Sentinels promote a replica, since the master still has every write
+    /// it acknowledged and a read loses nothing.
+    async fn read<T: FromRedisValue>(&self, request: Request<'_>) -> Result<T, RedisClientError> {
+        self.execute_as(request, Retry::Idempotent, false).await
+    }
+
+    async fn execute_as<T: FromRedisValue>(
+        &self,
+        request: Request<'_>,
+        retry: Retry,
+        writes: bool,
+    ) -> Result<T, RedisClientError> {
+        match self.attempt(request, writes).await {
             Err(error) if retry.allows_another_try_after(&error) => {
                 metrics::counter!(metric_names::RETRIES_TOTAL).increment(1);
                 log::debug!("retrying once on a new connection after: {error}");
-                self.attempt(request).await
+                self.attempt(request, writes).await
             }
             result => result,
         }
@@ -490,8 +531,11 @@ impl Lane {
     async fn attempt<T: FromRedisValue>(
         &self,
         request: Request<'_>,
+        writes: bool,
     ) -> Result<T, RedisClientError> {
-        self.check_failover()?;
+        if writes {
+            self.check_failover()?;
+        }
         let shared = self.connection().await.map_err(count_error)?;
         let mut connection = shared.connection.clone();
         let started = Instant::now();
@@ -515,19 +559,37 @@ impl Lane {
         result
     }
 
-    /// Sends `request`, then `WAIT 1 <wait>` on the SAME client (WAIT
-    /// counts the replicas that have this client's writes), on a connection
-    /// taken from the pool for this call alone: WAIT blocks its client, and
-    /// on a thread's shared connection it would hold up every request
-    /// behind it.
+    /// Sends `request` and `WAIT 1 <ms>` as ONE pipeline on a connection of
+    /// the durable pool: one round trip, and the WAIT is sure to run on the
+    /// client, and the node, that took the write (WAIT counts the replicas
+    /// that have this client's writes; sent apart, on a cluster whose slot
+    /// moved in between, it could count another node's replicas). Sent
+    /// again only when Redis proved the write did not run (`READONLY` from a
+    /// master demoted under us, `NOSCRIPT`, `TRYAGAIN`...).
     async fn durable<T: FromRedisValue>(
         &self,
         request: Request<'_>,
         key: &str,
-        wait: Duration,
+        durable: &Durable,
+    ) -> Result<T, RedisClientError> {
+        match self.durable_attempt(request, key, durable).await {
+            Err(error) if error.proves_not_run() => {
+                metrics::counter!(metric_names::RETRIES_TOTAL).increment(1);
+                log::debug!("retrying a durable write once on a new connection after: {error}");
+                self.durable_attempt(request, key, durable).await
+            }
+            result => result,
+        }
+    }
+
+    async fn durable_attempt<T: FromRedisValue>(
+        &self,
+        request: Request<'_>,
+        key: &str,
+        durable: &Durable,
     ) -> Result<T, RedisClientError> {
         self.check_failover()?;
-        let object = self
+        let object = durable
             .pool
             .get()
             .await
@@ -535,7 +597,6 @@ impl Lane {
             .map_err(count_error)?;
         let shared = SharedConnection::clone(&object);
         let mut connection = shared.connection.clone();
-        let started = Instant::now();
         let fail = |error: RedisError| {
             let error = count_error(RedisClientError::from(error));
             if error.breaks_connection() {
@@ -543,49 +604,68 @@ impl Lane {
             }
             error
         };
-        let reply: T = send(request, &mut connection).await.map_err(fail)?;
-        let mut command = redis::cmd("WAIT");
-        command
-            .arg(1)
-            .arg(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
-        let acknowledged: Result<i64, RedisError> = match &mut connection {
-            Connection::Standalone(standalone) => command.query_async(standalone).await,
-            // The master of the key's slot: the node that took the write.
-            Connection::Cluster(cluster) => {
-                let route = Route::with_key(key, SlotAddr::Master);
-                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
-                cluster
-                    .route_command(command, routing)
-                    .await
-                    .and_then(|value| {
-                        let value = value.extract_error()?;
-                        i64::from_redis_value(value).map_err(RedisError::from)
-                    })
+        let (write, script) = match request {
+            Request::Command(command) => (command, None),
+            Request::Script(call) => (call.command(), Some(call.script())),
+            Request::Pipeline(_) | Request::Load(_) => {
+                unreachable!("durable writes are one command or one script")
             }
         };
-        // Whatever stopped the WAIT (the master demoted under it answers
-        // UNBLOCKED, a dropped link, a timeout), the write is unconfirmed:
-        // a failover may yet undo it. Unavailable, never a fault.
-        let acknowledged = match acknowledged {
+        let mut pipeline = redis::pipe();
+        pipeline
+            .add_command(write.clone())
+            .cmd("WAIT")
+            .arg(1)
+            .arg(u64::try_from(durable.wait.as_millis()).unwrap_or(u64::MAX));
+        let started = Instant::now();
+        let mut replies = write_and_wait(&mut connection, &pipeline, key)
+            .await
+            .map_err(fail)?;
+        if let (Some(script), Some(Err(error))) = (script, replies.first().map(reply_error))
+            && error.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
+        {
+            // The WAIT after it confirmed nothing. Load, and send both again.
+            script.load_async(&mut connection).await.map_err(fail)?;
+            replies = write_and_wait(&mut connection, &pipeline, key)
+                .await
+                .map_err(fail)?;
+        }
+        metrics::histogram!(metric_names::ROUND_TRIP_SECONDS).record(started.elapsed());
+        shared.touch(started);
+        drop(object);
+        let mut replies = replies.into_iter();
+        let (Some(written), Some(waited)) = (replies.next(), replies.next()) else {
+            return Err(fail(RedisError::from((
+                ErrorKind::UnexpectedReturnType,
+                "a write and WAIT pipeline answered fewer than two replies",
+            ))));
+        };
+        let reply = written
+            .extract_error()
+            .and_then(|value| T::from_redis_value(value).map_err(RedisError::from))
+            .map_err(fail)?;
+        // Whatever stopped the WAIT (a master demoted under it answers
+        // UNBLOCKED, a timeout), the write is unconfirmed: a failover may
+        // yet undo it. Unavailable, never a fault.
+        let acknowledged = match waited
+            .extract_error()
+            .and_then(|value| i64::from_redis_value(value).map_err(RedisError::from))
+        {
             Ok(count) => count,
             // An ACL without +wait: every logout would fail; say so.
             Err(error) if RedisClientError::from(error.clone()).is_misconfigured() => {
                 return Err(fail(error));
             }
             Err(error) => {
-                let error = fail(error);
                 log::warn!("WAIT for a replica failed, so the write is unconfirmed: {error}");
                 0
             }
         };
-        metrics::histogram!(metric_names::ROUND_TRIP_SECONDS).record(started.elapsed());
-        shared.touch(started);
-        drop(object);
         if acknowledged < 1 {
             metrics::counter!(metric_names::DURABLE_WRITE_UNCONFIRMED_TOTAL).increment(1);
             return Err(count_error(RedisClientError::unavailable(format!(
                 "no replica confirmed the write within {} ms (redis.durable_write_timeout_ms): a failover could undo it",
-                wait.as_millis()
+                durable.wait.as_millis()
             ))));
         }
         Ok(reply)
@@ -709,6 +789,29 @@ thread_local! {
     static LEASE_LOCK: Arc<tokio::sync::Mutex<()>> = Arc::new(tokio::sync::Mutex::new(()));
     /// The connection each pool leased to this thread, by pool id.
     static LEASES: RefCell<Vec<(u64, Object<ConnectionManager>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A write and its WAIT, pipelined: on a cluster, to the master of `key`'s
+/// slot. Each reply is handed back raw, errors included, for the caller to
+/// tell a refused write from an unconfirmed one.
+async fn write_and_wait(
+    connection: &mut Connection,
+    pipeline: &redis::Pipeline,
+    key: &str,
+) -> Result<Vec<redis::Value>, RedisError> {
+    use redis::aio::ConnectionLike;
+    match connection {
+        Connection::Standalone(standalone) => standalone.req_packed_commands(pipeline, 0, 2).await,
+        Connection::Cluster(cluster) => {
+            let route = SingleNodeRoutingInfo::SpecificNode(Route::with_key(key, SlotAddr::Master));
+            cluster.route_pipeline(pipeline.clone(), 0, 2, route).await
+        }
+    }
+}
+
+/// The error a raw reply carries, if it is one.
+fn reply_error(value: &redis::Value) -> Result<(), RedisError> {
+    value.clone().extract_error().map(drop)
 }
 
 /// Tells pools apart in [`LEASES`]: an address could be reused.

@@ -24,6 +24,14 @@ fn service(server: &RedisServer) -> RedisService {
     .expect("valid settings")
 }
 
+/// The INCR script, sent as a write that is never replayed.
+async fn incr(
+    redis: &RedisService,
+    call: &redis_client::ScriptCall<'_>,
+) -> Result<i64, redis_client::RedisClientError> {
+    redis.run_script(call, Retry::NotIdempotent).await
+}
+
 /// A single-threaded runtime, as each actix worker has.
 fn worker_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -100,11 +108,7 @@ fn after_a_restart_a_non_idempotent_script_fails_once_and_is_not_replayed() {
     let script = redis_client::redis::Script::new("return redis.call('INCR', KEYS[1])");
     let call = redis_client::ScriptCall::new(&script, &["counter"]);
     worker_runtime().block_on(async {
-        let first: i64 = redis
-            .run_script(&call, Retry::NotIdempotent)
-            .await
-            .expect("INCR");
-        assert_eq!(first, 1);
+        assert_eq!(incr(&redis, &call).await.expect("INCR"), 1);
         server.restart(); // empty again, and our connection is dead
         // The connection dropped under the call: whether Redis ran it is
         // unknown to the client, so it is not sent again.
@@ -155,5 +159,32 @@ fn a_leased_connection_that_went_silent_while_idle_is_replaced_before_a_call_rid
         redis.hash_get_all("nothing").await.expect("HGETALL");
         assert_eq!(monitor.commands_since(start), ["hgetall"], "no PING first");
         assert_eq!(proxy.connections(), 2);
+    });
+}
+
+#[test]
+fn a_leased_connection_the_server_closed_while_unused_is_replaced_before_a_write_rides_it() {
+    // CLIENT KILL, a server-side idle `timeout`, a proxy restart: the server
+    // closes a thread's connection while no request is on it. The driver
+    // task sees the close; the next write must go on a new connection, not
+    // fail on the dead one (a write is never sent twice, so it would be a
+    // 503 for nothing).
+    let server = RedisServer::start();
+    let redis = service(&server);
+    let script = redis_client::redis::Script::new("return redis.call('INCR', KEYS[1])");
+    let call = redis_client::ScriptCall::new(&script, &["counter"]);
+    worker_runtime().block_on(async {
+        assert_eq!(incr(&redis, &call).await.expect("INCR"), 1);
+        let killed: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .query(&mut server.connection())
+            .expect("CLIENT KILL");
+        assert_eq!(killed, 1, "the service's one connection");
+        // The worker's runtime goes on running: its driver task reads EOF.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let next = incr(&redis, &call).await;
+        assert_eq!(next.expect("the write goes on a new connection"), 2);
     });
 }

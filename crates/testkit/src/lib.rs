@@ -201,14 +201,9 @@ impl RedisServer {
         self.signal("-CONT");
     }
 
-    fn signal(&self, signal: &str) {
+    fn signal(&self, signal_name: &str) {
         let child = self.child.as_ref().expect("the server is running");
-        let status = Command::new("kill")
-            .arg(signal)
-            .arg(child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill {signal} failed");
+        signal(child.id(), signal_name);
     }
 
     fn spawn(&mut self) -> Result<(), String> {
@@ -522,10 +517,19 @@ impl SentinelGroup {
     ///
     /// If the Sentinel does not answer.
     pub fn master_port(&self) -> u16 {
+        self.master_port_by(0)
+    }
+
+    /// The master's port, as Sentinel `index` reports it.
+    ///
+    /// # Panics
+    ///
+    /// If the Sentinel does not answer.
+    pub fn master_port_by(&self, index: usize) -> u16 {
         let (_, port): (String, u16) = redis::cmd("SENTINEL")
             .arg("get-master-addr-by-name")
             .arg(Self::MASTER_NAME)
-            .query(&mut self.sentinel_connection(0))
+            .query(&mut self.sentinel_connection(index))
             .expect("SENTINEL get-master-addr-by-name");
         port
     }
@@ -537,15 +541,25 @@ impl SentinelGroup {
     ///
     /// If that takes longer than 30 s.
     pub fn failover(&self) {
-        let before = self.master_port();
+        self.failover_via(0);
+    }
+
+    /// [`SentinelGroup::failover`], asked of Sentinel `index`, and waited
+    /// for by its word: the others may be paused.
+    ///
+    /// # Panics
+    ///
+    /// As [`SentinelGroup::failover`].
+    pub fn failover_via(&self, index: usize) {
+        let before = self.master_port_by(index);
         let () = redis::cmd("SENTINEL")
             .arg("FAILOVER")
             .arg(Self::MASTER_NAME)
-            .query(&mut self.sentinel_connection(0))
+            .query(&mut self.sentinel_connection(index))
             .expect("SENTINEL FAILOVER");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let now = self.master_port();
+            let now = self.master_port_by(index);
             let promoted = [&self.master, &self.replica]
                 .into_iter()
                 .find(|server| server.port() == now)
@@ -563,6 +577,18 @@ impl SentinelGroup {
         let sentinel = &mut self.sentinels[index];
         let _ = sentinel.child.kill();
         let _ = sentinel.child.wait();
+    }
+
+    /// Freezes Sentinel `index` (SIGSTOP): it misses everything until
+    /// [`SentinelGroup::resume_sentinel`], and then answers with what it
+    /// knew, like a Sentinel cut off by a partition.
+    pub fn pause_sentinel(&self, index: usize) {
+        signal(self.sentinels[index].child.id(), "-STOP");
+    }
+
+    /// Thaws a Sentinel frozen by [`SentinelGroup::pause_sentinel`].
+    pub fn resume_sentinel(&self, index: usize) {
+        signal(self.sentinels[index].child.id(), "-CONT");
     }
 
     /// Starts Sentinel `index` again, on its port, with the configuration
@@ -583,7 +609,16 @@ impl SentinelGroup {
     ///
     /// If the Sentinel does not answer.
     pub fn current_master(&self) -> &RedisServer {
-        let port = self.master_port();
+        self.current_master_by(0)
+    }
+
+    /// The server that is master now, by Sentinel `index`'s word.
+    ///
+    /// # Panics
+    ///
+    /// If the Sentinel does not answer.
+    pub fn current_master_by(&self, index: usize) -> &RedisServer {
+        let port = self.master_port_by(index);
         if self.master.port() == port {
             &self.master
         } else {
@@ -719,6 +754,16 @@ impl SentinelProcess {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`) to a process this testkit started.
+fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(signal)
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} failed");
 }
 
 /// `redis://127.0.0.1:<port>`, or `rediss://` with `tls`.
@@ -917,14 +962,18 @@ fn client_command(line: &str) -> Option<SeenCommand> {
     }
     let rest = &line[source_end + 2..];
     let name = rest.strip_prefix('"')?.split('"').next()?;
-    // redis-rs's handshake on a new connection (CLIENT SETINFO lib-name /
-    // lib-ver): once per connection, not a request's round trip. Redis 7.0
-    // has no such command; Valkey 8 logs it.
+    // redis-rs's handshake on a new connection (`HELLO 3`, then CLIENT
+    // SETINFO lib-name / lib-ver): once per connection, not a request's
+    // round trip. Redis 7.0 has no SETINFO; Valkey 8 logs it.
     let words: Vec<&str> = rest.split('"').skip(1).step_by(2).take(2).collect();
-    if words.len() == 2
-        && words[0].eq_ignore_ascii_case("client")
-        && words[1].eq_ignore_ascii_case("setinfo")
-    {
+    let handshake = match words.as_slice() {
+        [hello, ..] if hello.eq_ignore_ascii_case("hello") => true,
+        [client, setinfo] => {
+            client.eq_ignore_ascii_case("client") && setinfo.eq_ignore_ascii_case("setinfo")
+        }
+        _ => false,
+    };
+    if handshake {
         return None;
     }
     Some(SeenCommand {
