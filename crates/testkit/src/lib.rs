@@ -473,11 +473,18 @@ impl SentinelGroup {
     }
 
     fn start_inner(tls: Option<&TlsFiles>) -> Self {
-        let server = |args: &[&str]| match tls {
-            Some(tls) => {
-                RedisServer::start_tls(tls, &[args, &["--tls-replication", "yes"]].concat())
+        // A full resync starts at once, not after the default 5 s wait for
+        // more replicas to share the transfer: a demoted master rejoins in
+        // about a second, as on a real network with one replica.
+        let server = |args: &[&str]| {
+            let args = [args, &["--repl-diskless-sync-delay", "0"]].concat();
+            match tls {
+                Some(tls) => RedisServer::start_tls(
+                    tls,
+                    &[&args[..], &["--tls-replication", "yes"]].concat(),
+                ),
+                None => RedisServer::start_with(&args),
             }
-            None => RedisServer::start_with(args),
         };
         let master = server(&[]);
         let master_port = master.port().to_string();
@@ -623,6 +630,30 @@ impl SentinelGroup {
             &self.master
         } else {
             &self.replica
+        }
+    }
+
+    /// Points the demoted master at the new one (`REPLICAOF`) now, as the
+    /// Sentinels do only at their next INFO of it, up to 10 s after a
+    /// failover: the same reconfiguration, sooner, so that tests that fail
+    /// over again and again need not wait for it.
+    ///
+    /// # Panics
+    ///
+    /// If a server does not answer.
+    pub fn rejoin_demoted_master(&self) {
+        let master = self.current_master();
+        let other = if master.port() == self.master.port() {
+            &self.replica
+        } else {
+            &self.master
+        };
+        if role_of(other) == "master" {
+            let () = redis::cmd("REPLICAOF")
+                .arg("127.0.0.1")
+                .arg(master.port())
+                .query(&mut other.connection())
+                .expect("REPLICAOF");
         }
     }
 
