@@ -69,7 +69,9 @@ pub struct RedisSettings {
     /// run on the master, so staleness never loses or resurrects data; it
     /// can only show a read-only route older values.
     pub read_from_replicas: bool,
-    /// Most connections the pool keeps open. Default 16.
+    /// Most connections the pool keeps open. Default 16. On Sentinel and
+    /// Cluster, durable writes (logouts, logins) have a pool of their own of
+    /// half as many (at least 1), since their `WAIT` blocks a connection.
     pub pool_max_size: usize,
     /// How long a request may wait for a free pooled connection. Default 500.
     pub wait_timeout_ms: u64,
