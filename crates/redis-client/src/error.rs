@@ -129,7 +129,8 @@ impl RedisClientError {
     /// demoted by a failover (`READONLY`), a replica cut off from its master
     /// (`MASTERDOWN`), a server still loading its data (`LOADING`), a slot
     /// being migrated or a cluster without quorum (`TRYAGAIN`,
-    /// `CLUSTERDOWN`). Sending it again cannot apply it twice.
+    /// `CLUSTERDOWN`), a master short of replicas (`NOREPLICAS`, from
+    /// `min-replicas-to-write`). Sending it again cannot apply it twice.
     pub(crate) fn proves_not_run(&self) -> bool {
         matches!(
             self,

@@ -31,7 +31,7 @@ use deadpool_redis::redis::cluster_async::ClusterConnection;
 use deadpool_redis::redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use deadpool_redis::redis::{
     self, AsyncConnectionConfig, Client, ClientTlsConfig, Cmd, ConnectionInfo, IntoConnectionInfo,
-    Pipeline, RedisError, RedisFuture, TlsCertificates, TlsMode, Value,
+    Pipeline, ProtocolVersion, RedisError, RedisFuture, TlsCertificates, TlsMode, Value,
 };
 
 use crate::sentinel_watch::FailoverState;
@@ -50,12 +50,20 @@ pub(crate) struct ConnectionManager {
     failover: Option<Arc<FailoverState>>,
     /// Idle time after which a connection is PINGed before reuse.
     idle_check_after: Duration,
+    /// `redis.connect_timeout_ms`: the whole budget of one `create`.
+    connect_timeout: Duration,
 }
 
 /// A standalone server or a cluster.
 enum Backend {
     Standalone {
+        /// RESP3, for redis-rs's disconnection notice (`flag_disconnect`).
         client: Client,
+        /// RESP2, for a server or proxy that knows no `HELLO` (Redis 5, some
+        /// proxies): it works as before, without the notice.
+        resp2: Client,
+        /// Set once `HELLO` was refused: every later connection is RESP2.
+        without_hello: AtomicBool,
         /// Connect and response timeouts applied to every new connection.
         config: AsyncConnectionConfig,
     },
@@ -93,7 +101,7 @@ impl DirectTarget {
         if let Some(password) = &self.password {
             redis = redis.set_password(password);
         }
-        let info = info.set_redis_settings(redis.set_protocol(redis::ProtocolVersion::RESP3));
+        let info = info.set_redis_settings(redis.set_protocol(ProtocolVersion::RESP3));
         match &self.certificates {
             Some(certificates) => Client::build_with_tls(info, certificates.clone()),
             None => Client::open(info),
@@ -122,12 +130,23 @@ impl ConnectionManager {
         let backend = match settings.mode {
             RedisMode::Standalone => {
                 let info = connection_info(&settings.url, settings)?;
-                let client = match certificates {
-                    Some(certificates) => Client::build_with_tls(info, certificates),
-                    None => Client::open(info),
+                let open = |info: ConnectionInfo| {
+                    match certificates.clone() {
+                        Some(certificates) => Client::build_with_tls(info, certificates),
+                        None => Client::open(info),
+                    }
+                    .map_err(|error| invalid_url("redis.url", &settings.url, &error))
+                };
+                let resp3 = info
+                    .redis_settings()
+                    .clone()
+                    .set_protocol(ProtocolVersion::RESP3);
+                Backend::Standalone {
+                    client: open(info.clone().set_redis_settings(resp3))?,
+                    resp2: open(info)?,
+                    without_hello: AtomicBool::new(false),
+                    config,
                 }
-                .map_err(|error| invalid_url("redis.url", &settings.url, &error))?;
-                Backend::Standalone { client, config }
             }
             RedisMode::Cluster => {
                 let nodes = settings
@@ -170,6 +189,7 @@ impl ConnectionManager {
             backend,
             failover,
             idle_check_after: Duration::from_millis(settings.idle_check_after_ms),
+            connect_timeout: settings.connect_timeout(),
         })
     }
 }
@@ -211,7 +231,7 @@ fn sentinel_client(
         }
     }
     // RESP3, for the disconnection notice (see `flag_disconnect`).
-    builder = builder.set_client_to_redis_protocol(redis::ProtocolVersion::RESP3);
+    builder = builder.set_client_to_redis_protocol(ProtocolVersion::RESP3);
     if let Some(username) = &settings.username {
         builder = builder.set_client_to_redis_username(username);
     }
@@ -321,7 +341,7 @@ fn connection_info(
     if let Some(password) = &settings.password {
         redis = redis.set_password(password);
     }
-    Ok(info.set_redis_settings(redis.set_protocol(redis::ProtocolVersion::RESP3)))
+    Ok(info.set_redis_settings(redis))
 }
 
 /// The parse error may quote the URL: never let it carry the password.
@@ -455,7 +475,10 @@ impl ConnectionManager {
                 check_role(&mut connection, role).await?;
                 Ok::<_, RedisError>((connection, broken))
             };
-            match opened.await {
+            // Half the connect budget at most: an announced address that
+            // does not answer must leave time to ask the Sentinels.
+            let opened = tokio::time::timeout(self.connect_timeout / 2, opened);
+            match opened.await.unwrap_or_else(|_| Err(timed_out())) {
                 Ok(connection) => return Ok(connection),
                 Err(error) => {
                     log::debug!(
@@ -475,12 +498,18 @@ impl ConnectionManager {
     }
 }
 
+/// `HELLO` answered "unknown command": a server before Redis 6, or a proxy.
+fn refuses_hello(error: &RedisError) -> bool {
+    let text = error.to_string().to_ascii_lowercase();
+    text.contains("unknown command") && text.contains("hello")
+}
+
 /// `config` for ONE new connection, with redis-rs's disconnection notice
 /// wired to the flag returned: set once the server has closed it. redis-rs
 /// gives the notice only on RESP3 connections, so standalone and Sentinel
 /// connections speak RESP3 (`HELLO 3`, which ACLs always allow; Redis 6 or
-/// later, as every supported server is). The cluster client reconnects by
-/// itself and keeps RESP2.
+/// later; a standalone server without HELLO gets RESP2). The cluster client
+/// reconnects by itself and keeps RESP2.
 fn flag_disconnect(config: &AsyncConnectionConfig) -> (AsyncConnectionConfig, Arc<AtomicBool>) {
     let broken = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&broken);
@@ -507,11 +536,21 @@ async fn check_role(connection: &mut MultiplexedConnection, role: Role) -> Resul
     if fits {
         Ok(())
     } else {
+        // READONLY for a master that is not one: the write was not sent,
+        // and a retry on another connection is safe. (The replica lane
+        // reads only, and falls back to the master on any error.)
         Err(RedisError::from((
             redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
-            "the server the Sentinels named is not in the expected role (ROLE)",
+            match role {
+                Role::Master => "the announced master answers ROLE as a replica",
+                Role::Replica => "the replica the Sentinels named answers ROLE as a master",
+            },
         )))
     }
+}
+
+fn timed_out() -> RedisError {
+    RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
 }
 
 impl managed::Manager for ConnectionManager {
@@ -529,12 +568,38 @@ impl managed::Manager for ConnectionManager {
         // may sit unused then, and the next request on it would fail,
         // unretried if it was a write. See `flag_disconnect`.
         let (connection, broken) = match &self.backend {
-            Backend::Standalone { client, config } => {
-                let (config, broken) = flag_disconnect(config);
-                let connection = client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await?;
-                (Connection::Standalone(connection), broken)
+            Backend::Standalone {
+                client,
+                resp2,
+                without_hello,
+                config,
+            } => {
+                let unflagged = || Arc::new(AtomicBool::new(false));
+                if without_hello.load(Ordering::Relaxed) {
+                    let connection = resp2
+                        .get_multiplexed_async_connection_with_config(config)
+                        .await?;
+                    (Connection::Standalone(connection), unflagged())
+                } else {
+                    let (flagged, broken) = flag_disconnect(config);
+                    match client
+                        .get_multiplexed_async_connection_with_config(&flagged)
+                        .await
+                    {
+                        Ok(connection) => (Connection::Standalone(connection), broken),
+                        Err(error) if refuses_hello(&error) => {
+                            log::warn!(
+                                "the Redis server knows no HELLO (RESP3): using RESP2, so a connection the server closes is noticed only when a call fails on it"
+                            );
+                            without_hello.store(true, Ordering::Relaxed);
+                            let connection = resp2
+                                .get_multiplexed_async_connection_with_config(config)
+                                .await?;
+                            (Connection::Standalone(connection), unflagged())
+                        }
+                        Err(error) => return Err(error),
+                    }
+                }
             }
             // The cluster client reconnects to its nodes by itself.
             Backend::Cluster(client) => (

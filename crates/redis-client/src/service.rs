@@ -271,7 +271,29 @@ impl RedisService {
                 Err(error) => return Err(error),
             }
         }
+        self.warn_if_no_replica().await;
         Ok(())
+    }
+
+    /// Durable writes wait for a replica: on a Sentinel master without one,
+    /// every logout and login would answer 503. Said once, loudly, at
+    /// start-up. (A cluster's masters are not asked: that takes a walk of
+    /// the topology; the first 503 says it there.)
+    async fn warn_if_no_replica(&self) {
+        if self.primary.durable.is_none() || self.primary.cluster {
+            return;
+        }
+        let role: Result<redis::Role, _> = self
+            .primary
+            .read(Request::Command(&redis::cmd("ROLE")))
+            .await;
+        if let Ok(redis::Role::Primary { replicas, .. }) = role
+            && replicas.is_empty()
+        {
+            log::warn!(
+                "the Redis master has no replica, and logouts and logins wait for one (redis.durable_write_timeout_ms): they will answer 503 until a replica is attached; set redis.durable_write_timeout_ms = 0 for a group without replicas"
+            );
+        }
     }
 
     /// One PING.
@@ -280,7 +302,12 @@ impl RedisService {
     ///
     /// [`RedisClientError::Unavailable`] when Redis does not answer.
     pub async fn ping(&self) -> Result<(), RedisClientError> {
-        let _pong: String = self.query(&redis::cmd("PING")).await?;
+        // A read: answered during a Sentinel promotion too, so that every
+        // node's readiness does not fail at the same moment.
+        let _pong: String = self
+            .primary
+            .read(Request::Command(&redis::cmd("PING")))
+            .await?;
         Ok(())
     }
 
@@ -296,7 +323,7 @@ impl RedisService {
     ) -> Result<HashMap<String, String>, RedisClientError> {
         let mut command = redis::cmd("HGETALL");
         command.arg(key);
-        self.query(&command).await
+        self.primary.read(Request::Command(&command)).await
     }
 
     /// All fields of a hash and its remaining TTL in milliseconds, in one
@@ -428,16 +455,14 @@ impl RedisService {
         };
         let mut command = redis::cmd("UNLINK");
         command.arg(key);
-        let removed: i64 = self
-            .primary
-            .durable(Request::Command(&command), key, durable)
-            .await?;
+        let removed: i64 = self.primary.durable(&command, None, key, durable).await?;
         Ok(removed > 0)
     }
 
     /// [`RedisService::run_script`], then, on Sentinel and Cluster, `WAIT 1`
     /// for a replica to confirm it; `key` names the slot on a cluster. Sent
-    /// once: a script run this way is never retried.
+    /// again only when Redis proved it did not run (`READONLY`, `NOSCRIPT`,
+    /// `TRYAGAIN`...): never after a dropped connection or a timeout.
     ///
     /// # Errors
     ///
@@ -452,7 +477,7 @@ impl RedisService {
             return self.run_script(call, Retry::NotIdempotent).await;
         };
         self.primary
-            .durable(Request::Script(call), key, durable)
+            .durable(call.command(), Some(call.script()), key, durable)
             .await
     }
 
@@ -465,7 +490,7 @@ impl RedisService {
     pub async fn ttl(&self, key: &str) -> Result<Option<u64>, RedisClientError> {
         let mut command = redis::cmd("TTL");
         command.arg(key);
-        let seconds: i64 = self.query(&command).await?;
+        let seconds: i64 = self.primary.read(Request::Command(&command)).await?;
         Ok(u64::try_from(seconds).ok())
     }
 
@@ -537,6 +562,11 @@ impl Lane {
             self.check_failover()?;
         }
         let shared = self.connection().await.map_err(count_error)?;
+        if writes {
+            // Again: opening a connection can take a while, and a promotion
+            // may have begun meanwhile.
+            self.check_failover()?;
+        }
         let mut connection = shared.connection.clone();
         let started = Instant::now();
         let reply: Result<T, RedisError> = send(request, &mut connection).await;
@@ -568,23 +598,26 @@ impl Lane {
     /// master demoted under us, `NOSCRIPT`, `TRYAGAIN`...).
     async fn durable<T: FromRedisValue>(
         &self,
-        request: Request<'_>,
+        write: &Cmd,
+        script: Option<&Script>,
         key: &str,
         durable: &Durable,
     ) -> Result<T, RedisClientError> {
-        match self.durable_attempt(request, key, durable).await {
+        match self.durable_attempt(write, script, key, durable).await {
             Err(error) if error.proves_not_run() => {
                 metrics::counter!(metric_names::RETRIES_TOTAL).increment(1);
                 log::debug!("retrying a durable write once on a new connection after: {error}");
-                self.durable_attempt(request, key, durable).await
+                self.durable_attempt(write, script, key, durable).await
             }
             result => result,
         }
     }
 
+    /// `write` is a plain command, or the EVALSHA of `script`.
     async fn durable_attempt<T: FromRedisValue>(
         &self,
-        request: Request<'_>,
+        write: &Cmd,
+        script: Option<&Script>,
         key: &str,
         durable: &Durable,
     ) -> Result<T, RedisClientError> {
@@ -604,13 +637,7 @@ impl Lane {
             }
             error
         };
-        let (write, script) = match request {
-            Request::Command(command) => (command, None),
-            Request::Script(call) => (call.command(), Some(call.script())),
-            Request::Pipeline(_) | Request::Load(_) => {
-                unreachable!("durable writes are one command or one script")
-            }
-        };
+        self.check_failover()?; // again, after a wait for a connection
         let mut pipeline = redis::pipe();
         pipeline
             .add_command(write.clone())
@@ -632,7 +659,6 @@ impl Lane {
         }
         metrics::histogram!(metric_names::ROUND_TRIP_SECONDS).record(started.elapsed());
         shared.touch(started);
-        drop(object);
         let mut replies = replies.into_iter();
         let (Some(written), Some(waited)) = (replies.next(), replies.next()) else {
             return Err(fail(RedisError::from((
@@ -661,6 +687,8 @@ impl Lane {
                 0
             }
         };
+        // Back to the pool only now, after any `fail` above marked it.
+        drop(object);
         if acknowledged < 1 {
             metrics::counter!(metric_names::DURABLE_WRITE_UNCONFIRMED_TOTAL).increment(1);
             return Err(count_error(RedisClientError::unavailable(format!(

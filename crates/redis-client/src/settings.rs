@@ -238,6 +238,8 @@ impl RedisSettings {
                 self.durable_write_timeout_ms, self.response_timeout_ms
             ));
         }
+        // Checked in every mode, though a single server ignores it: a value
+        // that could never work should not wait for a move to Sentinel.
         if self.durable_write_timeout_ms > 10_000 {
             return invalid(format!(
                 "redis.durable_write_timeout_ms must be at most 10000 (0 = never wait), got {}",

@@ -188,3 +188,31 @@ fn a_leased_connection_the_server_closed_while_unused_is_replaced_before_a_write
         assert_eq!(next.expect("the write goes on a new connection"), 2);
     });
 }
+
+#[test]
+fn a_master_short_of_replicas_refuses_a_write_that_did_not_run_and_keeps_the_connection() {
+    // min-replicas-to-write: the bound on what a master cut off from its
+    // replicas acknowledges. NOREPLICAS proves the write did not run: a 503,
+    // nothing counted, and the connection (which is fine) is kept.
+    let server = RedisServer::start_with(&["--min-replicas-to-write", "1"]);
+    let redis = service(&server);
+    let script = redis_client::redis::Script::new("return redis.call('INCR', KEYS[1])");
+    let call = redis_client::ScriptCall::new(&script, &["counter"]);
+    worker_runtime().block_on(async {
+        redis.ping().await.expect("PING");
+        let before = clients(&server);
+        let refused = incr(&redis, &call).await.expect_err("no replica: refused");
+        assert!(refused.is_unavailable(), "{refused:?}");
+        assert!(
+            refused.to_string().contains("min-replicas-to-write"),
+            "{refused}"
+        );
+        let count: Option<i64> = redis::cmd("GET")
+            .arg("counter")
+            .query(&mut server.connection())
+            .expect("GET");
+        assert_eq!(count, None, "nothing ran");
+        redis.ping().await.expect("PING");
+        assert_eq!(clients(&server), before, "the connection was kept");
+    });
+}

@@ -136,8 +136,8 @@
 //! | only writes (`insert`, `remove`, `clear`) | - | `EVALSHA` (update) | 1 |
 //! | reads, then writes | `HGETALL`+`PTTL` | `EVALSHA` (update) | 2 |
 //! | `incr` / `compare_and_set` | `EVALSHA` (at the call) | - | 1 |
-//! | `renew` (+ writes) | - | `EVALSHA` (renew), then `WAIT 1` on Sentinel / Cluster | 1 (2) |
-//! | `purge` | - | `UNLINK`, then `WAIT 1` on Sentinel / Cluster | 1 (2) |
+//! | `renew` (+ writes) | - | `EVALSHA` (renew), pipelined with `WAIT 1` on Sentinel / Cluster | 1 |
+//! | `purge` | - | `UNLINK`, pipelined with `WAIT 1` on Sentinel / Cluster | 1 |
 //! | any write with no session yet | - | `EVALSHA` (create) | 1 |
 //!
 //! A cookie naming a session that is gone costs one more: the write that

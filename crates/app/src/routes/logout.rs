@@ -6,7 +6,9 @@ use serde_json::json;
 use session::Session;
 
 /// Purges the session: after the handler, the middleware deletes it in Redis
-/// (`UNLINK`, one round trip) and expires the cookie. A request for that
+/// (`UNLINK`, one round trip; on Sentinel and Cluster pipelined with
+/// `WAIT 1` for a replica, and a 503 if none confirms) and expires the
+/// cookie. A request for that
 /// session still in flight cannot bring it back: every write checks that the
 /// session is alive inside the same Lua script, so it writes nothing.
 ///

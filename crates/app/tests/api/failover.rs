@@ -755,6 +755,10 @@ async fn a_sentinel_that_slept_through_a_failover_never_sends_the_app_back_to_th
     let old_master = other_than_master(&group, 1);
     let new_master = group.current_master_by(1);
     let stale = group.master_port_by(0) == old_master.port();
+    assert!(
+        stale,
+        "Sentinel 0 names the old master: the case under test"
+    );
     let writes_before = evalsha_calls(old_master);
     // Make the app open new connections while Sentinel 0 is stale.
     for _ in 0..10 {
@@ -991,6 +995,11 @@ async fn sentinels_that_die_and_come_back_stall_no_request_and_are_followed_agai
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
 
+    // First a Sentinel that accepts connections and answers nothing
+    // (frozen, SIGSTOP), past the watchers' 3 s quiet check; then dead ones.
+    group.pause_sentinel(0);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    group.resume_sentinel(0);
     group.kill_sentinel(0);
     tokio::time::sleep(Duration::from_secs(1)).await;
     group.kill_sentinel(1);
@@ -1024,7 +1033,7 @@ async fn sentinels_that_die_and_come_back_stall_no_request_and_are_followed_agai
     let writes_at_end = evalsha_calls(old_master);
 
     println!(
-        "Sentinels killed under load: {failed_without_sentinels} failed requests, slowest {slowest_without_sentinels} ms; after they came back and failed over, the old master took {} writes from 1 s after the switch",
+        "a Sentinel frozen, then all killed, under load: {failed_without_sentinels} failed requests, slowest {slowest_without_sentinels} ms; after they came back and failed over, the old master took {} writes from 1 s after the switch",
         writes_at_end - writes_after_1s
     );
     assert_eq!(failed_without_sentinels, 0, "the master still serves");
