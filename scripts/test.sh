@@ -35,12 +35,14 @@ echo "==> cargo test --workspace ($(redis-server --version | cut -d' ' -f1-3))"
 cargo test --workspace
 
 # The second server we support: the store suite (standalone, cluster,
-# Sentinel), the Nest-style service, the quickstart and every HTTP test,
+# Sentinel), the connection sharing of redis-client, the Nest-style service,
+# the quickstart and every HTTP test,
 # failovers included, again on Valkey 8. Its PyPI build has no TLS, so the
 # TLS tests run on Redis only.
 valkey=$(valkey_bin_dir)
 export TESTKIT_REDIS_SERVER=$valkey/valkey-server TESTKIT_REDIS_CLI=$valkey/valkey-cli
 echo "==> the same suites on $("$TESTKIT_REDIS_SERVER" --version | cut -d' ' -f1-3), TLS tests skipped"
+cargo test -p redis-client --test connection_sharing
 cargo test -p session --test redis_store --test cluster_store --test sentinel_store \
   --test nest_service --test quickstart_example -- --skip tls
 # The logout-across-failovers tests take about 4 s a round: 20 rounds on

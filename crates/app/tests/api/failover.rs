@@ -293,7 +293,10 @@ async fn log_out_until_acknowledged(
             Ok(response) => response.status(),
             // A keep-alive connection the server closed while the test
             // waited for the failover: send again, as a browser does.
-            Err(error) if error.is_request() && Instant::now() < deadline => continue,
+            Err(error) if error.is_request() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
             Err(error) => panic!("POST /logout: {error}"),
         };
         match status {
