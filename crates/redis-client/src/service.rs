@@ -326,6 +326,21 @@ impl RedisService {
         self.primary.read(Request::Command(&command)).await
     }
 
+    /// One field of a hash (`HGET`); `None` if the key or field is absent.
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisService::hash_get_all`].
+    pub async fn hash_get(
+        &self,
+        key: &str,
+        field: &str,
+    ) -> Result<Option<String>, RedisClientError> {
+        let mut command = redis::cmd("HGET");
+        command.arg(key).arg(field);
+        self.primary.read(Request::Command(&command)).await
+    }
+
     /// All fields of a hash and its remaining TTL in milliseconds, in one
     /// round trip (`HGETALL` and `PTTL`, pipelined; on a cluster, one
     /// read-only script, so that `MOVED` / `ASK` are followed). `None` for

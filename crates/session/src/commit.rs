@@ -59,6 +59,20 @@ impl Session {
                 log::debug!("purged session {id} (existed: {existed})");
             }
             metrics::counter!(names::PURGES_TOTAL).increment(1);
+            // A signed-in session this request read leaves its user's
+            // index. (One it did not read leaves a stale entry, dropped
+            // when the list is next read: a logout costs no extra read.)
+            let signed_in = match &self.0.borrow().snapshot {
+                Snapshot::Live(loaded) => loaded.user.clone().zip(loaded.handle.clone()),
+                _ => None,
+            };
+            if let Some((user, handle)) = signed_in
+                && let Err(error) = self.within(store.drop_user_entries(&user, &[handle])).await
+            {
+                log::warn!(
+                    "a logout could not drop its index entry (dropped at the next list): {error}"
+                );
+            }
             return Ok(CookieUpdate::Remove);
         }
         if failed {
@@ -67,6 +81,16 @@ impl Session {
                 Some(id) if state.issued && state.written => CookieUpdate::Set(id.clone()),
                 _ => CookieUpdate::Keep,
             });
+        }
+        let sign_in = self.0.borrow_mut().sign_in.take();
+        if let Some(ticket) = sign_in {
+            let changes = self.0.borrow().pending_changes();
+            let id = self.commit_sign_in(ticket, changes).await?;
+            commit_done("sign_in");
+            let mut state = self.0.borrow_mut();
+            state.id = Some(id.clone());
+            state.issued = true;
+            return Ok(CookieUpdate::Set(id));
         }
         let plan = self.0.borrow().plan();
         let policy = sessions.config().policy;

@@ -33,6 +33,8 @@ pub(crate) struct Config {
     pub(crate) touch_after: Duration,
     pub(crate) store_timeout: Duration,
     pub(crate) cookie: CookieConfig,
+    /// `session.max_sessions_per_user`.
+    pub(crate) max_sessions_per_user: usize,
 }
 
 impl Config {
@@ -65,10 +67,20 @@ impl Config {
                 ),
             ));
         }
+        if s.max_sessions_per_user == 0 || s.max_sessions_per_user > 10_000 {
+            return Err(ConfigError::new(
+                "session.max_sessions_per_user",
+                format!(
+                    "must be between 1 and 10000, got {}",
+                    s.max_sessions_per_user
+                ),
+            ));
+        }
         let cookie = cookie_config(s)?;
         Ok(Self {
             touch_after: policy.idle_timeout().mul_f64(s.touch_after_fraction),
             store_timeout: Duration::from_millis(s.store_timeout_ms),
+            max_sessions_per_user: s.max_sessions_per_user,
             policy,
             cookie,
             settings,

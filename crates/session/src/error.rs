@@ -71,6 +71,16 @@ pub enum SessionError {
     /// [`SessionMiddleware`](crate::SessionMiddleware).
     #[error("the Session extractor needs SessionMiddleware on this route")]
     MiddlewareMissing,
+
+    /// Not a user id: empty, over 256 bytes, or holding control characters.
+    #[error("not a user id: 1 to 256 bytes, no control characters")]
+    InvalidUser,
+
+    /// The user's sessions were all revoked while this sign-in was under
+    /// way (after [`Session::begin_sign_in`](crate::Session::begin_sign_in)):
+    /// it did not happen, and the new session was deleted. A 401.
+    #[error("the user's sessions were revoked while signing in; sign in again")]
+    SignInRevoked,
 }
 
 impl SessionError {
@@ -103,7 +113,10 @@ impl SessionError {
             Self::Store(StoreError::InvalidData(_)) | Self::Decode(_) => "session_data_invalid",
             Self::Store(StoreError::Misconfigured(_)) => "session_store_misconfigured",
             Self::Store(_) => "session_store_fault",
-            Self::Encode(_) | Self::InvalidKey(_) | Self::Config(_) => "session_value_invalid",
+            Self::Encode(_) | Self::InvalidKey(_) | Self::Config(_) | Self::InvalidUser => {
+                "session_value_invalid"
+            }
+            Self::SignInRevoked => "sign_in_revoked",
             Self::Purged | Self::IdsExhausted | Self::MiddlewareMissing => "session_internal_error",
         }
     }
@@ -112,6 +125,7 @@ impl SessionError {
     fn log_level(&self) -> log::Level {
         match self {
             _ if self.is_limit_exceeded() => log::Level::Info,
+            Self::SignInRevoked | Self::InvalidUser => log::Level::Info,
             _ if self.is_unavailable() || self.is_invalid_data() => log::Level::Warn,
             Self::Decode(_) => log::Level::Warn,
             _ => log::Level::Error,
@@ -169,6 +183,10 @@ impl ResponseError for SessionError {
     fn status_code(&self) -> StatusCode {
         if self.is_unavailable() {
             StatusCode::SERVICE_UNAVAILABLE
+        } else if matches!(self, Self::SignInRevoked) {
+            StatusCode::UNAUTHORIZED
+        } else if matches!(self, Self::InvalidUser) {
+            StatusCode::BAD_REQUEST
         } else if self.is_limit_exceeded() {
             StatusCode::PAYLOAD_TOO_LARGE
         } else {

@@ -35,6 +35,10 @@ fn open(req: &HttpRequest) -> Result<Session, SessionError> {
     let service = sessions.0.clone();
     let id = crate::cookie::session_id_from_headers(req.headers(), &service.config().cookie.name);
     let session = Session::new(service, id);
+    session.0.borrow_mut().user_agent = req
+        .headers()
+        .get(actix_web::http::header::USER_AGENT)
+        .cloned();
     req.extensions_mut().insert(session.clone());
     Ok(session)
 }

@@ -260,8 +260,10 @@ mod middleware;
 mod service;
 mod session;
 mod settings;
+mod sign_in;
 mod slot;
 mod store;
+mod user_sessions;
 
 pub use builder::SessionMiddlewareBuilder;
 pub use codec::SessionFields;
@@ -274,7 +276,9 @@ pub use middleware::SessionMiddlewareService;
 pub use service::{Counted, SessionService, SessionView};
 pub use session::{Session, SessionStatus, SessionTimes};
 pub use settings::{CookieMode, SameSite, SessionSettings};
+pub use sign_in::{MAX_USER_AGENT_BYTES, SignIn};
 pub use store::{
-    Changes, Limit, LoadedSession, MemorySessionStore, RedisSessionStore, Renewal, SessionStore,
-    StoreError, WritePolicy,
+    Changes, Limit, LoadedSession, MAX_USER_ID_BYTES, MemorySessionStore, RedisSessionStore,
+    Renewal, SessionHandle, SessionStore, StoreError, UserEntry, WritePolicy,
 };
+pub use user_sessions::UserSession;

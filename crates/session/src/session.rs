@@ -143,6 +143,11 @@ pub(crate) struct State {
     /// The cookie's id as the request brought it. Never changes, so that a
     /// purge deletes it whatever `start_over` did to `id`.
     pub(crate) cookie_id: Option<SessionId>,
+    /// A sign-in to carry out at commit (see `sign_in.rs`).
+    pub(crate) sign_in: Option<crate::sign_in::SignIn>,
+    /// The request's `User-Agent`, kept for a sign-in (a cheap clone of
+    /// the header's bytes).
+    pub(crate) user_agent: Option<actix_web::http::header::HeaderValue>,
 }
 
 /// When a session was created and last used, for pages like "your session".
@@ -181,6 +186,8 @@ impl Session {
             written: false,
             spent: Duration::ZERO,
             cookie_id: id_for_cookie,
+            sign_in: None,
+            user_agent: None,
         })))
     }
 
@@ -392,6 +399,7 @@ impl Session {
         let mut state = self.0.borrow_mut();
         state.purged = true;
         state.changes.clear();
+        state.sign_in = None;
     }
 
     /// Moves the session to a fresh id when the request commits, keeping its
@@ -431,6 +439,7 @@ impl Session {
         state.written = false;
         state.cleared = false;
         state.changes.clear();
+        state.sign_in = None;
     }
 
     /// Adds `by` to the integer field `key` (a missing field counts as 0) at
@@ -621,6 +630,9 @@ impl Session {
             created: Some(SystemTime::now()),
             seen: Some(SystemTime::now()),
             ttl: Some(policy.idle_timeout()),
+            user: None,
+            handle: None,
+            user_agent: None,
         });
         state.id = Some(id);
         state.issued = true;
@@ -633,7 +645,7 @@ impl Session {
     }
 
     /// Reads the session once, if the request has an id and has not read it.
-    async fn ensure_loaded(&self) -> Result<(), SessionError> {
+    pub(crate) async fn ensure_loaded(&self) -> Result<(), SessionError> {
         let (id, sessions) = {
             let state = self.0.borrow();
             match (&state.snapshot, &state.id) {

@@ -112,6 +112,9 @@ pub struct SessionSettings {
     pub cookie_http_only: bool,
     /// `"persistent"` or `"browser-session"`: see [`CookieMode`].
     pub cookie_mode: CookieMode,
+    /// Most live sessions one signed-in user may have: 1 to 10,000. At the
+    /// cap, a sign-in ends the user's oldest session. Default 100.
+    pub max_sessions_per_user: usize,
 }
 
 impl Default for SessionSettings {
@@ -130,6 +133,7 @@ impl Default for SessionSettings {
             cookie_secure: false,
             cookie_http_only: true,
             cookie_mode: CookieMode::Persistent,
+            max_sessions_per_user: 100,
         }
     }
 }

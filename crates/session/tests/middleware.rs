@@ -17,7 +17,8 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use session::{
     Changes, LoadedSession, MemorySessionStore, Renewal, SameSite, Session, SessionError,
-    SessionId, SessionMiddleware, SessionMiddlewareBuilder, SessionStore, StoreError, WritePolicy,
+    SessionHandle, SessionId, SessionMiddleware, SessionMiddlewareBuilder, SessionStore,
+    StoreError, UserEntry, WritePolicy,
 };
 
 /// The memory store, counting loads and writes; clones share everything.
@@ -118,6 +119,44 @@ impl SessionStore for CountingStore {
     async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
         self.wrote().await?;
         self.inner.delete(id).await
+    }
+    async fn user_epoch(&self, user: &str) -> Result<u64, StoreError> {
+        self.inner.user_epoch(user).await
+    }
+    async fn join_user(
+        &self,
+        user: &str,
+        epoch: u64,
+        entry: &UserEntry,
+        p: &WritePolicy,
+        cap: usize,
+    ) -> Result<Option<Vec<UserEntry>>, StoreError> {
+        self.wrote().await?;
+        self.inner.join_user(user, epoch, entry, p, cap).await
+    }
+    async fn user_entries(
+        &self,
+        user: &str,
+        p: &WritePolicy,
+    ) -> Result<Vec<UserEntry>, StoreError> {
+        self.inner.user_entries(user, p).await
+    }
+    async fn revoke_user(
+        &self,
+        user: &str,
+        spare: Option<&SessionHandle>,
+        p: &WritePolicy,
+    ) -> Result<Vec<UserEntry>, StoreError> {
+        self.wrote().await?;
+        self.inner.revoke_user(user, spare, p).await
+    }
+    async fn drop_user_entries(
+        &self,
+        user: &str,
+        handles: &[SessionHandle],
+    ) -> Result<(), StoreError> {
+        self.wrote().await?;
+        self.inner.drop_user_entries(user, handles).await
     }
     async fn check_health(&self) -> Result<(), StoreError> {
         Ok(())

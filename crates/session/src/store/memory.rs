@@ -1,6 +1,6 @@
 //! [`MemorySessionStore`]: sessions in this process, for one node and for tests.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -8,7 +8,8 @@ use async_trait::async_trait;
 
 use super::{
     CREATED_FIELD, Changes, Limit, LoadedSession, RESERVED_PREFIX, Renewal, SEEN_FIELD,
-    SessionStore, StoreError, WritePolicy, millis, parse_redis_integer,
+    SessionHandle, SessionStore, StoreError, USER_INDEX_KEEP, UserEntry, WritePolicy, millis,
+    parse_redis_integer,
 };
 use crate::{SessionFields, SessionId};
 
@@ -32,6 +33,8 @@ pub struct MemorySessionStore {
 #[derive(Debug, Default)]
 struct State {
     sessions: HashMap<SessionId, Entry>,
+    /// Each user's index (see `users.rs`), by user id.
+    users: HashMap<String, UserIndex>,
     /// Writes since the last sweep.
     writes_since_sweep: usize,
 }
@@ -41,6 +44,55 @@ struct Entry {
     /// User fields and metadata, as Redis would hold them.
     fields: SessionFields,
     expires_at: Instant,
+}
+
+/// One user's index, as `user_index.lua` keeps it.
+#[derive(Debug, Default)]
+struct UserIndex {
+    epoch: u64,
+    /// Handle -> (session id, created in ms since the Unix epoch).
+    entries: BTreeMap<SessionHandle, (SessionId, u64)>,
+    /// The index is forgotten after this (as the Redis keys expire).
+    expires_at: Option<Instant>,
+}
+
+impl UserIndex {
+    fn prune(&mut self, now: Now, policy: Option<&WritePolicy>) {
+        if let Some(absolute) = policy.and_then(WritePolicy::absolute_timeout) {
+            let oldest_alive = now.ms.saturating_sub(millis(absolute));
+            self.entries
+                .retain(|_, (_, created)| *created >= oldest_alive);
+        }
+    }
+
+    /// Newest first; ties by handle, as Redis's ZRANGE ... REV orders them.
+    fn listed(&self, spare: Option<&SessionHandle>) -> Vec<UserEntry> {
+        let mut listed: Vec<UserEntry> = self
+            .entries
+            .iter()
+            .filter(|(handle, _)| Some(*handle) != spare)
+            .map(|(handle, (id, created))| UserEntry {
+                handle: handle.clone(),
+                id: id.clone(),
+                created: UNIX_EPOCH + Duration::from_millis(*created),
+            })
+            .collect();
+        listed.sort_by(|a, b| b.created.cmp(&a.created).then(b.handle.cmp(&a.handle)));
+        listed
+    }
+
+    fn expire(&mut self, now: Now, policy: &WritePolicy) {
+        let mut ttl = USER_INDEX_KEEP;
+        if let (Some(absolute), Some(newest)) = (
+            policy.absolute_timeout(),
+            self.entries.values().map(|(_, created)| *created).max(),
+        ) {
+            let deadline =
+                Duration::from_millis((newest + millis(absolute)).saturating_sub(now.ms));
+            ttl = ttl.max(deadline);
+        }
+        self.expires_at = Some(now.instant + ttl);
+    }
 }
 
 /// The failure the memory store reports where Redis would raise an error.
@@ -119,6 +171,25 @@ impl State {
             return None;
         }
         Some(created)
+    }
+
+    /// `user`'s index, unless it expired (then it is forgotten).
+    fn user(&mut self, user: &str, now: Now) -> Option<&mut UserIndex> {
+        let expired = self
+            .users
+            .get(user)
+            .is_some_and(|index| index.expires_at.is_some_and(|at| at <= now.instant));
+        if expired {
+            self.users.remove(user);
+        }
+        self.users.get_mut(user)
+    }
+
+    fn user_or_new(&mut self, user: &str, now: Now) -> &mut UserIndex {
+        if self.user(user, now).is_none() {
+            self.users.insert(user.to_owned(), UserIndex::default());
+        }
+        self.users.get_mut(user).expect("just inserted")
     }
 
     fn count_write(&mut self, now: Now) {
@@ -381,6 +452,94 @@ impl SessionStore for MemorySessionStore {
             state.sessions.remove(id);
             existed
         }))
+    }
+
+    async fn user_epoch(&self, user: &str) -> Result<u64, StoreError> {
+        let now = Now::read();
+        Ok(self.with_state(|state| state.user(user, now).map_or(0, |index| index.epoch)))
+    }
+
+    async fn join_user(
+        &self,
+        user: &str,
+        epoch: u64,
+        entry: &UserEntry,
+        policy: &WritePolicy,
+        cap: usize,
+    ) -> Result<Option<Vec<UserEntry>>, StoreError> {
+        let now = Now::read();
+        Ok(self.with_state(|state| {
+            let index = state.user_or_new(user, now);
+            if index.epoch != epoch {
+                return None;
+            }
+            index.prune(now, Some(policy));
+            let created = u64::try_from(
+                entry
+                    .created
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_millis(),
+            )
+            .unwrap_or(u64::MAX);
+            index
+                .entries
+                .insert(entry.handle.clone(), (entry.id.clone(), created));
+            let mut oldest_first = index.listed(None);
+            oldest_first.reverse();
+            let over = index.entries.len().saturating_sub(cap);
+            oldest_first.truncate(over);
+            index.expire(now, policy);
+            Some(oldest_first)
+        }))
+    }
+
+    async fn user_entries(
+        &self,
+        user: &str,
+        policy: &WritePolicy,
+    ) -> Result<Vec<UserEntry>, StoreError> {
+        let now = Now::read();
+        Ok(self.with_state(|state| match state.user(user, now) {
+            Some(index) => {
+                index.prune(now, Some(policy));
+                index.listed(None)
+            }
+            None => Vec::new(),
+        }))
+    }
+
+    async fn revoke_user(
+        &self,
+        user: &str,
+        spare: Option<&SessionHandle>,
+        policy: &WritePolicy,
+    ) -> Result<Vec<UserEntry>, StoreError> {
+        let now = Now::read();
+        Ok(self.with_state(|state| {
+            let index = state.user_or_new(user, now);
+            index.epoch += 1;
+            index.prune(now, Some(policy));
+            let doomed = index.listed(spare);
+            index.expire(now, policy);
+            doomed
+        }))
+    }
+
+    async fn drop_user_entries(
+        &self,
+        user: &str,
+        handles: &[SessionHandle],
+    ) -> Result<(), StoreError> {
+        let now = Now::read();
+        self.with_state(|state| {
+            if let Some(index) = state.user(user, now) {
+                for handle in handles {
+                    index.entries.remove(handle);
+                }
+            }
+        });
+        Ok(())
     }
 
     async fn check_health(&self) -> Result<(), StoreError> {

@@ -23,6 +23,8 @@
 
 mod memory;
 mod redis;
+mod redis_users;
+mod users;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -30,6 +32,8 @@ use async_trait::async_trait;
 
 pub use self::memory::MemorySessionStore;
 pub use self::redis::RedisSessionStore;
+pub(crate) use self::users::is_valid_user_id;
+pub use self::users::{MAX_USER_ID_BYTES, SessionHandle, UserEntry};
 use crate::limits::{
     ConfigError, MAX_SESSION_BYTES, MAX_SESSION_FIELDS, MAX_TIMEOUT_SECS, seconds,
 };
@@ -40,6 +44,15 @@ pub(crate) const CREATED_FIELD: &str = "__created";
 /// Metadata field: when the session was last written or refreshed, in ms
 /// since the Unix epoch.
 pub(crate) const SEEN_FIELD: &str = "__seen";
+/// Metadata field: the signed-in user's id (see `users.rs`).
+pub(crate) const USER_FIELD: &str = "__user";
+/// Metadata field: the session's handle in its user's index.
+pub(crate) const HANDLE_FIELD: &str = "__handle";
+/// Metadata field: the user agent that signed in, at most 256 bytes.
+pub(crate) const AGENT_FIELD: &str = "__ua";
+/// How long a user's index outlives its newest entry's deadline, at least:
+/// the epoch must outlast any sign-in still in flight.
+pub(crate) const USER_INDEX_KEEP: Duration = Duration::from_secs(24 * 3600);
 /// Field names with this prefix belong to the session layer.
 pub(crate) const RESERVED_PREFIX: &str = "__";
 
@@ -164,6 +177,12 @@ pub struct LoadedSession {
     pub seen: Option<SystemTime>,
     /// Time left before it expires (`None`: no expiry).
     pub ttl: Option<Duration>,
+    /// The signed-in user (see [`crate::Session::sign_in`]).
+    pub user: Option<String>,
+    /// Its handle in the user's index.
+    pub handle: Option<SessionHandle>,
+    /// The user agent that signed in.
+    pub user_agent: Option<String>,
 }
 
 impl LoadedSession {
@@ -173,12 +192,20 @@ impl LoadedSession {
             .remove(CREATED_FIELD)
             .and_then(|ms| parse_millis(&ms));
         let seen = fields.remove(SEEN_FIELD).and_then(|ms| parse_millis(&ms));
+        let user = fields.remove(USER_FIELD);
+        let handle = fields
+            .remove(HANDLE_FIELD)
+            .and_then(|text| SessionHandle::parse(&text));
+        let user_agent = fields.remove(AGENT_FIELD);
         fields.retain(|name, _| !name.starts_with(RESERVED_PREFIX));
         Self {
             fields,
             created,
             seen,
             ttl,
+            user,
+            handle,
+            user_agent,
         }
     }
 }
@@ -270,6 +297,61 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Deletes the session. Returns whether it existed.
     async fn delete(&self, id: &SessionId) -> Result<bool, StoreError>;
+
+    /// The live sessions `ids`, in order: as [`SessionStore::load`] for
+    /// each, all at once where the backend can (Redis: concurrently, one
+    /// round trip on a single server).
+    async fn load_many(&self, ids: &[SessionId]) -> Result<Vec<Option<LoadedSession>>, StoreError> {
+        let mut loaded = Vec::with_capacity(ids.len());
+        for id in ids {
+            loaded.push(self.load(id).await?);
+        }
+        Ok(loaded)
+    }
+
+    /// `user`'s sign-in epoch: 0 until "revoke all" first raised it. Read
+    /// before the credentials are checked; see `users.rs`.
+    async fn user_epoch(&self, user: &str) -> Result<u64, StoreError>;
+
+    /// Adds `entry` to `user`'s index, in one atomic step, only if the
+    /// epoch is still `epoch`, after pruning entries past `policy`'s
+    /// absolute lifetime. `None`: the epoch moved, nothing was written.
+    /// `Some(over)`: the oldest entries beyond `cap`, left in place for
+    /// the caller to end and then drop (so that a crash in between leaves
+    /// them revocable).
+    async fn join_user(
+        &self,
+        user: &str,
+        epoch: u64,
+        entry: &UserEntry,
+        policy: &WritePolicy,
+        cap: usize,
+    ) -> Result<Option<Vec<UserEntry>>, StoreError>;
+
+    /// `user`'s entries, newest first, after pruning those past `policy`'s
+    /// absolute lifetime.
+    async fn user_entries(
+        &self,
+        user: &str,
+        policy: &WritePolicy,
+    ) -> Result<Vec<UserEntry>, StoreError>;
+
+    /// Raises `user`'s epoch, then returns every entry but `spare`'s, left
+    /// in place: the caller ends their sessions, then drops them. A sign-in
+    /// that read the old epoch can no longer join.
+    async fn revoke_user(
+        &self,
+        user: &str,
+        spare: Option<&SessionHandle>,
+        policy: &WritePolicy,
+    ) -> Result<Vec<UserEntry>, StoreError>;
+
+    /// Removes the entries of `handles` from `user`'s index.
+    async fn drop_user_entries(
+        &self,
+        user: &str,
+        handles: &[SessionHandle],
+    ) -> Result<(), StoreError>;
 
     /// Gets ready to serve: for Redis, loads the script, so that the first
     /// write costs one round trip. Called once at start-up.

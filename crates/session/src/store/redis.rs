@@ -8,7 +8,8 @@ use redis_client::redis::Script;
 use redis_client::{RedisClientError, RedisService, RedisSettings, Retry};
 
 use super::{
-    Changes, Limit, LoadedSession, Renewal, SessionStore, StoreError, WritePolicy, millis,
+    Changes, Limit, LoadedSession, Renewal, SessionHandle, SessionStore, StoreError, UserEntry,
+    WritePolicy, millis,
 };
 use crate::{ConfigError, SessionId};
 
@@ -185,6 +186,12 @@ impl RedisSessionStore {
             "+rename",
             "+del",
             "+time",
+            // Inside user_index.lua (its HGET, HSET, HDEL, HINCRBY, EXISTS,
+            // PEXPIRE and TIME are above): a user's sorted set of sessions.
+            "+zadd",
+            "+zcard",
+            "+zrange",
+            "+zrem",
         ];
         format!(
             "resetkeys ~{pattern}* resetchannels -@all {}",
@@ -395,8 +402,58 @@ impl SessionStore for RedisSessionStore {
         Ok(self.redis.delete_durably(&self.key(id)).await?)
     }
 
+    async fn load_many(&self, ids: &[SessionId]) -> Result<Vec<Option<LoadedSession>>, StoreError> {
+        // Concurrently: on one server they pipeline on the thread's
+        // connection (one round trip); on a cluster each goes to its node.
+        futures_util::future::join_all(ids.iter().map(|id| self.load(id)))
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    async fn user_epoch(&self, user: &str) -> Result<u64, StoreError> {
+        self.user_epoch_of(user).await
+    }
+
+    async fn join_user(
+        &self,
+        user: &str,
+        epoch: u64,
+        entry: &UserEntry,
+        policy: &WritePolicy,
+        cap: usize,
+    ) -> Result<Option<Vec<UserEntry>>, StoreError> {
+        self.join_user_index(user, epoch, entry, policy, cap).await
+    }
+
+    async fn user_entries(
+        &self,
+        user: &str,
+        policy: &WritePolicy,
+    ) -> Result<Vec<UserEntry>, StoreError> {
+        self.user_index_entries(user, policy).await
+    }
+
+    async fn revoke_user(
+        &self,
+        user: &str,
+        spare: Option<&SessionHandle>,
+        policy: &WritePolicy,
+    ) -> Result<Vec<UserEntry>, StoreError> {
+        self.revoke_user_index(user, spare, policy).await
+    }
+
+    async fn drop_user_entries(
+        &self,
+        user: &str,
+        handles: &[SessionHandle],
+    ) -> Result<(), StoreError> {
+        self.drop_user_index_entries(user, handles).await
+    }
+
     async fn prepare(&self) -> Result<(), StoreError> {
-        Ok(self.redis.load_script(&SESSION_WRITE).await?)
+        self.redis.load_script(&SESSION_WRITE).await?;
+        self.load_user_script().await
     }
 
     async fn check_health(&self) -> Result<(), StoreError> {

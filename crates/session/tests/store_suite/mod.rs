@@ -767,6 +767,190 @@ macro_rules! store_behaviour_suite {
                 assert!(replaced.expect("a replaced value counts once"));
             }
 
+            fn entry(id: &SessionId, created_secs_ago: u64) -> session::UserEntry {
+                session::UserEntry {
+                    handle: session::SessionHandle::generate(),
+                    id: id.clone(),
+                    created: SystemTime::now() - Duration::from_secs(created_secs_ago),
+                }
+            }
+
+            fn eight_hours() -> session::WritePolicy {
+                policy(
+                    Duration::from_secs(600),
+                    Some(Duration::from_secs(8 * 3600)),
+                )
+            }
+
+            #[tokio::test]
+            async fn a_user_index_lists_its_entries_newest_first_and_drops_on_request() {
+                let harness = make_store().await;
+                let store = &*harness.store;
+                let p = eight_hours();
+                assert_eq!(store.user_epoch("ada").await.expect("epoch"), 0);
+                assert!(
+                    store
+                        .user_entries("ada", &p)
+                        .await
+                        .expect("list")
+                        .is_empty()
+                );
+                let (a, b) = (SessionId::generate(), SessionId::generate());
+                let (older, newer) = (entry(&a, 60), entry(&b, 5));
+                for e in [&older, &newer] {
+                    let over = store.join_user("ada", 0, e, &p, 100).await.expect("join");
+                    assert_eq!(over, Some(vec![]), "under the cap");
+                }
+                let listed = store.user_entries("ada", &p).await.expect("list");
+                let handles: Vec<_> = listed.iter().map(|e| e.handle.clone()).collect();
+                assert_eq!(handles, [newer.handle.clone(), older.handle.clone()]);
+                assert_eq!(listed[0].id, b);
+                let ms = |t: SystemTime| {
+                    t.duration_since(SystemTime::UNIX_EPOCH)
+                        .unwrap()
+                        .as_millis()
+                };
+                assert_eq!(ms(listed[1].created), ms(older.created));
+                assert!(
+                    store
+                        .user_entries("bob", &p)
+                        .await
+                        .expect("list")
+                        .is_empty(),
+                    "per user"
+                );
+                store
+                    .drop_user_entries("ada", std::slice::from_ref(&older.handle))
+                    .await
+                    .expect("drop");
+                let listed = store.user_entries("ada", &p).await.expect("list");
+                assert_eq!(listed.len(), 1);
+                assert_eq!(listed[0].handle, newer.handle);
+            }
+
+            #[tokio::test]
+            async fn a_revocation_raises_the_epoch_so_a_sign_in_that_read_the_old_one_cannot_join()
+            {
+                let harness = make_store().await;
+                let store = &*harness.store;
+                let p = eight_hours();
+                let epoch = store.user_epoch("ada").await.expect("epoch");
+                let (kept, doomed) = (
+                    entry(&SessionId::generate(), 10),
+                    entry(&SessionId::generate(), 5),
+                );
+                for e in [&kept, &doomed] {
+                    store
+                        .join_user("ada", epoch, e, &p, 100)
+                        .await
+                        .expect("join");
+                }
+                let revoked = store
+                    .revoke_user("ada", Some(&kept.handle), &p)
+                    .await
+                    .expect("revoke");
+                assert_eq!(revoked.len(), 1);
+                assert_eq!(revoked[0].handle, doomed.handle, "all but the spared one");
+                assert_eq!(store.user_epoch("ada").await.expect("epoch"), epoch + 1);
+                // Left in place until the caller has ended the sessions.
+                assert_eq!(store.user_entries("ada", &p).await.expect("list").len(), 2);
+                let late = entry(&SessionId::generate(), 0);
+                let joined = store
+                    .join_user("ada", epoch, &late, &p, 100)
+                    .await
+                    .expect("join");
+                assert_eq!(joined, None, "the old epoch is refused");
+                let listed = store.user_entries("ada", &p).await.expect("list");
+                assert!(
+                    listed.iter().all(|e| e.handle != late.handle),
+                    "nothing written"
+                );
+                // A user never seen before has epoch 0; a revoke makes it 1.
+                store.revoke_user("new", None, &p).await.expect("revoke");
+                assert_eq!(store.user_epoch("new").await.expect("epoch"), 1);
+            }
+
+            #[tokio::test]
+            async fn past_the_cap_a_join_names_the_oldest_entries() {
+                let harness = make_store().await;
+                let store = &*harness.store;
+                let p = eight_hours();
+                let entries: Vec<_> = (0..3)
+                    .map(|i| entry(&SessionId::generate(), 30 - i * 10))
+                    .collect();
+                let mut over = Vec::new();
+                for e in &entries {
+                    over = store
+                        .join_user("ada", 0, e, &p, 2)
+                        .await
+                        .expect("join")
+                        .expect("joined");
+                }
+                assert_eq!(over.len(), 1, "{over:?}");
+                assert_eq!(over[0].handle, entries[0].handle, "the oldest");
+                assert_eq!(over[0].id, entries[0].id);
+            }
+
+            #[tokio::test]
+            async fn entries_past_the_absolute_lifetime_are_pruned_when_touched() {
+                let harness = make_store().await;
+                let store = &*harness.store;
+                let short = policy(Duration::from_secs(600), Some(Duration::from_secs(60)));
+                let (dead, alive) = (
+                    entry(&SessionId::generate(), 120),
+                    entry(&SessionId::generate(), 1),
+                );
+                store
+                    .join_user("ada", 0, &dead, &short, 100)
+                    .await
+                    .expect("join");
+                store
+                    .join_user("ada", 0, &alive, &short, 100)
+                    .await
+                    .expect("join");
+                let listed = store.user_entries("ada", &short).await.expect("list");
+                assert_eq!(listed.len(), 1);
+                assert_eq!(listed[0].handle, alive.handle);
+            }
+
+            #[tokio::test]
+            async fn user_ids_with_braces_and_odd_bytes_keep_their_own_index() {
+                let harness = make_store().await;
+                let store = &*harness.store;
+                let p = eight_hours();
+                let users = ["{ada}", "}{", "{", "a:b{c}d", "ünï {}"];
+                for user in users {
+                    let e = entry(&SessionId::generate(), 1);
+                    store.join_user(user, 0, &e, &p, 100).await.expect("join");
+                    store
+                        .revoke_user(user, Some(&e.handle), &p)
+                        .await
+                        .expect("revoke");
+                }
+                for user in users {
+                    let listed = store.user_entries(user, &p).await.expect("list");
+                    assert_eq!(listed.len(), 1, "{user}");
+                    assert_eq!(store.user_epoch(user).await.expect("epoch"), 1, "{user}");
+                }
+            }
+
+            #[tokio::test]
+            async fn load_many_answers_in_order() {
+                let harness = make_store().await;
+                let store = &*harness.store;
+                let a = created(store, &[("n", "1")], &LONG).await;
+                let b = created(store, &[("n", "2")], &LONG).await;
+                let missing = SessionId::generate();
+                let loaded = store
+                    .load_many(&[b.clone(), missing, a.clone()])
+                    .await
+                    .expect("load");
+                assert_eq!(loaded.len(), 3);
+                assert_eq!(loaded[0].as_ref().expect("b").fields["n"], "2");
+                assert!(loaded[1].is_none());
+                assert_eq!(loaded[2].as_ref().expect("a").fields["n"], "1");
+            }
+
             #[tokio::test]
             async fn a_healthy_store_says_so() {
                 let harness = make_store().await;

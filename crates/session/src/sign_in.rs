@@ -1,0 +1,263 @@
+//! Signing in: a session joins its user's index (see `store/users.rs` for
+//! the layout and the race argument), and what a signed-in session knows
+//! of itself.
+
+use std::time::SystemTime;
+
+use crate::session::Snapshot;
+use crate::store::{
+    AGENT_FIELD, Changes, HANDLE_FIELD, Renewal, SessionHandle, USER_FIELD, UserEntry,
+    is_valid_user_id,
+};
+use crate::{Session, SessionError, SessionId, SessionService};
+
+/// The most bytes of a `User-Agent` kept with a signed-in session.
+pub const MAX_USER_AGENT_BYTES: usize = 256;
+
+/// A sign-in begun by [`Session::begin_sign_in`]: the user, and the epoch
+/// of their index read BEFORE the credentials were checked. Hand it to
+/// [`Session::sign_in`] once they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignIn {
+    pub(crate) user: String,
+    pub(crate) epoch: u64,
+}
+
+impl SignIn {
+    /// The user signing in.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+}
+
+impl Session {
+    /// Begins signing `user` in: reads the user's sign-in epoch (one round
+    /// trip). Call it BEFORE checking the credentials, then
+    /// [`Session::sign_in`] with the ticket once they are good. A
+    /// [`SessionService::revoke_user_sessions`] that starts in between (a
+    /// password change, say) makes this sign-in fail instead of outliving it.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::InvalidUser`] for a user id that is empty, longer
+    /// than 256 bytes or holds control characters;
+    /// [`SessionError::Config`] when sessions have no absolute lifetime
+    /// (`session.absolute_timeout_secs = 0`: the index bounds its entries by
+    /// it); or a store failure.
+    pub async fn begin_sign_in(&self, user: &str) -> Result<SignIn, SessionError> {
+        if !is_valid_user_id(user) {
+            return Err(SessionError::InvalidUser);
+        }
+        let sessions = self.0.borrow().sessions.clone();
+        if sessions.config().policy.absolute_timeout().is_none() {
+            return Err(SessionError::Config(crate::ConfigError::new(
+                "session.absolute_timeout_secs",
+                "must be above 0 to sign users in: their index of sessions is bounded by it",
+            )));
+        }
+        let epoch = self.within(sessions.store().user_epoch(user)).await?;
+        Ok(SignIn {
+            user: user.to_owned(),
+            epoch,
+        })
+    }
+
+    /// Signs the ticket's user in when the request commits: the session
+    /// moves to a fresh id (as [`Session::renew`]), records the user, a
+    /// fresh [`SessionHandle`], the `User-Agent` (at most 256 bytes) and
+    /// its times, and joins the user's index. Signed in as someone else
+    /// before, it leaves that user's index. At
+    /// `session.max_sessions_per_user`, the user's oldest session ends.
+    ///
+    /// If "revoke all" raised the user's epoch since
+    /// [`Session::begin_sign_in`], the commit deletes the new session and
+    /// the response is [`SessionError::SignInRevoked`] (401): the user is
+    /// not signed in.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Purged`] after [`Session::purge`].
+    pub fn sign_in(&self, ticket: SignIn) -> Result<(), SessionError> {
+        let mut state = self.0.borrow_mut();
+        if state.purged {
+            return Err(SessionError::Purged);
+        }
+        state.sign_in = Some(ticket);
+        state.renew = true;
+        Ok(())
+    }
+
+    /// The signed-in user, if any: loads the session on first use.
+    ///
+    /// # Errors
+    ///
+    /// A store failure.
+    pub async fn user(&self) -> Result<Option<String>, SessionError> {
+        self.ensure_loaded().await?;
+        let state = self.0.borrow();
+        Ok(match &state.snapshot {
+            Snapshot::Live(loaded) if !state.purged => loaded.user.clone(),
+            _ => None,
+        })
+    }
+
+    /// This session's handle in its user's index, if signed in.
+    ///
+    /// # Errors
+    ///
+    /// A store failure.
+    pub async fn handle(&self) -> Result<Option<SessionHandle>, SessionError> {
+        self.ensure_loaded().await?;
+        let state = self.0.borrow();
+        Ok(match &state.snapshot {
+            Snapshot::Live(loaded) if !state.purged && loaded.user.is_some() => {
+                loaded.handle.clone()
+            }
+            _ => None,
+        })
+    }
+
+    /// The commit of a sign-in: write the session under a fresh id with its
+    /// metadata, join the index, end what the cap pushes out, leave a
+    /// previous user's index. Returns the new id, for the cookie.
+    pub(crate) async fn commit_sign_in(
+        &self,
+        ticket: SignIn,
+        mut changes: Changes,
+    ) -> Result<SessionId, SessionError> {
+        let (sessions, old_id, previous, known_created, agent) = {
+            let state = self.0.borrow();
+            let live = match &state.snapshot {
+                Snapshot::Live(loaded) => Some(loaded),
+                _ => None,
+            };
+            let known_absent = matches!(state.snapshot, Snapshot::Absent);
+            (
+                state.sessions.clone(),
+                state.id.clone().filter(|_| !known_absent),
+                live.and_then(|l| l.user.clone().zip(l.handle.clone())),
+                live.and_then(|l| l.created),
+                state.user_agent.as_ref().map(trimmed_agent),
+            )
+        };
+        let store = sessions.store();
+        let policy = sessions.config().policy;
+        let handle = SessionHandle::generate();
+        changes
+            .upserts
+            .push((USER_FIELD.to_owned(), ticket.user.clone()));
+        changes
+            .upserts
+            .push((HANDLE_FIELD.to_owned(), handle.as_str().to_owned()));
+        if let Some(agent) = agent {
+            changes.upserts.push((AGENT_FIELD.to_owned(), agent));
+        } else {
+            changes.removals.push(AGENT_FIELD.to_owned());
+        }
+        // The session under a fresh id: renewed, or created if there is none.
+        let mut written = None;
+        if let Some(old) = &old_id {
+            let new = store.id_for_renewal(old);
+            match self
+                .within(store.renew(old, &new, &changes, &policy))
+                .await?
+            {
+                Renewal::Renewed => written = Some(new),
+                Renewal::Missing => {}
+                Renewal::Taken => return Err(SessionError::IdsExhausted),
+            }
+        }
+        let (id, created) = match written {
+            // Its creation time, if this request read it; else now, which
+            // is later than the truth: an entry pruned a little late, never
+            // early.
+            Some(id) => (id, known_created.unwrap_or_else(SystemTime::now)),
+            None => {
+                let fresh = Changes {
+                    upserts: changes.upserts,
+                    ..Changes::default()
+                };
+                (
+                    sessions.create_fresh(&fresh, &policy, self).await?,
+                    SystemTime::now(),
+                )
+            }
+        };
+        let entry = UserEntry {
+            handle,
+            id: id.clone(),
+            created,
+        };
+        let cap = sessions.config().max_sessions_per_user;
+        let joined = self
+            .within(store.join_user(&ticket.user, ticket.epoch, &entry, &policy, cap))
+            .await;
+        let over = match joined {
+            Ok(Some(over)) => over,
+            Ok(None) => {
+                // "Revoke all" ran since the ticket: this sign-in must not
+                // stand. Its session's id was never sent to anyone.
+                self.within(store.delete(&id)).await?;
+                log::info!("a sign-in raced a revocation of all the user's sessions, and lost");
+                return Err(SessionError::SignInRevoked);
+            }
+            Err(error) => {
+                // Not in the index, so not revocable: it must not stand.
+                let _ = self.within(store.delete(&id)).await;
+                return Err(error.into());
+            }
+        };
+        end_entries(&sessions, self, &ticket.user, &over).await?;
+        if let Some((user, old_handle)) = previous {
+            // Best effort: a stale entry is dropped when the list is read.
+            if let Err(error) = self
+                .within(store.drop_user_entries(&user, &[old_handle]))
+                .await
+            {
+                log::warn!("could not drop a previous sign-in's index entry: {error}");
+            }
+        }
+        metrics::counter!(crate::metric_names::RENEWALS_TOTAL).increment(1);
+        Ok(id)
+    }
+}
+
+/// Ends the sessions of `entries` (durably), then drops the entries: in
+/// that order, so that a crash in between leaves them revocable.
+pub(crate) async fn end_entries(
+    sessions: &SessionService,
+    budget: &dyn crate::service::Budget,
+    user: &str,
+    entries: &[UserEntry],
+) -> Result<usize, SessionError> {
+    let store = sessions.store();
+    let mut ended = 0;
+    for entry in entries {
+        let (existed, took) =
+            SessionService::within(budget.remaining(), store.delete(&entry.id)).await;
+        budget.spend(took);
+        if existed? {
+            ended += 1;
+        }
+    }
+    if !entries.is_empty() {
+        let handles: Vec<SessionHandle> = entries.iter().map(|e| e.handle.clone()).collect();
+        let (dropped, took) =
+            SessionService::within(budget.remaining(), store.drop_user_entries(user, &handles))
+                .await;
+        budget.spend(took);
+        dropped?;
+    }
+    Ok(ended)
+}
+
+/// At most [`MAX_USER_AGENT_BYTES`] of the header, cut at a character
+/// boundary, and only if it is text.
+fn trimmed_agent(value: &actix_web::http::header::HeaderValue) -> String {
+    let text = String::from_utf8_lossy(value.as_bytes());
+    let mut end = text.len().min(MAX_USER_AGENT_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].chars().filter(|c| !c.is_control()).collect()
+}

@@ -1,0 +1,168 @@
+//! The user index on Redis: `user_index.lua`, one script for every op, on
+//! two keys that share the user's hash tag (one slot on Redis Cluster).
+
+use std::sync::LazyLock;
+use std::time::{Duration, SystemTime};
+
+use redis_client::ScriptCall;
+use redis_client::redis::Script;
+
+use super::redis::RedisSessionStore;
+use super::users::{SessionHandle, UserEntry, user_tag};
+use super::{StoreError, USER_INDEX_KEEP, WritePolicy, millis};
+use crate::SessionId;
+
+static USER_INDEX: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("user_index.lua")));
+
+/// A user's two keys: `{prefix}user:{<tag>}` and `{prefix}user:{<tag>}:created`.
+struct UserKeys {
+    index: String,
+    created: String,
+}
+
+impl RedisSessionStore {
+    fn user_keys(&self, user: &str) -> UserKeys {
+        let index = format!("{}user:{{{}}}", self.key_prefix(), user_tag(user));
+        let created = format!("{index}:created");
+        UserKeys { index, created }
+    }
+
+    /// The call's first arguments: op, the absolute lifetime entries are
+    /// pruned by (`None`: prune nothing), how long the keys stay at least.
+    fn user_call(keys: &UserKeys, op: &str, policy: Option<&WritePolicy>) -> ScriptCall<'static> {
+        let mut call = ScriptCall::new(&USER_INDEX, &[&keys.index, &keys.created]);
+        call.arg(op)
+            .arg(
+                policy
+                    .and_then(WritePolicy::absolute_timeout)
+                    .map_or(0, millis),
+            )
+            .arg(millis(USER_INDEX_KEEP));
+        call
+    }
+
+    pub(super) async fn load_user_script(&self) -> Result<(), StoreError> {
+        Ok(self.redis().load_script(&USER_INDEX).await?)
+    }
+
+    pub(super) async fn user_epoch_of(&self, user: &str) -> Result<u64, StoreError> {
+        let keys = self.user_keys(user);
+        let epoch = self.redis().hash_get(&keys.index, "epoch").await?;
+        epoch.map_or(Ok(0), |text| {
+            text.parse()
+                .map_err(|_| StoreError::Backend("a user index epoch is not a number".into()))
+        })
+    }
+
+    pub(super) async fn join_user_index(
+        &self,
+        user: &str,
+        epoch: u64,
+        entry: &UserEntry,
+        policy: &WritePolicy,
+        cap: usize,
+    ) -> Result<Option<Vec<UserEntry>>, StoreError> {
+        let keys = self.user_keys(user);
+        let mut call = Self::user_call(&keys, "join", Some(policy));
+        call.arg(epoch)
+            .arg(entry.handle.as_str())
+            .arg(entry.id.as_str())
+            .arg(since_epoch_ms(entry.created))
+            .arg(cap);
+        // Durable: an entry a failover lost would be a session that "sign
+        // out everywhere" cannot find.
+        let reply: Vec<String> = self.redis().run_script_durably(&call, &keys.index).await?;
+        match reply.split_first() {
+            Some((status, rest)) if status == "1" => Ok(Some(parse_entries(rest)?)),
+            Some((status, _)) if status == "0" => Ok(None),
+            _ => Err(StoreError::Backend("user_index.lua join: odd reply".into())),
+        }
+    }
+
+    pub(super) async fn user_index_entries(
+        &self,
+        user: &str,
+        policy: &WritePolicy,
+    ) -> Result<Vec<UserEntry>, StoreError> {
+        let keys = self.user_keys(user);
+        let call = Self::user_call(&keys, "list", Some(policy));
+        // Pruning twice prunes the same: safe to send again.
+        let reply: Vec<String> = self
+            .redis()
+            .run_script(&call, redis_client::Retry::Idempotent)
+            .await?;
+        parse_entries(&reply)
+    }
+
+    pub(super) async fn revoke_user_index(
+        &self,
+        user: &str,
+        spare: Option<&SessionHandle>,
+        policy: &WritePolicy,
+    ) -> Result<Vec<UserEntry>, StoreError> {
+        let keys = self.user_keys(user);
+        let mut call = Self::user_call(&keys, "revoke", Some(policy));
+        call.arg(spare.map_or("", SessionHandle::as_str));
+        // Durable: a raise of the epoch that a failover lost would let a
+        // racing sign-in join after all.
+        let reply: Vec<String> = self.redis().run_script_durably(&call, &keys.index).await?;
+        parse_entries(&reply)
+    }
+
+    pub(super) async fn drop_user_index_entries(
+        &self,
+        user: &str,
+        handles: &[SessionHandle],
+    ) -> Result<(), StoreError> {
+        if handles.is_empty() {
+            return Ok(());
+        }
+        let keys = self.user_keys(user);
+        let mut call = Self::user_call(&keys, "drop", None);
+        for handle in handles {
+            call.arg(handle.as_str());
+        }
+        let _: Vec<String> = self
+            .redis()
+            .run_script(&call, redis_client::Retry::Idempotent)
+            .await?;
+        Ok(())
+    }
+}
+
+/// `{handle, id, created ms, ...}` as entries. Anything malformed is a
+/// fault of the index, not of one user's data.
+fn parse_entries(flat: &[String]) -> Result<Vec<UserEntry>, StoreError> {
+    if !flat.len().is_multiple_of(3) {
+        return Err(StoreError::Backend("user_index.lua: odd reply".into()));
+    }
+    flat.chunks_exact(3)
+        .map(|triple| {
+            let handle = SessionHandle::parse(&triple[0]);
+            let id = SessionId::parse(&triple[1]);
+            let created = triple[2]
+                .parse::<f64>()
+                .ok()
+                .filter(|ms| ms.is_finite() && *ms >= 0.0);
+            match (handle, id, created) {
+                (Some(handle), Some(id), Some(ms)) => Ok(UserEntry {
+                    handle,
+                    id,
+                    // Scores come back as text; whole ms by construction.
+                    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                    created: SystemTime::UNIX_EPOCH + Duration::from_millis(ms as u64),
+                }),
+                _ => Err(StoreError::Backend(
+                    "a user index entry is not a handle, a session id and a time".into(),
+                )),
+            }
+        })
+        .collect()
+}
+
+fn since_epoch_ms(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
+}
