@@ -27,6 +27,15 @@ pub enum ApiError {
     /// limits, 500 for a fault of the store or of the deployment).
     #[error("{}", describe(.0))]
     Session(#[source] SessionError),
+    /// The route needs a signed-in session: 401.
+    #[error("sign in first")]
+    NotSignedIn,
+    /// No such thing for this user (or another user's: the same answer): 404.
+    #[error("not found")]
+    NotFound,
+    /// A state-changing request from a page of another origin: 403.
+    #[error("cross-site request refused: the Origin is neither this site nor an allowed origin")]
+    CrossSite,
 }
 
 /// The sentence for a session failure: what the client may be told.
@@ -35,6 +44,7 @@ fn describe(error: &SessionError) -> &'static str {
         "session_store_unavailable" => "the session store is unavailable",
         "session_too_large" => "the session is too large",
         "session_data_invalid" => "the session's data is invalid",
+        "sign_in_revoked" => "the user's sessions were revoked while signing in; sign in again",
         _ => "internal error",
     }
 }
@@ -50,6 +60,9 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => "bad_request",
             Self::Session(error) => error.code(),
+            Self::NotSignedIn => "not_signed_in",
+            Self::NotFound => "not_found",
+            Self::CrossSite => "cross_site_request",
         }
     }
 }
@@ -75,6 +88,9 @@ impl ResponseError for ApiError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Session(error) => error.status_code(),
+            Self::NotSignedIn => StatusCode::UNAUTHORIZED,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::CrossSite => StatusCode::FORBIDDEN,
         }
     }
 
@@ -82,7 +98,9 @@ impl ResponseError for ApiError {
         // The log gets the whole cause chain, once; the client a short
         // sentence.
         match self {
-            Self::BadRequest(_) => log::info!("{}", cause_chain(self)),
+            Self::BadRequest(_) | Self::NotSignedIn | Self::NotFound | Self::CrossSite => {
+                log::info!("{}", cause_chain(self));
+            }
             Self::Session(error) if error.is_limit_exceeded() => {
                 log::info!("{}", cause_chain(self));
             }

@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod origin;
 pub mod routes;
 pub mod settings;
 pub mod startup;

@@ -85,6 +85,11 @@ pub struct ServerSettings {
     /// Log one line per request (actix's access log, session ids shown only
     /// as a short hash). Default true.
     pub access_log: bool,
+    /// Origins besides the request's own (`scheme://host[:port]`) whose
+    /// pages may send state-changing requests (POST, DELETE) here: see
+    /// `origin.rs`. Env: `APP__SERVER__ALLOWED_ORIGINS`, comma-separated.
+    /// Default none.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for ServerSettings {
@@ -97,6 +102,7 @@ impl Default for ServerSettings {
             workers: 0,
             shutdown_grace_secs: 30,
             access_log: true,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -152,7 +158,8 @@ impl Settings {
                     // APP__REDIS__NODES=redis://a:7000,redis://b:7000
                     .list_separator(",")
                     .with_list_parse_key("redis.nodes")
-                    .with_list_parse_key("redis.sentinels"),
+                    .with_list_parse_key("redis.sentinels")
+                    .with_list_parse_key("server.allowed_origins"),
             )
             .build()
             .and_then(Config::try_deserialize)
@@ -188,6 +195,18 @@ impl Settings {
         if self.server.host.is_empty() {
             return Err(SettingsError::Invalid(
                 "server.host must not be empty".to_owned(),
+            ));
+        }
+        for origin in &self.server.allowed_origins {
+            if !crate::origin::is_origin(origin) {
+                return Err(SettingsError::Invalid(format!(
+                    "server.allowed_origins holds {origin:?}, which is not an origin: scheme://host[:port], lower-case, no path"
+                )));
+            }
+        }
+        if self.session.absolute_timeout_secs == 0 {
+            return Err(SettingsError::Invalid(
+                "session.absolute_timeout_secs must be above 0: a signed-in user's index of sessions is bounded by it".to_owned(),
             ));
         }
         Ok(())

@@ -129,6 +129,7 @@ impl Application {
         let node_name = settings.server.node_name.clone();
         let served_by_header = settings.server.served_by_header;
         let node = web::Data::new(NodeName(node_name.clone()));
+        let origins = crate::origin::AllowedOrigins::new(settings.server.allowed_origins.clone());
         log::info!(
             "node {node_name} listening on http://{}:{port}",
             settings.server.host
@@ -138,6 +139,8 @@ impl Application {
             App::new()
                 // Lazy: a route that never extracts `Session` costs no Redis call.
                 .wrap(session_layer.clone())
+                // Outside the session layer: a refused request opens no session.
+                .wrap(from_fn(crate::origin::refuse_cross_site))
                 .wrap(Condition::new(
                     served_by_header,
                     DefaultHeaders::new().add(("X-Served-By", node_name.as_str())),
@@ -150,6 +153,7 @@ impl Application {
                 ))
                 .app_data(sessions.clone())
                 .app_data(node.clone())
+                .app_data(origins.clone())
                 .app_data(telemetry.clone())
                 .configure(routes::configure)
                 .configure(extra_routes.clone())

@@ -86,7 +86,7 @@ impl Session {
         if let Some(ticket) = sign_in {
             let changes = self.0.borrow().pending_changes();
             let id = self.commit_sign_in(ticket, changes).await?;
-            commit_done("sign_in");
+            commit_done("renew");
             let mut state = self.0.borrow_mut();
             state.id = Some(id.clone());
             state.issued = true;

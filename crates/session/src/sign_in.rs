@@ -6,8 +6,8 @@ use std::time::SystemTime;
 
 use crate::session::Snapshot;
 use crate::store::{
-    AGENT_FIELD, Changes, HANDLE_FIELD, Renewal, SessionHandle, USER_FIELD, UserEntry,
-    is_valid_user_id,
+    AGENT_FIELD, Changes, HANDLE_FIELD, Renewal, SIGN_IN_TICKET_LIFETIME, SessionHandle,
+    USER_FIELD, UserEntry, is_valid_user_id,
 };
 use crate::{Session, SessionError, SessionId, SessionService};
 
@@ -17,10 +17,13 @@ pub const MAX_USER_AGENT_BYTES: usize = 256;
 /// A sign-in begun by [`Session::begin_sign_in`]: the user, and the epoch
 /// of their index read BEFORE the credentials were checked. Hand it to
 /// [`Session::sign_in`] once they are.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct SignIn {
     pub(crate) user: String,
     pub(crate) epoch: u64,
+    /// When the epoch was read: a ticket older than a minute is refused,
+    /// which bounds how long the epoch must outlive a revocation.
+    pub(crate) read_at: std::time::Instant,
 }
 
 impl SignIn {
@@ -59,6 +62,7 @@ impl Session {
         Ok(SignIn {
             user: user.to_owned(),
             epoch,
+            read_at: std::time::Instant::now(),
         })
     }
 
@@ -72,7 +76,7 @@ impl Session {
     /// If "revoke all" raised the user's epoch since
     /// [`Session::begin_sign_in`], the commit deletes the new session and
     /// the response is [`SessionError::SignInRevoked`] (401): the user is
-    /// not signed in.
+    /// not signed in. So is a ticket older than a minute.
     ///
     /// # Errors
     ///
@@ -125,6 +129,10 @@ impl Session {
         ticket: SignIn,
         mut changes: Changes,
     ) -> Result<SessionId, SessionError> {
+        if ticket.read_at.elapsed() > SIGN_IN_TICKET_LIFETIME {
+            log::info!("a sign-in ticket older than a minute was refused");
+            return Err(SessionError::SignInRevoked);
+        }
         let (sessions, old_id, previous, known_created, agent) = {
             let state = self.0.borrow();
             let live = match &state.snapshot {

@@ -420,7 +420,11 @@ fn granted_commands() -> std::collections::BTreeSet<String> {
 /// The commands `session_write.lua` calls: MONITOR shows a script's own
 /// commands apart from its caller's, so they are read from the source.
 fn script_commands() -> Vec<String> {
-    let source = include_str!("../src/store/session_write.lua");
+    let source = [
+        include_str!("../src/store/session_write.lua"),
+        include_str!("../src/store/user_index.lua"),
+    ]
+    .concat();
     let mut found = Vec::new();
     for call in ["redis.call('", "redis.pcall('"] {
         for (at, _) in source.match_indices(call) {
@@ -460,6 +464,30 @@ async fn the_acl_grants_exactly_the_commands_the_store_sends() {
         .await
         .expect("renew");
     store.check_health().await.expect("ping");
+    // The user index: every op.
+    let policy = store_suite::policy(
+        LONG.idle_timeout(),
+        Some(std::time::Duration::from_secs(60)),
+    );
+    let epoch = store.user_epoch("ada").await.expect("epoch");
+    let entry = session::UserEntry {
+        handle: session::SessionHandle::generate(),
+        id: new.clone(),
+        created: std::time::SystemTime::now(),
+    };
+    store
+        .join_user("ada", epoch, &entry, &policy, 1)
+        .await
+        .expect("join");
+    store.user_entries("ada", &policy).await.expect("list");
+    store
+        .revoke_user("ada", None, &policy)
+        .await
+        .expect("revoke");
+    store
+        .drop_user_entries("ada", std::slice::from_ref(&entry.handle))
+        .await
+        .expect("drop");
     store.delete(&new).await.expect("unlink");
     let mut sent: std::collections::BTreeSet<String> = monitor
         .commands_since(start)

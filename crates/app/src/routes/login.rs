@@ -27,9 +27,12 @@ pub(crate) struct Login {
 /// This demo trusts the name it is given; a real app checks a password or a
 /// token here, before touching the session.
 ///
-/// One Redis round trip: `EVALSHA session_write.lua` (op `renew`: alive
-/// check, `RENAME` to a new id in the same cluster slot, `HSET user`,
-/// `PEXPIRE`) for an existing session, or op `create` without one.
+/// Three Redis round trips: `HGET` of the user's epoch; `EVALSHA
+/// session_write.lua` (op `renew`: alive check, `RENAME` to a new id in the
+/// same cluster slot, `HSET user` and the sign-in metadata, `PEXPIRE`) for
+/// an existing session, or op `create` without one; `EVALSHA
+/// user_index.lua` (op `join`). On Sentinel and Cluster the two writes are
+/// pipelined with `WAIT 1`.
 pub(crate) async fn login(
     session: Session,
     body: web::Json<Login>,
@@ -44,8 +47,12 @@ pub(crate) async fn login(
             "user must be 1 to {MAX_USER_CHARS} characters, without control characters"
         )));
     }
-    session.renew();
+    // The epoch first, before any credential check: a "sign out
+    // everywhere" that starts after this makes the sign-in fail.
+    let ticket = session.begin_sign_in(user).await?;
+    // (A real app checks the password or token here.)
     session.insert(USER_FIELD, user)?;
+    session.sign_in(ticket)?;
     Ok(HttpResponse::Ok()
         .insert_header((CACHE_CONTROL, "no-store"))
         .json(serde_json::json!({ "user": user })))

@@ -6,6 +6,7 @@ mod login;
 mod logout;
 mod me;
 mod page;
+mod sessions;
 
 use actix_web::web;
 
@@ -18,6 +19,10 @@ use actix_web::web;
 /// | `POST /login` | `routes/login.rs` | stores `{"user"}` on a renewed session id |
 /// | `POST /logout` | `routes/logout.rs` | purges the session, expires the cookie |
 /// | `GET /me` | `routes/me.rs` | the user and the session's times |
+/// | `GET /sessions` | `routes/sessions.rs` | the signed-in user's sessions |
+/// | `DELETE /sessions/{handle}` | `routes/sessions.rs` | ends one of them |
+/// | `POST /logout/others` | `routes/sessions.rs` | ends all but this one |
+/// | `POST /logout/everywhere` | `routes/sessions.rs` | ends all, this one too |
 /// | `GET /healthz` | `routes/health.rs` | 200 while the process is up |
 /// | `GET /readyz` | `routes/health.rs` | 200 if the session store answers, else 503 |
 /// | `GET /metrics` | `telemetry.rs` | Prometheus text format |
@@ -29,6 +34,13 @@ pub fn configure(routes: &mut web::ServiceConfig) {
         .route("/login", web::post().to(login::login))
         .route("/logout", web::post().to(logout::logout))
         .route("/me", web::get().to(me::me))
+        .route("/sessions", web::get().to(sessions::list))
+        .route("/sessions/{handle}", web::delete().to(sessions::revoke_one))
+        .route("/logout/others", web::post().to(sessions::log_out_others))
+        .route(
+            "/logout/everywhere",
+            web::post().to(sessions::log_out_everywhere),
+        )
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route(

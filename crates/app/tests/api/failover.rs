@@ -265,12 +265,21 @@ async fn sign_in(app: &AppProcess) -> (reqwest::Client, String) {
         .cookie_store(true)
         .build()
         .expect("a client");
-    let login = client
-        .post(app.url("/login"))
-        .json(&serde_json::json!({ "user": "ada" }))
-        .send()
-        .await
-        .expect("POST /login");
+    // A sign-in waits for a replica twice (the renewal, the index entry):
+    // right after a failover it may answer 503, and a browser tries again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let login = loop {
+        let login = client
+            .post(app.url("/login"))
+            .json(&serde_json::json!({ "user": "ada" }))
+            .send()
+            .await
+            .expect("POST /login");
+        if login.status() != StatusCode::SERVICE_UNAVAILABLE || Instant::now() > deadline {
+            break login;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(login.status(), StatusCode::OK);
     let sid = login
         .cookies()

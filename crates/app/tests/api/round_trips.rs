@@ -97,7 +97,11 @@ async fn each_request_kind_costs_one_round_trip_per_phase() {
     let get = |path: &str| client.get(app.url(path)).send();
 
     let login = commands_of(&redis, async { post_login().await.expect("login") }).await;
-    assert_eq!(login.1, vec!["evalsha"], "renew + user, one script");
+    assert_eq!(
+        login.1,
+        vec!["hget", "evalsha", "evalsha"],
+        "the user's epoch, renew + user in one script, then joining the user's index"
+    );
     let me = commands_of(&redis, async { get("/me").await.expect("me") }).await;
     assert_eq!(
         me.1,
@@ -120,9 +124,17 @@ async fn each_request_kind_costs_one_round_trip_per_phase() {
             .expect("logout")
     })
     .await;
-    assert_eq!(logout.1, vec!["unlink"]);
+    assert_eq!(
+        logout.1,
+        vec!["hgetall", "pttl", "unlink", "evalsha"],
+        "a load to learn the user, the delete, the index entry dropped"
+    );
     let fresh_login = commands_of(&redis, async { post_login().await.expect("login") }).await;
-    assert_eq!(fresh_login.1, vec!["evalsha"], "no session: one create");
+    assert_eq!(
+        fresh_login.1,
+        vec!["hget", "evalsha", "evalsha"],
+        "no session: the epoch, one create, joining the index"
+    );
     for (status, _) in [login, me, page, health, logout, fresh_login] {
         assert_eq!(status, reqwest::StatusCode::OK);
     }

@@ -147,7 +147,19 @@ async fn login_without_a_session_starts_one() {
     assert_eq!(status, StatusCode::OK);
     let me = app.me(&client).await;
     assert_eq!(me["user"], "grace");
-    assert_eq!(all_keys(&redis).len(), 1);
+    let keys = all_keys(&redis);
+    assert_eq!(
+        keys.len(),
+        3,
+        "the session and grace's two index keys: {keys:?}"
+    );
+    assert_eq!(
+        keys.iter()
+            .filter(|key| key.starts_with("sid_user:{"))
+            .count(),
+        2,
+        "{keys:?}"
+    );
 }
 
 #[tokio::test]

@@ -81,15 +81,21 @@ impl UserIndex {
         listed
     }
 
+    /// As `user_index.lua`'s `expire`: the newest entry's deadline, and
+    /// once the epoch was raised at least [`USER_INDEX_KEEP`].
     fn expire(&mut self, now: Now, policy: &WritePolicy) {
-        let mut ttl = USER_INDEX_KEEP;
-        if let (Some(absolute), Some(newest)) = (
-            policy.absolute_timeout(),
-            self.entries.values().map(|(_, created)| *created).max(),
-        ) {
-            let deadline =
-                Duration::from_millis((newest + millis(absolute)).saturating_sub(now.ms));
-            ttl = ttl.max(deadline);
+        let mut ttl = if self.epoch > 0 {
+            USER_INDEX_KEEP
+        } else {
+            Duration::ZERO
+        };
+        if let Some(newest) = self.entries.values().map(|(_, created)| *created).max() {
+            ttl = ttl.max(match policy.absolute_timeout() {
+                Some(absolute) => {
+                    Duration::from_millis((newest + millis(absolute)).saturating_sub(now.ms))
+                }
+                None => USER_INDEX_KEEP,
+            });
         }
         self.expires_at = Some(now.instant + ttl);
     }

@@ -50,9 +50,13 @@ pub(crate) const USER_FIELD: &str = "__user";
 pub(crate) const HANDLE_FIELD: &str = "__handle";
 /// Metadata field: the user agent that signed in, at most 256 bytes.
 pub(crate) const AGENT_FIELD: &str = "__ua";
-/// How long a user's index outlives its newest entry's deadline, at least:
-/// the epoch must outlast any sign-in still in flight.
-pub(crate) const USER_INDEX_KEEP: Duration = Duration::from_secs(24 * 3600);
+/// How long a sign-in may take from [`crate::Session::begin_sign_in`] to
+/// its commit: an older ticket is refused.
+pub(crate) const SIGN_IN_TICKET_LIFETIME: Duration = Duration::from_secs(60);
+/// Once a user's epoch was raised, how long the index keys live at least:
+/// longer than any ticket, so that no sign-in in flight can find the epoch
+/// expired and back at 0.
+pub(crate) const USER_INDEX_KEEP: Duration = Duration::from_secs(120);
 /// Field names with this prefix belong to the session layer.
 pub(crate) const RESERVED_PREFIX: &str = "__";
 

@@ -188,6 +188,7 @@ impl RedisSessionStore {
             "+time",
             // Inside user_index.lua (its HGET, HSET, HDEL, HINCRBY, EXISTS,
             // PEXPIRE and TIME are above): a user's sorted set of sessions.
+            "+hexists",
             "+zadd",
             "+zcard",
             "+zrange",

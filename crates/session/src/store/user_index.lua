@@ -10,8 +10,9 @@
 -- ARGV[1]  op: join | list | revoke | drop
 -- ARGV[2]  absolute lifetime, ms (entries created before now - this are
 --          pruned); 0 = none
--- ARGV[3]  how long the keys live past the newest deadline, at least, ms:
---          keeps the epoch alive while a sign-in may still be in flight
+-- ARGV[3]  once the epoch was raised, how long the keys live at least, ms:
+--          longer than a sign-in ticket, so that the epoch outlives any
+--          sign-in in flight
 -- join:   ARGV[4] the epoch read before the credentials were checked,
 --         ARGV[5] handle, ARGV[6] session id, ARGV[7] created (ms),
 --         ARGV[8] the most entries a user may have
@@ -52,16 +53,27 @@ local function prune()
   end
 end
 
--- Both keys live until the newest entry's deadline, and at least keep_ms.
+-- Both keys live until the newest entry's deadline; once the epoch was
+-- raised, at least keep_ms more, so that a sign-in still in flight (tickets
+-- live less long) cannot find the epoch gone and back at 0.
 local function expire()
-  local ttl = keep_ms
-  local newest = redis.call('ZRANGE', created, 0, 0, 'REV', 'WITHSCORES')
-  if absolute_ms > 0 and #newest == 2 then
-    ttl = math.max(ttl, tonumber(newest[2]) + absolute_ms - now)
+  local ttl = 0
+  if redis.call('HEXISTS', index, 'epoch') == 1 then
+    ttl = keep_ms
   end
-  redis.call('PEXPIRE', index, int(ttl))
-  if redis.call('EXISTS', created) == 1 then
-    redis.call('PEXPIRE', created, int(ttl))
+  local newest = redis.call('ZRANGE', created, 0, 0, 'REV', 'WITHSCORES')
+  if #newest == 2 then
+    if absolute_ms > 0 then
+      ttl = math.max(ttl, tonumber(newest[2]) + absolute_ms - now)
+    else
+      ttl = math.max(ttl, keep_ms)
+    end
+  end
+  if ttl > 0 then
+    redis.call('PEXPIRE', index, int(ttl))
+    if redis.call('EXISTS', created) == 1 then
+      redis.call('PEXPIRE', created, int(ttl))
+    end
   end
 end
 

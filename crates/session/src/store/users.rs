@@ -7,8 +7,9 @@
 //! id and its creation time; the session in turn records its user and
 //! handle in its own metadata (`__user`, `__handle`). Entries are pruned
 //! when the index is touched (an entry dies no later than its session's
-//! absolute deadline), the index itself expires, and a user has at most
-//! `session.max_sessions_per_user` entries.
+//! absolute deadline), the index itself expires with its newest entry
+//! (two minutes later at least once the epoch was raised), and a user has
+//! at most `session.max_sessions_per_user` entries.
 //!
 //! # Why a sign-in cannot outlive "sign out everywhere"
 //!
@@ -19,7 +20,9 @@
 //! either joined before the raise (its entry is read and its session ended)
 //! or finds the epoch moved (it deletes its own new session and fails). A
 //! sign-in that dies between writing its session and joining leaves a
-//! session whose id was never sent to anyone.
+//! session whose id was never sent to anyone. A ticket lives a minute at
+//! most, and a raised epoch two, so no sign-in can find the epoch expired
+//! and back at 0.
 
 use std::time::SystemTime;
 
