@@ -14,3 +14,4 @@ mod round_trips;
 mod session_api;
 mod startup;
 mod tls;
+mod user_sessions;

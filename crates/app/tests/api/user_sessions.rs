@@ -1,0 +1,518 @@
+//! "Where you're signed in" through the app, on real Redis and two nodes:
+//! the list, revoking one, the others, everywhere; who may see what; the
+//! Origin check; sign-ins racing "sign out everywhere", forced and at
+//! random; what the index costs and how it expires.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::{HttpResponse, web};
+use reqwest::StatusCode;
+use session::{Session, SessionError};
+use testkit::{RedisServer, redis};
+use tokio::sync::Semaphore;
+
+use crate::helpers::{
+    TestApp, all_keys, bare_client, set_cookie, spawn_app, spawn_app_with, spawn_app_with_routes,
+};
+
+/// A browser with a cookie jar and its own user agent.
+fn device(agent: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .user_agent(agent)
+        .build()
+        .expect("a client")
+}
+
+async fn sign_in(app: &TestApp, client: &reqwest::Client, user: &str) {
+    let (status, body) = app.login(client, user).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+async fn list(app: &TestApp, client: &reqwest::Client) -> (StatusCode, serde_json::Value) {
+    let response = client
+        .get(app.url("/sessions"))
+        .send()
+        .await
+        .expect("GET /sessions");
+    let status = response.status();
+    if status == StatusCode::OK {
+        assert_eq!(
+            response
+                .headers()
+                .get("cache-control")
+                .map(|v| v.to_str().unwrap_or("")),
+            Some("no-store")
+        );
+    }
+    (status, response.json().await.expect("a JSON body"))
+}
+
+fn items(body: &serde_json::Value) -> Vec<serde_json::Value> {
+    body["sessions"].as_array().expect("a list").clone()
+}
+
+async fn post(app: &TestApp, client: &reqwest::Client, path: &str) -> reqwest::Response {
+    client.post(app.url(path)).send().await.expect("POST")
+}
+
+async fn delete(app: &TestApp, client: &reqwest::Client, handle: &str) -> StatusCode {
+    client
+        .delete(app.url(&format!("/sessions/{handle}")))
+        .send()
+        .await
+        .expect("DELETE")
+        .status()
+}
+
+async fn user_of(app: &TestApp, client: &reqwest::Client) -> serde_json::Value {
+    app.me(client).await["user"].clone()
+}
+
+#[tokio::test]
+async fn a_user_lists_revokes_one_and_the_revoked_device_is_signed_out_across_nodes() {
+    let redis = RedisServer::start();
+    let nodes = [spawn_app(&redis).await, spawn_app(&redis).await];
+    let (laptop, phone) = (device("Laptop/1.0"), device("Phone/2.0"));
+    sign_in(&nodes[0], &laptop, "ada").await;
+    sign_in(&nodes[1], &phone, "ada").await;
+
+    let (status, body) = list(&nodes[1], &laptop).await;
+    assert_eq!(status, StatusCode::OK);
+    let listed = items(&body);
+    assert_eq!(listed.len(), 2, "{body}");
+    assert_eq!(listed[0]["user_agent"], "Phone/2.0", "newest first");
+    assert_eq!(listed[1]["user_agent"], "Laptop/1.0");
+    assert_eq!(listed[0]["current"], false);
+    assert_eq!(listed[1]["current"], true, "the laptop asked");
+    for item in &listed {
+        let handle = item["handle"].as_str().expect("a handle");
+        assert_eq!(handle.len(), 32);
+        assert!(item["created_at"].as_u64().is_some() && item["last_seen_at"].as_u64().is_some());
+    }
+    // No session id anywhere in the body.
+    let keys = all_keys(&redis);
+    for key in keys.iter().filter_map(|k| k.strip_prefix("sid_")) {
+        assert!(!body.to_string().contains(key), "{key} leaked");
+    }
+
+    let phone_handle = listed[0]["handle"].as_str().expect("a handle").to_owned();
+    assert_eq!(
+        delete(&nodes[0], &laptop, &phone_handle).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        user_of(&nodes[1], &phone).await,
+        serde_json::Value::Null,
+        "signed out"
+    );
+    assert_eq!(user_of(&nodes[0], &laptop).await, "ada", "the laptop stays");
+    let (_, body) = list(&nodes[0], &laptop).await;
+    assert_eq!(items(&body).len(), 1);
+    // Gone now, so 404 the second time.
+    assert_eq!(
+        delete(&nodes[1], &laptop, &phone_handle).await,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn another_users_handle_unknown_and_malformed_handles_all_get_the_same_404() {
+    let redis = RedisServer::start();
+    let app = spawn_app(&redis).await;
+    let (ada, bob) = (device("A"), device("B"));
+    sign_in(&app, &ada, "ada").await;
+    sign_in(&app, &bob, "bob").await;
+    let (_, body) = list(&app, &bob).await;
+    let bobs = items(&body)[0]["handle"]
+        .as_str()
+        .expect("a handle")
+        .to_owned();
+    let (_, body) = list(&app, &ada).await;
+    assert_eq!(items(&body).len(), 1, "ada sees only her own: {body}");
+
+    let mut answers = Vec::new();
+    for handle in [
+        bobs.as_str(),
+        &"0".repeat(32),
+        "nope",
+        "not-a-handle",
+        &"f".repeat(33),
+    ] {
+        let response = ada
+            .delete(app.url(&format!("/sessions/{handle}")))
+            .send()
+            .await
+            .expect("DELETE");
+        answers.push((response.status(), response.text().await.expect("a body")));
+    }
+    for answer in &answers {
+        assert_eq!(
+            answer, &answers[0],
+            "one answer for every handle not hers: {answers:?}"
+        );
+    }
+    assert_eq!(answers[0].0, StatusCode::NOT_FOUND);
+    assert_eq!(user_of(&app, &bob).await, "bob", "bob untouched");
+}
+
+#[tokio::test]
+async fn log_out_others_keeps_this_one_and_everywhere_ends_all_and_clears_the_cookie() {
+    let redis = RedisServer::start();
+    let nodes = [spawn_app(&redis).await, spawn_app(&redis).await];
+    let devices: Vec<_> = (0..3).map(|i| device(&format!("D{i}"))).collect();
+    for (i, d) in devices.iter().enumerate() {
+        sign_in(&nodes[i % 2], d, "ada").await;
+    }
+    let response = post(&nodes[1], &devices[0], "/logout/others").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: serde_json::Value = response.json().await.expect("JSON");
+    assert_eq!(body["revoked"], 2);
+    assert_eq!(user_of(&nodes[0], &devices[0]).await, "ada");
+    for d in &devices[1..] {
+        assert_eq!(user_of(&nodes[0], d).await, serde_json::Value::Null);
+    }
+    sign_in(&nodes[0], &devices[1], "ada").await;
+    let response = post(&nodes[0], &devices[0], "/logout/everywhere").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let cookie = set_cookie(response.headers(), "sid").expect("the cookie is removed");
+    assert!(cookie.contains("Max-Age=0"), "{cookie}");
+    let body: serde_json::Value = response.json().await.expect("JSON");
+    assert_eq!(body["revoked"], 2, "this one and the other");
+    for d in &devices {
+        assert_eq!(user_of(&nodes[1], d).await, serde_json::Value::Null);
+    }
+    let leftover: Vec<_> = all_keys(&redis)
+        .into_iter()
+        .filter(|key| !key.starts_with("sid_user:"))
+        .collect();
+    assert!(leftover.is_empty(), "no session left: {leftover:?}");
+}
+
+#[tokio::test]
+async fn revoking_the_current_handle_ends_it_and_removes_the_cookie() {
+    let redis = RedisServer::start();
+    let app = spawn_app(&redis).await;
+    let laptop = device("L");
+    sign_in(&app, &laptop, "ada").await;
+    let (_, body) = list(&app, &laptop).await;
+    let own = items(&body)[0]["handle"]
+        .as_str()
+        .expect("a handle")
+        .to_owned();
+    let response = laptop
+        .delete(app.url(&format!("/sessions/{own}")))
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let cookie = set_cookie(response.headers(), "sid").expect("cookie removed");
+    assert!(cookie.contains("Max-Age=0"), "{cookie}");
+    assert!(
+        all_keys(&redis).is_empty(),
+        "session and index gone: {:?}",
+        all_keys(&redis)
+    );
+}
+
+#[tokio::test]
+async fn without_a_signed_in_session_every_route_is_401_and_writes_nothing() {
+    let redis = RedisServer::start();
+    let app = spawn_app(&redis).await;
+    let anonymous = device("A");
+    app.count(&anonymous).await; // a session, but not signed in
+    let mut monitor = redis.monitor();
+    let start = monitor.begin();
+    let mut statuses = vec![list(&app, &anonymous).await.0];
+    statuses.push(delete(&app, &anonymous, &"a".repeat(32)).await);
+    statuses.push(post(&app, &anonymous, "/logout/others").await.status());
+    statuses.push(post(&app, &anonymous, "/logout/everywhere").await.status());
+    statuses.push(list(&app, &bare_client()).await.0);
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::UNAUTHORIZED),
+        "{statuses:?}"
+    );
+    let sent = monitor.commands_since(start);
+    assert!(
+        sent.iter().all(|c| c == "hgetall" || c == "pttl"),
+        "only the session's load: {sent:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_cross_site_origin_is_refused_with_nothing_changed_and_allowed_ones_pass() {
+    let redis = RedisServer::start();
+    let app = spawn_app_with(redis.url(), |settings| {
+        settings.server.allowed_origins = vec!["https://admin.example.com".to_owned()];
+    })
+    .await;
+    let laptop = device("L");
+    sign_in(&app, &laptop, "ada").await;
+    let own_origin = app.url("");
+    let own_origin = own_origin.trim_end_matches('/');
+    let attempt = |origin: &str| {
+        laptop
+            .post(app.url("/logout/others"))
+            .header("origin", origin)
+            .send()
+    };
+    for evil in ["https://evil.example", "http://127.0.0.1:1", "null"] {
+        let response = attempt(evil).await.expect("POST");
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{evil}");
+        let body: serde_json::Value = response.json().await.expect("JSON");
+        assert_eq!(body["error"], "cross_site_request");
+    }
+    let refused = laptop
+        .delete(app.url(&format!("/sessions/{}", "a".repeat(32))))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let login = laptop
+        .post(app.url("/logout"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .expect("POST /logout");
+    assert_eq!(
+        login.status(),
+        StatusCode::FORBIDDEN,
+        "a cross-site logout too"
+    );
+    assert_eq!(user_of(&app, &laptop).await, "ada", "nothing changed");
+    for fine in [own_origin, "https://admin.example.com"] {
+        assert_eq!(
+            attempt(fine).await.expect("POST").status(),
+            StatusCode::OK,
+            "{fine}"
+        );
+    }
+    // No Origin at all (curl, a server): allowed.
+    assert_eq!(
+        post(&app, &laptop, "/logout/others").await.status(),
+        StatusCode::OK
+    );
+}
+
+/// A `/test/slow-login` route: begins the sign-in (reads the epoch), says
+/// so, waits to be released, then signs in.
+fn slow_login_route(
+    has_begun: Arc<Semaphore>,
+    release: Arc<Semaphore>,
+) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
+    move |routes: &mut web::ServiceConfig| {
+        let (has_begun, release) = (Arc::clone(&has_begun), Arc::clone(&release));
+        routes.route(
+            "/test/slow-login",
+            web::post().to(move |session: Session| {
+                let (has_begun, release) = (Arc::clone(&has_begun), Arc::clone(&release));
+                async move {
+                    let ticket = session.begin_sign_in("ada").await?;
+                    has_begun.add_permits(1);
+                    release.acquire().await.expect("open").forget();
+                    session.sign_in(ticket)?;
+                    Ok::<_, SessionError>(HttpResponse::Ok().finish())
+                }
+            }),
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_sign_in_that_began_before_sign_out_everywhere_cannot_become_signed_in() {
+    // The forced interleaving: the sign-in reads the epoch on node 1, then
+    // "sign out everywhere" runs to the end on node 0, then the sign-in
+    // commits. It must fail (401) and leave no session behind.
+    let redis = RedisServer::start();
+    let (has_begun, release) = (Arc::new(Semaphore::new(0)), Arc::new(Semaphore::new(0)));
+    let nodes = [
+        spawn_app(&redis).await,
+        spawn_app_with_routes(
+            redis.url(),
+            |_| {},
+            slow_login_route(has_begun.clone(), release.clone()),
+        )
+        .await,
+    ];
+    let (admin, thief) = (device("admin"), device("thief"));
+    sign_in(&nodes[0], &admin, "ada").await;
+    let slow = {
+        let (thief, url) = (thief.clone(), nodes[1].url("/test/slow-login"));
+        tokio::spawn(async move { thief.post(url).send().await.expect("POST") })
+    };
+    has_begun.acquire().await.expect("open").forget();
+    assert_eq!(
+        post(&nodes[0], &admin, "/logout/everywhere").await.status(),
+        StatusCode::OK
+    );
+    release.add_permits(1);
+    let slow = slow.await.expect("the slow sign-in");
+    assert_eq!(slow.status(), StatusCode::UNAUTHORIZED);
+    let body: serde_json::Value = slow.json().await.expect("JSON");
+    assert_eq!(body["error"], "sign_in_revoked");
+    assert_eq!(user_of(&nodes[0], &thief).await, serde_json::Value::Null);
+    let sessions: Vec<_> = all_keys(&redis)
+        .into_iter()
+        .filter(|key| !key.starts_with("sid_user:"))
+        .collect();
+    assert!(sessions.is_empty(), "no session survives: {sessions:?}");
+
+    // And the other order: a sign-in that completed before is ended. (The
+    // admin signed out everywhere, so signs in again first.)
+    sign_in(&nodes[0], &admin, "ada").await;
+    sign_in(&nodes[1], &thief, "ada").await;
+    assert_eq!(
+        post(&nodes[0], &admin, "/logout/everywhere").await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(user_of(&nodes[1], &thief).await, serde_json::Value::Null);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn random_sign_ins_racing_sign_out_everywhere_leave_no_earlier_sign_in_alive() {
+    // 6 clients sign in over and over on two nodes while 2 others sign in
+    // and sign out everywhere. For every sign-in whose response arrived
+    // before some revocation STARTED, its session must be dead once that
+    // revocation answered. Bounded: 3 s of traffic.
+    let redis = RedisServer::start();
+    let nodes = Arc::new([spawn_app(&redis).await, spawn_app(&redis).await]);
+    let started = Instant::now();
+    let run_for = Duration::from_secs(3);
+    let mut signers = Vec::new();
+    for n in 0..6 {
+        let nodes = Arc::clone(&nodes);
+        signers.push(tokio::spawn(async move {
+            let mut done = Vec::new();
+            while started.elapsed() < run_for {
+                let response = bare_client()
+                    .post(nodes[n % 2].url("/login"))
+                    .json(&serde_json::json!({ "user": "ada" }))
+                    .send()
+                    .await
+                    .expect("POST /login");
+                let finished = Instant::now();
+                if response.status() == StatusCode::OK {
+                    let sid = response
+                        .cookies()
+                        .find(|c| c.name() == "sid")
+                        .map(|c| c.value().to_owned());
+                    done.push((finished, sid));
+                }
+            }
+            done
+        }));
+    }
+    let mut revokers = Vec::new();
+    for n in 0..2 {
+        let nodes = Arc::clone(&nodes);
+        revokers.push(tokio::spawn(async move {
+            let mut windows = Vec::new();
+            while started.elapsed() < run_for {
+                let client = device("revoker");
+                let (status, _) = nodes[n].login(&client, "ada").await;
+                if status != StatusCode::OK {
+                    continue;
+                }
+                let began = Instant::now();
+                let response = client
+                    .post(nodes[(n + 1) % 2].url("/logout/everywhere"))
+                    .send()
+                    .await
+                    .expect("POST");
+                if response.status() == StatusCode::OK {
+                    windows.push((began, Instant::now()));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            windows
+        }));
+    }
+    let mut sign_ins = Vec::new();
+    for signer in signers {
+        sign_ins.extend(signer.await.expect("a signer"));
+    }
+    let mut revocations = Vec::new();
+    for revoker in revokers {
+        revocations.extend(revoker.await.expect("a revoker"));
+    }
+    let last_revocation_start = revocations
+        .iter()
+        .map(|(began, _)| *began)
+        .max()
+        .expect("revocations ran");
+    let mut connection = redis.connection();
+    let mut checked = 0;
+    let mut survivors = Vec::new();
+    for (finished, sid) in &sign_ins {
+        let Some(sid) = sid else { continue };
+        if *finished < last_revocation_start {
+            checked += 1;
+            let exists: i64 = redis::cmd("EXISTS")
+                .arg(format!("sid_{sid}"))
+                .query(&mut connection)
+                .expect("EXISTS");
+            if exists == 1 {
+                survivors.push(sid.clone());
+            }
+        }
+    }
+    println!(
+        "sign-ins racing sign-out-everywhere: {} sign-ins, {} revocations, {checked} sign-ins completed before a revocation began, {} survived",
+        sign_ins.len(),
+        revocations.len(),
+        survivors.len()
+    );
+    assert!(
+        checked > 10 && revocations.len() > 3,
+        "the race ran: {checked}, {}",
+        revocations.len()
+    );
+    assert!(survivors.is_empty(), "{} survived", survivors.len());
+}
+
+#[tokio::test]
+async fn the_index_expires_with_its_sessions_and_the_cap_ends_the_oldest() {
+    let redis = RedisServer::start();
+    let app = spawn_app_with(redis.url(), |settings| {
+        settings.session.idle_timeout_secs = 2;
+        settings.session.absolute_timeout_secs = 3;
+        settings.session.max_sessions_per_user = 2;
+    })
+    .await;
+    let devices: Vec<_> = (0..3).map(|i| device(&format!("D{i}"))).collect();
+    for d in &devices {
+        sign_in(&app, d, "ada").await;
+    }
+    // The cap: the first device's session ended when the third signed in.
+    assert_eq!(user_of(&app, &devices[0]).await, serde_json::Value::Null);
+    assert_eq!(user_of(&app, &devices[2]).await, "ada");
+    let (_, body) = list(&app, &devices[2]).await;
+    assert_eq!(items(&body).len(), 2, "{body}");
+    // After the absolute lifetime, nothing is left: sessions and index.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query(&mut redis.connection())
+        .expect("KEYS");
+    assert!(keys.is_empty(), "every key expired: {keys:?}");
+}
+
+#[tokio::test]
+async fn count_and_me_cost_what_they_cost_before_for_a_signed_in_user() {
+    let redis = RedisServer::start();
+    let app = spawn_app(&redis).await;
+    let laptop = device("L");
+    sign_in(&app, &laptop, "ada").await;
+    app.count(&laptop).await;
+    let mut monitor = redis.monitor();
+    let start = monitor.begin();
+    app.count(&laptop).await;
+    let count = monitor.commands_since(start);
+    let start = monitor.begin();
+    app.me(&laptop).await;
+    let me = monitor.commands_since(start);
+    assert_eq!(count, ["evalsha"], "/count: one script");
+    assert_eq!(me, ["hgetall", "pttl"], "/me: one pipelined load");
+}
