@@ -230,8 +230,9 @@ impl Session {
     }
 }
 
-/// Ends the sessions of `entries` (durably), then drops the entries: in
-/// that order, so that a crash in between leaves them revocable.
+/// Ends the sessions of `entries` (durably, all at once), then drops the
+/// entries: in that order, so that a crash in between leaves them
+/// revocable.
 pub(crate) async fn end_entries(
     sessions: &SessionService,
     budget: &dyn crate::service::Budget,
@@ -239,15 +240,18 @@ pub(crate) async fn end_entries(
     entries: &[UserEntry],
 ) -> Result<usize, SessionError> {
     let store = sessions.store();
-    let mut ended = 0;
-    for entry in entries {
-        let (existed, took) =
-            SessionService::within(budget.remaining(), store.delete(&entry.id)).await;
-        budget.spend(took);
-        if existed? {
-            ended += 1;
-        }
-    }
+    // All at once: on one server they pipeline (one round trip).
+    let deletes = async {
+        let results =
+            futures_util::future::join_all(entries.iter().map(|entry| store.delete(&entry.id)))
+                .await;
+        results.into_iter().try_fold(0_usize, |ended, existed| {
+            existed.map(|existed| ended + usize::from(existed))
+        })
+    };
+    let (ended, took) = SessionService::within(budget.remaining(), deletes).await;
+    budget.spend(took);
+    let ended = ended?;
     if !entries.is_empty() {
         let handles: Vec<SessionHandle> = entries.iter().map(|e| e.handle.clone()).collect();
         let (dropped, took) =

@@ -516,3 +516,67 @@ async fn count_and_me_cost_what_they_cost_before_for_a_signed_in_user() {
     assert_eq!(count, ["evalsha"], "/count: one script");
     assert_eq!(me, ["hgetall", "pttl"], "/me: one pipelined load");
 }
+
+/// A `/test/slow-write` route: reads the session, says so, waits to be
+/// released, then writes to it.
+fn slow_write_route(
+    has_read: Arc<Semaphore>,
+    release: Arc<Semaphore>,
+) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
+    move |routes: &mut web::ServiceConfig| {
+        let (has_read, release) = (Arc::clone(&has_read), Arc::clone(&release));
+        routes.route(
+            "/test/slow-write",
+            web::post().to(move |session: Session| {
+                let (has_read, release) = (Arc::clone(&has_read), Arc::clone(&release));
+                async move {
+                    let user = session.user().await?;
+                    has_read.add_permits(1);
+                    release.acquire().await.expect("open").forget();
+                    session.insert("last_seen_by", &user)?;
+                    Ok::<_, SessionError>(HttpResponse::Ok().finish())
+                }
+            }),
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_request_in_flight_on_a_revoked_session_writes_nothing_back() {
+    let redis = RedisServer::start();
+    let (has_read, release) = (Arc::new(Semaphore::new(0)), Arc::new(Semaphore::new(0)));
+    let nodes = [
+        spawn_app(&redis).await,
+        spawn_app_with_routes(
+            redis.url(),
+            |_| {},
+            slow_write_route(has_read.clone(), release.clone()),
+        )
+        .await,
+    ];
+    let (laptop, phone) = (device("L"), device("P"));
+    sign_in(&nodes[0], &laptop, "ada").await;
+    sign_in(&nodes[1], &phone, "ada").await;
+    let slow = {
+        let (phone, url) = (phone.clone(), nodes[1].url("/test/slow-write"));
+        tokio::spawn(async move { phone.post(url).send().await.expect("POST") })
+    };
+    has_read.acquire().await.expect("open").forget();
+    let response = post(&nodes[0], &laptop, "/logout/others").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    release.add_permits(1);
+    let slow = slow.await.expect("the slow request");
+    assert_eq!(slow.status(), StatusCode::OK);
+    assert_eq!(user_of(&nodes[0], &phone).await, serde_json::Value::Null);
+    let (_, body) = list(&nodes[0], &laptop).await;
+    assert_eq!(items(&body).len(), 1, "only the laptop: {body}");
+    let sessions: Vec<_> = all_keys(&redis)
+        .into_iter()
+        .filter(|key| !key.starts_with("sid_user:"))
+        .collect();
+    assert_eq!(
+        sessions.len(),
+        1,
+        "the laptop's alone, nothing resurrected: {sessions:?}"
+    );
+}
