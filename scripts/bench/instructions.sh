@@ -113,8 +113,11 @@ measure "ours: GET /count, existing session" "$app_pid" "http://127.0.0.1:$app_p
 measure "peer: GET /count, existing session" "$peer_pid" "http://127.0.0.1:$peer_port/count" "$dir/peer.cookies"
 measure "ours: GET /count, new session" "$app_pid" "http://127.0.0.1:$app_port/count"
 measure "peer: GET /count, new session" "$peer_pid" "http://127.0.0.1:$peer_port/count"
-# POST /login on an existing session: a renew (RENAME to a fresh id) and
-# the user field, one EVALSHA. Each login takes a session of its own.
+# POST /login on an existing session: the user's epoch (HGET), a renew
+# (RENAME to a fresh id, the user field and the sign-in metadata, one
+# EVALSHA), and joining the user's index (one EVALSHA). Each login takes a
+# session of its own. Every login is ada's, so past 100 (the per-user cap)
+# each one also ends ada's oldest session: a login of a new user costs less.
 python3 scripts/bench/make_sessions.py "http://127.0.0.1:$app_port/count" "$warmup" >"$dir/login-warm.cookies"
 python3 scripts/bench/make_sessions.py "http://127.0.0.1:$app_port/count" "$requests" >"$dir/login.cookies"
 measure "ours: POST /login, existing session" "$app_pid" "http://127.0.0.1:$app_port/login" \

@@ -139,3 +139,85 @@ async fn each_request_kind_costs_one_round_trip_per_phase() {
         assert_eq!(status, reqwest::StatusCode::OK);
     }
 }
+
+#[tokio::test]
+async fn where_youre_signed_in_costs_these_commands() {
+    // The figures of the README's "Cost", measured: the commands each route
+    // sends, by MONITOR, for ada signed in on three devices.
+    let redis = RedisServer::start();
+    let app = spawn_app(&redis).await;
+    let devices: Vec<_> = (0..3).map(|_| browser()).collect();
+    for device in &devices {
+        let login = device
+            .post(app.url("/login"))
+            .json(&serde_json::json!({ "user": "ada" }))
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(login.status(), reqwest::StatusCode::OK);
+    }
+    let sorted = |mut commands: Vec<String>| {
+        commands.sort();
+        commands
+    };
+    let (status, list) = commands_of(&redis, async {
+        devices[0]
+            .get(app.url("/sessions"))
+            .send()
+            .await
+            .expect("list")
+    })
+    .await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    // The caller's load, the index, then the three sessions at once.
+    assert_eq!(&list[..3], ["hgetall", "pttl", "evalsha"], "{list:?}");
+    assert_eq!(
+        sorted(list[3..].to_vec()),
+        ["hgetall", "hgetall", "hgetall", "pttl", "pttl", "pttl"]
+    );
+
+    let listed: serde_json::Value = devices[0]
+        .get(app.url("/sessions"))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("JSON");
+    let other = listed["sessions"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|item| item["current"] == false)
+        .and_then(|item| item["handle"].as_str())
+        .expect("another device")
+        .to_owned();
+    let (status, one) = commands_of(&redis, async {
+        devices[0]
+            .delete(app.url(&format!("/sessions/{other}")))
+            .send()
+            .await
+            .expect("delete")
+    })
+    .await;
+    assert_eq!(status, reqwest::StatusCode::NO_CONTENT);
+    // The caller's load, the index (to find the handle), the UNLINK, the
+    // entry dropped.
+    assert_eq!(one, ["hgetall", "pttl", "evalsha", "unlink", "evalsha"]);
+
+    let (status, others) = commands_of(&redis, async {
+        devices[0]
+            .post(app.url("/logout/others"))
+            .send()
+            .await
+            .expect("others")
+    })
+    .await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    // The caller's load, the epoch raised and the entries read, the one
+    // UNLINK left, the entries dropped.
+    assert_eq!(others, ["hgetall", "pttl", "evalsha", "unlink", "evalsha"]);
+    println!(
+        "GET /sessions (3 devices): {list:?}; DELETE /sessions/<other>: {one:?}; POST /logout/others: {others:?}"
+    );
+}
