@@ -101,6 +101,7 @@ http {
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_set_header Host \$http_host;
+      proxy_set_header X-Forwarded-Proto \$scheme;
       proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
       proxy_connect_timeout 1s;
       proxy_next_upstream error timeout http_502;

@@ -82,7 +82,24 @@ impl Session {
                 _ => CookieUpdate::Keep,
             });
         }
-        let sign_in = self.0.borrow_mut().sign_in.take();
+        let mut sign_in = self.0.borrow_mut().sign_in.take();
+        if sign_in.is_some() || self.0.borrow().renew {
+            // A sign-in, or a renewal, must know whether the session is
+            // signed in (its user, handle and creation time): read it.
+            self.ensure_loaded().await?;
+        }
+        if sign_in.is_none() && self.0.borrow().renew {
+            // A plain renewal of a signed-in session moves its index entry
+            // as a sign-in does, under the epoch read now, BEFORE the
+            // rename: a revocation in between makes it fail, not escape.
+            let user = match &self.0.borrow().snapshot {
+                Snapshot::Live(loaded) => loaded.user.clone(),
+                _ => None,
+            };
+            if let Some(user) = user {
+                sign_in = Some(self.begin_sign_in(&user).await?);
+            }
+        }
         if let Some(ticket) = sign_in {
             let changes = self.0.borrow().pending_changes();
             let id = self.commit_sign_in(ticket, changes).await?;

@@ -67,11 +67,11 @@ impl Config {
                 ),
             ));
         }
-        if s.max_sessions_per_user == 0 || s.max_sessions_per_user > 10_000 {
+        if s.max_sessions_per_user == 0 || s.max_sessions_per_user > 1000 {
             return Err(ConfigError::new(
                 "session.max_sessions_per_user",
                 format!(
-                    "must be between 1 and 10000, got {}",
+                    "must be between 1 and 1000, got {}",
                     s.max_sessions_per_user
                 ),
             ));

@@ -112,7 +112,7 @@ pub struct SessionSettings {
     pub cookie_http_only: bool,
     /// `"persistent"` or `"browser-session"`: see [`CookieMode`].
     pub cookie_mode: CookieMode,
-    /// Most live sessions one signed-in user may have: 1 to 10,000. At the
+    /// Most live sessions one signed-in user may have: 1 to 1000. At the
     /// cap, a sign-in ends the user's oldest session. Default 100.
     pub max_sessions_per_user: usize,
 }

@@ -196,7 +196,25 @@ impl Session {
             id: id.clone(),
             created,
         };
+        if let Some((user, old_handle)) = previous {
+            // Before the join, so that the cap does not count it. Its id no
+            // longer exists (renamed), and the new one was sent to nobody:
+            // dropping first leaves nothing revocable out. Best effort: a
+            // stale entry is also dropped when the list is read.
+            if let Err(error) = self
+                .within(store.drop_user_entries(&user, &[old_handle]))
+                .await
+            {
+                log::warn!("could not drop a previous sign-in's index entry: {error}");
+            }
+        }
         let cap = sessions.config().max_sessions_per_user;
+        if ticket.read_at.elapsed() > SIGN_IN_TICKET_LIFETIME {
+            // Checked again just before the join: the epoch must outlive
+            // every ticket that can still join (see USER_INDEX_KEEP).
+            self.within(store.delete(&id)).await?;
+            return Err(SessionError::SignInRevoked);
+        }
         let joined = self
             .within(store.join_user(&ticket.user, ticket.epoch, &entry, &policy, cap))
             .await;
@@ -215,15 +233,10 @@ impl Session {
                 return Err(error.into());
             }
         };
-        end_entries(&sessions, self, &ticket.user, &over).await?;
-        if let Some((user, old_handle)) = previous {
-            // Best effort: a stale entry is dropped when the list is read.
-            if let Err(error) = self
-                .within(store.drop_user_entries(&user, &[old_handle]))
-                .await
-            {
-                log::warn!("could not drop a previous sign-in's index entry: {error}");
-            }
+        // Best effort: the sign-in stands either way, and entries past the
+        // cap are named again at the next join.
+        if let Err(error) = end_entries(&sessions, self, &ticket.user, &over).await {
+            log::warn!("could not end the sessions past the per-user cap: {error}");
         }
         metrics::counter!(crate::metric_names::RENEWALS_TOTAL).increment(1);
         Ok(id)
@@ -233,9 +246,9 @@ impl Session {
 /// Ends the sessions of `entries` (durably, all at once), then drops the
 /// entries: in that order, so that a crash in between leaves them
 /// revocable.
-pub(crate) async fn end_entries(
+pub(crate) async fn end_entries<B: crate::service::Budget + ?Sized>(
     sessions: &SessionService,
-    budget: &dyn crate::service::Budget,
+    budget: &B,
     user: &str,
     entries: &[UserEntry],
 ) -> Result<usize, SessionError> {

@@ -22,24 +22,25 @@ pub struct UserSession {
     pub user_agent: Option<String>,
 }
 
-/// The whole budget of one call outside a request, shared by its steps.
+/// The whole budget of one call outside a request, shared by its steps: a
+/// deadline, so that the calls' futures are `Send` (a password-change
+/// handler may `tokio::spawn` them).
 struct CallBudget {
-    left: std::cell::Cell<std::time::Duration>,
+    deadline: tokio::time::Instant,
 }
 
 impl Budget for CallBudget {
     fn remaining(&self) -> std::time::Duration {
-        self.left.get()
+        self.deadline
+            .saturating_duration_since(tokio::time::Instant::now())
     }
-    fn spend(&self, took: std::time::Duration) {
-        self.left.set(self.left.get().saturating_sub(took));
-    }
+    fn spend(&self, _took: std::time::Duration) {}
 }
 
 impl SessionService {
     fn call_budget(&self) -> CallBudget {
         CallBudget {
-            left: std::cell::Cell::new(self.budget()),
+            deadline: tokio::time::Instant::now() + self.budget(),
         }
     }
 

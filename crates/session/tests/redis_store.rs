@@ -511,3 +511,42 @@ async fn the_acl_grants_exactly_the_commands_the_store_sends() {
 
     assert_eq!(granted_commands(), sent);
 }
+
+#[tokio::test]
+async fn a_user_index_always_has_a_ttl_even_after_joining_an_entry_at_its_deadline() {
+    let server = RedisServer::start();
+    let store = redis_store(&server, "sid_").await;
+    let policy = policy(
+        LONG.idle_timeout(),
+        Some(std::time::Duration::from_secs(60)),
+    );
+    let entry = |secs_ago: u64| session::UserEntry {
+        handle: session::SessionHandle::generate(),
+        id: SessionId::generate(),
+        created: std::time::SystemTime::now() - std::time::Duration::from_secs(secs_ago),
+    };
+    store
+        .join_user("ada", 0, &entry(120), &policy, 10)
+        .await
+        .expect("join");
+    store
+        .join_user("bob", 0, &entry(1), &policy, 10)
+        .await
+        .expect("join");
+    store
+        .revoke_user("cy", None, &policy)
+        .await
+        .expect("revoke");
+    let keys: Vec<String> = testkit::redis::cmd("KEYS")
+        .arg("sid_user:*")
+        .query(&mut server.connection())
+        .expect("KEYS");
+    assert!(!keys.is_empty());
+    for key in keys {
+        let ttl: i64 = testkit::redis::cmd("PTTL")
+            .arg(&key)
+            .query(&mut server.connection())
+            .expect("PTTL");
+        assert!(ttl > 0 || ttl == -2, "{key} has PTTL {ttl}");
+    }
+}

@@ -27,10 +27,11 @@ pub(crate) struct Login {
 /// This demo trusts the name it is given; a real app checks a password or a
 /// token here, before touching the session.
 ///
-/// Three Redis round trips: `HGET` of the user's epoch; `EVALSHA
-/// session_write.lua` (op `renew`: alive check, `RENAME` to a new id in the
-/// same cluster slot, `HSET user` and the sign-in metadata, `PEXPIRE`) for
-/// an existing session, or op `create` without one; `EVALSHA
+/// Four Redis round trips with a session, three without: `HGET` of the
+/// user's epoch; `HGETALL` + `PTTL` of the session (who was signed in, and
+/// since when); `EVALSHA session_write.lua` (op `renew`: alive check,
+/// `RENAME` to a new id in the same cluster slot, `HSET user` and the
+/// sign-in metadata, `PEXPIRE`), or op `create` without a session; `EVALSHA
 /// user_index.lua` (op `join`). On Sentinel and Cluster the two writes are
 /// pipelined with `WAIT 1`.
 pub(crate) async fn login(

@@ -99,8 +99,8 @@ async fn each_request_kind_costs_one_round_trip_per_phase() {
     let login = commands_of(&redis, async { post_login().await.expect("login") }).await;
     assert_eq!(
         login.1,
-        vec!["hget", "evalsha", "evalsha"],
-        "the user's epoch, renew + user in one script, then joining the user's index"
+        vec!["hget", "hgetall", "pttl", "evalsha", "evalsha"],
+        "the user's epoch, the session (who it was), renew + user in one script, then joining the user's index"
     );
     let me = commands_of(&redis, async { get("/me").await.expect("me") }).await;
     assert_eq!(

@@ -372,16 +372,23 @@ async fn a_sign_in_that_began_before_sign_out_everywhere_cannot_become_signed_in
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn random_sign_ins_racing_sign_out_everywhere_leave_no_earlier_sign_in_alive() {
-    // 6 clients sign in over and over on two nodes while 2 others sign in
+    // 3 clients sign in over and over on two nodes while 2 others sign in
     // and sign out everywhere. For every sign-in whose response arrived
     // before some revocation STARTED, its session must be dead once that
     // revocation answered. Bounded: 3 s of traffic.
     let redis = RedisServer::start();
-    let nodes = Arc::new([spawn_app(&redis).await, spawn_app(&redis).await]);
+    // A cap above the sign-ins of the run: no session ends by the cap, so
+    // every dead one was ended by a revocation.
+    let roomy =
+        |settings: &mut app::settings::Settings| settings.session.max_sessions_per_user = 1000;
+    let nodes = Arc::new([
+        spawn_app_with(redis.url(), roomy).await,
+        spawn_app_with(redis.url(), roomy).await,
+    ]);
     let started = Instant::now();
     let run_for = Duration::from_secs(3);
     let mut signers = Vec::new();
-    for n in 0..6 {
+    for n in 0..3 {
         let nodes = Arc::clone(&nodes);
         signers.push(tokio::spawn(async move {
             let mut done = Vec::new();
@@ -470,6 +477,84 @@ async fn random_sign_ins_racing_sign_out_everywhere_leave_no_earlier_sign_in_ali
         revocations.len()
     );
     assert!(survivors.is_empty(), "{} survived", survivors.len());
+    // Revocations come every few dozen sign-ins, far below the cap of
+    // 1000: no sign-in here ended by the cap.
+    assert!(
+        sign_ins.len() / revocations.len() < 1000,
+        "{} sign-ins per revocation",
+        sign_ins.len() / revocations.len()
+    );
+}
+
+/// A `/test/renew` route: renews the session (a privilege change other than
+/// a sign-in).
+fn renew_route(routes: &mut web::ServiceConfig) {
+    routes.route(
+        "/test/renew",
+        web::post().to(|session: Session| async move {
+            session.renew();
+            HttpResponse::Ok().finish()
+        }),
+    );
+}
+
+#[tokio::test]
+async fn a_renewed_signed_in_session_stays_listed_and_is_ended_by_sign_out_everywhere() {
+    let redis = RedisServer::start();
+    let nodes = [
+        spawn_app(&redis).await,
+        spawn_app_with_routes(redis.url(), |_| {}, renew_route).await,
+    ];
+    let (laptop, phone) = (device("L"), device("P"));
+    sign_in(&nodes[0], &laptop, "ada").await;
+    sign_in(&nodes[0], &phone, "ada").await;
+    let renewed = phone
+        .post(nodes[1].url("/test/renew"))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(renewed.status(), StatusCode::OK);
+    assert_eq!(user_of(&nodes[0], &phone).await, "ada", "still signed in");
+    let (_, body) = list(&nodes[0], &laptop).await;
+    assert_eq!(
+        items(&body).len(),
+        2,
+        "the renewed one is still listed: {body}"
+    );
+    let response = post(&nodes[0], &laptop, "/logout/everywhere").await;
+    let body: serde_json::Value = response.json().await.expect("JSON");
+    assert_eq!(body["revoked"], 2);
+    assert_eq!(
+        user_of(&nodes[0], &phone).await,
+        serde_json::Value::Null,
+        "ended"
+    );
+}
+
+#[tokio::test]
+async fn signing_in_as_another_user_moves_the_session_between_indexes() {
+    let redis = RedisServer::start();
+    let app = spawn_app_with(redis.url(), |settings| {
+        settings.session.max_sessions_per_user = 2
+    })
+    .await;
+    let (laptop, phone) = (device("L"), device("P"));
+    sign_in(&app, &phone, "ada").await;
+    // Re-logins do not pile up stale entries that the cap would count.
+    for _ in 0..3 {
+        sign_in(&app, &laptop, "ada").await;
+    }
+    assert_eq!(
+        user_of(&app, &phone).await,
+        "ada",
+        "two live sessions: no eviction"
+    );
+    sign_in(&app, &laptop, "bob").await;
+    let (_, ada) = list(&app, &phone).await;
+    assert_eq!(items(&ada).len(), 1, "only the phone is ada's now: {ada}");
+    let (_, bob) = list(&app, &laptop).await;
+    assert_eq!(items(&bob).len(), 1, "{bob}");
+    assert_eq!(items(&bob)[0]["current"], true);
 }
 
 #[tokio::test]

@@ -204,6 +204,10 @@ impl State {
             self.writes_since_sweep = 0;
             self.sessions
                 .retain(|_, entry| entry.expires_at > now.instant);
+            // The user indexes too: an expired one is otherwise dropped
+            // only when its user is next touched.
+            self.users
+                .retain(|_, index| index.expires_at.is_none_or(|at| at > now.instant));
         }
     }
 }
@@ -475,10 +479,11 @@ impl SessionStore for MemorySessionStore {
     ) -> Result<Option<Vec<UserEntry>>, StoreError> {
         let now = Now::read();
         Ok(self.with_state(|state| {
-            let index = state.user_or_new(user, now);
-            if index.epoch != epoch {
-                return None;
+            let current = state.user(user, now).map_or(0, |index| index.epoch);
+            if current != epoch {
+                return None; // nothing written, no index made
             }
+            let index = state.user_or_new(user, now);
             index.prune(now, Some(policy));
             let created = u64::try_from(
                 entry
@@ -491,7 +496,8 @@ impl SessionStore for MemorySessionStore {
             index
                 .entries
                 .insert(entry.handle.clone(), (entry.id.clone(), created));
-            let mut oldest_first = index.listed(None);
+            // The oldest others: never the session signing in.
+            let mut oldest_first = index.listed(Some(&entry.handle));
             oldest_first.reverse();
             let over = index.entries.len().saturating_sub(cap);
             oldest_first.truncate(over);

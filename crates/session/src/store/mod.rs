@@ -54,9 +54,10 @@ pub(crate) const AGENT_FIELD: &str = "__ua";
 /// its commit: an older ticket is refused.
 pub(crate) const SIGN_IN_TICKET_LIFETIME: Duration = Duration::from_secs(60);
 /// Once a user's epoch was raised, how long the index keys live at least:
-/// longer than any ticket, so that no sign-in in flight can find the epoch
-/// expired and back at 0.
-pub(crate) const USER_INDEX_KEEP: Duration = Duration::from_secs(120);
+/// far longer than a ticket (checked again just before its join) plus a
+/// request's whole store budget (at most a minute), so that no sign-in in
+/// flight can find the epoch expired and back at 0.
+pub(crate) const USER_INDEX_KEEP: Duration = Duration::from_secs(600);
 /// Field names with this prefix belong to the session layer.
 pub(crate) const RESERVED_PREFIX: &str = "__";
 

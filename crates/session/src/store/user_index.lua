@@ -37,20 +37,26 @@ local function int(n)
   return string.format('%d', n)
 end
 
+-- HDEL / ZREM of any number of entries, in slices: Lua's unpack fails past
+-- about 8,000 values.
+local function remove(handles)
+  for first = 1, #handles, 500 do
+    local last = math.min(first + 499, #handles)
+    local fields = {}
+    for i = first, last do
+      fields[#fields + 1] = 's:' .. handles[i]
+    end
+    redis.call('HDEL', index, unpack(fields))
+    redis.call('ZREM', created, unpack(handles, first, last))
+  end
+end
+
 -- Entries past their absolute deadline go, whenever the index is touched.
 local function prune()
   if absolute_ms <= 0 then
     return
   end
-  local dead = redis.call('ZRANGE', created, '-inf', '(' .. int(now - absolute_ms), 'BYSCORE')
-  if #dead > 0 then
-    local fields = {}
-    for i, handle in ipairs(dead) do
-      fields[i] = 's:' .. handle
-    end
-    redis.call('HDEL', index, unpack(fields))
-    redis.call('ZREM', created, unpack(dead))
-  end
+  remove(redis.call('ZRANGE', created, '-inf', '(' .. int(now - absolute_ms), 'BYSCORE'))
 end
 
 -- Both keys live until the newest entry's deadline; once the epoch was
@@ -69,7 +75,10 @@ local function expire()
       ttl = math.max(ttl, keep_ms)
     end
   end
-  if ttl > 0 then
+  -- At least 1 ms: an entry joined at its very deadline must not leave
+  -- keys without a TTL.
+  ttl = math.max(ttl, 1)
+  if redis.call('EXISTS', index) == 1 then
     redis.call('PEXPIRE', index, int(ttl))
     if redis.call('EXISTS', created) == 1 then
       redis.call('PEXPIRE', created, int(ttl))
@@ -107,8 +116,10 @@ if op == 'join' then
   local over = redis.call('ZCARD', created) - tonumber(ARGV[8])
   local reply = {'1'}
   if over > 0 then
-    for _, item in ipairs(entries(redis.call('ZRANGE', created, 0, over - 1, 'WITHSCORES'), nil)) do
-      reply[#reply + 1] = item
+    -- The oldest others: never the session signing in, however old it is.
+    local oldest = entries(redis.call('ZRANGE', created, 0, over, 'WITHSCORES'), handle)
+    for i = 1, math.min(#oldest, over * 3) do
+      reply[#reply + 1] = oldest[i]
     end
   end
   expire()
@@ -127,15 +138,11 @@ elseif op == 'revoke' then
   expire()
   return doomed
 elseif op == 'drop' then
-  local fields, handles = {}, {}
+  local handles = {}
   for i = 4, #ARGV do
     handles[#handles + 1] = ARGV[i]
-    fields[#fields + 1] = 's:' .. ARGV[i]
   end
-  if #handles > 0 then
-    redis.call('HDEL', index, unpack(fields))
-    redis.call('ZREM', created, unpack(handles))
-  end
+  remove(handles)
   return {1}
 end
 return redis.error_reply('USER_INDEX: unknown op ' .. tostring(op))

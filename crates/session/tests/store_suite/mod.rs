@@ -892,6 +892,27 @@ macro_rules! store_behaviour_suite {
             }
 
             #[tokio::test]
+            async fn the_cap_never_names_the_session_signing_in_however_old() {
+                let harness = make_store().await;
+                let store = &*harness.store;
+                let p = eight_hours();
+                let young = entry(&SessionId::generate(), 1);
+                store
+                    .join_user("ada", 0, &young, &p, 1)
+                    .await
+                    .expect("join");
+                // A renewed session keeps its creation time: it may be the oldest.
+                let old = entry(&SessionId::generate(), 600);
+                let over = store
+                    .join_user("ada", 0, &old, &p, 1)
+                    .await
+                    .expect("join")
+                    .expect("joined");
+                assert_eq!(over.len(), 1, "{over:?}");
+                assert_eq!(over[0].handle, young.handle, "the other one, not itself");
+            }
+
+            #[tokio::test]
             async fn entries_past_the_absolute_lifetime_are_pruned_when_touched() {
                 let harness = make_store().await;
                 let store = &*harness.store;
