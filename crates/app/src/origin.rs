@@ -31,15 +31,32 @@ impl AllowedOrigins {
 
 /// Whether `text` is an origin as browsers send it: `http` or `https`, a
 /// host, maybe a port, nothing after.
+/// A browser never sends a default port (`:80` for http, `:443` for
+/// https) nor an empty one, so such a setting could never match: refused.
 pub fn is_origin(text: &str) -> bool {
     let Some((scheme, rest)) = text.split_once("://") else {
         return false;
     };
-    matches!(scheme, "http" | "https")
+    let shaped = matches!(scheme, "http" | "https")
         && !rest.is_empty()
         && rest
             .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b".-:[]".contains(&b))
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b".-:[]".contains(&b));
+    if !shaped {
+        return false;
+    }
+    // The port is what follows the last ':' outside an IPv6 literal.
+    let after_host = rest.rsplit_once(']').map_or(rest, |(_, tail)| tail);
+    match after_host.rsplit_once(':') {
+        None => true,
+        Some((host, port)) => {
+            let default = if scheme == "https" { "443" } else { "80" };
+            (rest.starts_with('[') || !host.is_empty())
+                && !port.is_empty()
+                && port != default
+                && port.parse::<u16>().is_ok_and(|p| p > 0)
+        }
+    }
 }
 
 /// The middleware: `from_fn(origin::refuse_cross_site)` with
@@ -85,7 +102,8 @@ mod tests {
         for good in [
             "http://localhost:8080",
             "https://app.example.com",
-            "http://[::1]:80",
+            "http://[::1]:8080",
+            "http://[::1]",
         ] {
             assert!(is_origin(good), "{good}");
         }

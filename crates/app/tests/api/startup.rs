@@ -100,6 +100,31 @@ fn an_impossible_value_ends_start_up_naming_the_key() {
 fn every_bad_session_or_store_value_ends_start_up_with_one_line_naming_its_key() {
     let cases = [
         (
+            "APP__SESSION__MAX_SESSIONS_PER_USER",
+            "0",
+            "session.max_sessions_per_user",
+        ),
+        (
+            "APP__SESSION__MAX_SESSIONS_PER_USER",
+            "1001",
+            "session.max_sessions_per_user",
+        ),
+        (
+            "APP__SESSION__ABSOLUTE_TIMEOUT_SECS",
+            "0",
+            "session.absolute_timeout_secs",
+        ),
+        (
+            "APP__SERVER__ALLOWED_ORIGINS",
+            "https://a.example:443",
+            "server.allowed_origins",
+        ),
+        (
+            "APP__SERVER__ALLOWED_ORIGINS",
+            "https://a.example,https://b.example/path",
+            "server.allowed_origins",
+        ),
+        (
             "APP__SESSION__TOUCH_AFTER_FRACTION",
             "-1",
             "session.touch_after_fraction",
