@@ -221,12 +221,7 @@ async fn cluster_master_killed_under_load_no_replicated_session_lost_app_recover
 async fn sentinel_failover_under_load_no_replicated_session_lost_app_recovers_alone() {
     let group = SentinelGroup::start();
     let sentinels = group.sentinel_urls().join(",");
-    let mut env = vec![
-        ("APP__REDIS__MODE", "sentinel"),
-        ("APP__REDIS__SENTINELS", sentinels.as_str()),
-        ("APP__REDIS__MASTER_NAME", SentinelGroup::MASTER_NAME),
-    ];
-    env.extend_from_slice(&FAST_FAIL);
+    let env = sentinel_env(&sentinels);
     let app = Arc::new(AppProcess::start("redis://127.0.0.1:1", &env).await);
     let sessions = make_sessions(&app, 200).await;
     wait_for_replication([&group.master]);
@@ -819,12 +814,7 @@ async fn a_partitioned_master_woken_after_a_failover_gets_no_write_and_undoes_no
         }
     }
     let sentinels = group.sentinel_urls().join(",");
-    let mut env = vec![
-        ("APP__REDIS__MODE", "sentinel"),
-        ("APP__REDIS__SENTINELS", sentinels.as_str()),
-        ("APP__REDIS__MASTER_NAME", SentinelGroup::MASTER_NAME),
-    ];
-    env.extend_from_slice(&FAST_FAIL);
+    let env = sentinel_env(&sentinels);
     let app = Arc::new(AppProcess::start("redis://127.0.0.1:1", &env).await);
     let mut signed_in = Vec::new();
     for _ in 0..10 {
@@ -962,12 +952,7 @@ async fn a_partitioned_master_woken_after_a_failover_gets_no_write_and_undoes_no
 async fn sentinels_that_die_and_come_back_stall_no_request_and_are_followed_again() {
     let mut group = SentinelGroup::start();
     let sentinels = group.sentinel_urls().join(",");
-    let mut env = vec![
-        ("APP__REDIS__MODE", "sentinel"),
-        ("APP__REDIS__SENTINELS", sentinels.as_str()),
-        ("APP__REDIS__MASTER_NAME", SentinelGroup::MASTER_NAME),
-    ];
-    env.extend_from_slice(&FAST_FAIL);
+    let env = sentinel_env(&sentinels);
     let app = Arc::new(AppProcess::start("redis://127.0.0.1:1", &env).await);
     let sessions = Arc::new(make_sessions(&app, 20).await);
 
