@@ -191,14 +191,22 @@ impl SessionMiddlewareBuilder {
     /// [`ConfigError`] naming the key of the first value that can never
     /// work: a timeout of 0 or past a year, a fraction outside 0 to 1 (or
     /// NaN), limits out of range, a cookie name or path a browser would
-    /// drop, `SameSite=None` without `Secure`.
+    /// drop, `SameSite=None` without `Secure`, a key ring entry that is
+    /// not `<id>:<base64 of 32 bytes>` (named by its id, never its bytes).
     pub fn build(self) -> Result<SessionMiddleware, ConfigError> {
         let config = Config::new(self.settings)?;
+        // With encryption keys, every store call goes through the sealing
+        // layer: nothing below it ever sees a plain user value.
+        let store = crate::protect::seal_if_configured(
+            self.store,
+            config.encryption.clone(),
+            &config.settings,
+        );
         let on_commit_error = self.on_commit_error.unwrap_or_else(|| {
             Arc::new(|error: &SessionError, _: &HttpRequest| error.json_response())
         });
         Ok(SessionMiddleware::from_parts(
-            SessionService::new(self.store, config),
+            SessionService::new(store, config),
             on_commit_error,
         ))
     }

@@ -3,9 +3,12 @@
 //! work (a NaN fraction, a TTL past what a store can hold, a cookie name a
 //! browser drops).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::limits::ConfigError;
+use crate::protect::KeyRing;
+use crate::settings::EncryptionSettings;
 use crate::{CookieMode, SameSite, SessionSettings, WritePolicy};
 
 /// The longest store budget per request we accept.
@@ -22,6 +25,10 @@ pub(crate) struct CookieConfig {
     pub(crate) http_only: bool,
     /// `Max-Age` in seconds, for [`CookieMode::Persistent`].
     pub(crate) max_age_secs: Option<i64>,
+    /// `session.cookie_signing_keys`, if any: the cookie is `<id>.<tag>`.
+    pub(crate) signing: Option<Arc<KeyRing>>,
+    /// `session.legacy_ids`.
+    pub(crate) legacy_ids: bool,
 }
 
 /// Validated settings: only [`Config::new`] makes one.
@@ -35,6 +42,8 @@ pub(crate) struct Config {
     pub(crate) cookie: CookieConfig,
     /// `session.max_sessions_per_user`.
     pub(crate) max_sessions_per_user: usize,
+    /// `session.encryption.keys` (or `keys_file`), if any.
+    pub(crate) encryption: Option<Arc<KeyRing>>,
 }
 
 impl Config {
@@ -77,7 +86,9 @@ impl Config {
             ));
         }
         let cookie = cookie_config(s)?;
+        let encryption = encryption_ring(&s.encryption)?.map(Arc::new);
         Ok(Self {
+            encryption,
             touch_after: policy.idle_timeout().mul_f64(s.touch_after_fraction),
             store_timeout: Duration::from_millis(s.store_timeout_ms),
             max_sessions_per_user: s.max_sessions_per_user,
@@ -101,6 +112,45 @@ impl SessionSettings {
     pub fn validate(&self) -> Result<(), ConfigError> {
         Config::new(self.clone()).map(|_| ())
     }
+}
+
+/// The encryption key ring, from `keys` or from `keys_file`; `None` when
+/// neither names a key.
+fn encryption_ring(e: &EncryptionSettings) -> Result<Option<KeyRing>, ConfigError> {
+    for field in &e.plaintext_fields {
+        if !crate::store::is_user_field(field) {
+            return Err(ConfigError::new(
+                "session.encryption.plaintext_fields",
+                format!("names user fields (non-empty, not starting with __), got {field:?}"),
+            ));
+        }
+    }
+    let Some(path) = &e.keys_file else {
+        return KeyRing::parse("session.encryption.keys", e.keys.entries());
+    };
+    if !e.keys.is_empty() {
+        return Err(ConfigError::new(
+            "session.encryption.keys_file",
+            "is set together with session.encryption.keys: set one of them",
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        ConfigError::new(
+            "session.encryption.keys_file",
+            format!("cannot be read ({}): {error}", path.display()),
+        )
+    })?;
+    let ring = KeyRing::parse(
+        "session.encryption.keys_file",
+        &KeyRing::entries_of_file(&text),
+    )?;
+    if ring.is_none() {
+        return Err(ConfigError::new(
+            "session.encryption.keys_file",
+            format!("{} holds no key", path.display()),
+        ));
+    }
+    Ok(ring)
 }
 
 /// RFC 6265's `token`: visible ASCII but separators.
@@ -191,6 +241,12 @@ fn cookie_config(s: &SessionSettings) -> Result<CookieConfig, ConfigError> {
         secure: s.cookie_secure,
         http_only: s.cookie_http_only,
         max_age_secs,
+        signing: KeyRing::parse(
+            "session.cookie_signing_keys",
+            s.cookie_signing_keys.entries(),
+        )?
+        .map(Arc::new),
+        legacy_ids: s.legacy_ids,
     })
 }
 

@@ -4,6 +4,7 @@ use actix_web::cookie::{self, Cookie, time};
 use actix_web::http::header::{self, HeaderMap};
 
 use crate::config::CookieConfig;
+use crate::protect::{sign_cookie, verify_cookie};
 use crate::{SameSite, SessionId};
 
 /// The session id a request names, if it names exactly one well-formed id.
@@ -16,7 +17,36 @@ use crate::{SameSite, SessionId};
 /// cookie for another path, or one planted from a sibling subdomain), none is
 /// trusted, and the request gets a fresh session: adopting the wrong one is
 /// how session fixation happens.
-pub(crate) fn session_id_from_headers(headers: &HeaderMap, cookie_name: &str) -> Option<SessionId> {
+///
+/// With signing keys, only a value whose tag verifies yields its id: any
+/// other costs no store lookup. With `legacy_ids`, a bare id of the NestJS
+/// form is accepted too (Nest nodes never sign), to be renewed away.
+pub(crate) fn session_id_from_headers(
+    headers: &HeaderMap,
+    config: &CookieConfig,
+) -> Option<SessionId> {
+    let value = cookie_value(headers, &config.name)?;
+    let verified = match &config.signing {
+        Some(ring) => verify_cookie(ring, value),
+        None => Some(value),
+    };
+    if let Some(id) = verified.and_then(SessionId::parse_bytes) {
+        return Some(id);
+    }
+    if config.legacy_ids {
+        return SessionId::parse_legacy(value);
+    }
+    if config.signing.is_some() {
+        log::debug!(
+            "a {} cookie whose tag does not verify: a fresh session",
+            config.name
+        );
+    }
+    None
+}
+
+/// The one value of the cookie `cookie_name`, if it appears with one value.
+fn cookie_value<'a>(headers: &'a HeaderMap, cookie_name: &str) -> Option<&'a [u8]> {
     let mut found: Option<&[u8]> = None;
     for value in headers.get_all(header::COOKIE) {
         for pair in value.as_bytes().split(|&b| b == b';') {
@@ -42,7 +72,7 @@ pub(crate) fn session_id_from_headers(headers: &HeaderMap, cookie_name: &str) ->
             }
         }
     }
-    SessionId::parse_bytes(found?)
+    found
 }
 
 /// The cookie with `value` and every configured attribute.
@@ -68,7 +98,11 @@ fn with_attributes(config: &CookieConfig, value: String) -> Cookie<'static> {
 /// [`CookieMode::Persistent`](crate::CookieMode::Persistent) a `Max-Age` of
 /// the idle timeout.
 pub(crate) fn session_cookie(id: &SessionId, config: &CookieConfig) -> Cookie<'static> {
-    let mut cookie = with_attributes(config, id.as_str().to_owned());
+    let value = match &config.signing {
+        Some(ring) => sign_cookie(ring, id.as_str()),
+        None => id.as_str().to_owned(),
+    };
+    let mut cookie = with_attributes(config, value);
     if let Some(max_age) = config.max_age_secs {
         cookie.set_max_age(time::Duration::seconds(max_age));
     }
@@ -96,6 +130,22 @@ mod tests {
         Config::new(settings).expect("valid settings").cookie
     }
 
+    /// The default cookie: bare ids, no legacy ids.
+    fn plain() -> CookieConfig {
+        cookie_config(SessionSettings::default())
+    }
+
+    fn signed(keys: &[&str], legacy_ids: bool) -> CookieConfig {
+        cookie_config(SessionSettings {
+            cookie_signing_keys: keys
+                .iter()
+                .map(|id| format!("{id}:{}A", "B".repeat(42)))
+                .collect(),
+            legacy_ids,
+            ..Default::default()
+        })
+    }
+
     fn headers(values: &[&[u8]]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for value in values {
@@ -112,7 +162,7 @@ mod tests {
         let id = SessionId::generate();
         let line = format!("a=1;sid={} ; b=2", id.as_str());
         assert_eq!(
-            session_id_from_headers(&headers(&[line.as_bytes()]), "sid"),
+            session_id_from_headers(&headers(&[line.as_bytes()]), &plain()),
             Some(id)
         );
     }
@@ -122,7 +172,7 @@ mod tests {
         let id = SessionId::generate();
         let line = format!("sid=\"{}\"", id.as_str());
         assert_eq!(
-            session_id_from_headers(&headers(&[line.as_bytes()]), "sid"),
+            session_id_from_headers(&headers(&[line.as_bytes()]), &plain()),
             Some(id)
         );
     }
@@ -132,7 +182,7 @@ mod tests {
         let id = SessionId::generate();
         let line = format!("sidekick={}", id.as_str());
         assert_eq!(
-            session_id_from_headers(&headers(&[line.as_bytes()]), "sid"),
+            session_id_from_headers(&headers(&[line.as_bytes()]), &plain()),
             None
         );
     }
@@ -142,13 +192,13 @@ mod tests {
         let (a, b) = (SessionId::generate(), SessionId::generate());
         let same = format!("sid={0}; sid={0}", a.as_str());
         assert_eq!(
-            session_id_from_headers(&headers(&[same.as_bytes()]), "sid"),
+            session_id_from_headers(&headers(&[same.as_bytes()]), &plain()),
             Some(a.clone())
         );
         let first = format!("sid={}", a.as_str());
         let second = format!("sid={}", b.as_str());
         let split = headers(&[first.as_bytes(), second.as_bytes()]);
-        assert_eq!(session_id_from_headers(&split, "sid"), None);
+        assert_eq!(session_id_from_headers(&split, &plain()), None);
     }
 
     #[test]
@@ -163,7 +213,7 @@ mod tests {
             huge.as_bytes(),
         ] {
             assert_eq!(
-                session_id_from_headers(&headers(&[line]), "sid"),
+                session_id_from_headers(&headers(&[line]), &plain()),
                 None,
                 "{line:?}"
             );
@@ -175,7 +225,61 @@ mod tests {
         let id = SessionId::generate();
         let mut line = b"junk=\xff\xfe; ".to_vec();
         line.extend_from_slice(format!("sid={}", id.as_str()).as_bytes());
-        assert_eq!(session_id_from_headers(&headers(&[&line]), "sid"), Some(id));
+        assert_eq!(
+            session_id_from_headers(&headers(&[&line]), &plain()),
+            Some(id)
+        );
+    }
+
+    #[test]
+    fn with_signing_keys_the_cookie_carries_a_tag_and_only_verified_ids_count() {
+        let config = signed(&["c1"], false);
+        let id = SessionId::generate();
+        let text = session_cookie(&id, &config).to_string();
+        let value = text
+            .strip_prefix("sid=")
+            .and_then(|rest| rest.split(';').next())
+            .expect("a value");
+        assert!(value.starts_with(&format!("{}.", id.as_str())), "{value}");
+        let line = format!("sid={value}");
+        assert_eq!(
+            session_id_from_headers(&headers(&[line.as_bytes()]), &config),
+            Some(id.clone())
+        );
+        let bare = format!("sid={}", id.as_str());
+        assert_eq!(
+            session_id_from_headers(&headers(&[bare.as_bytes()]), &config),
+            None
+        );
+        let other = format!("sid={}.{}", SessionId::generate().as_str(), &value[37..]);
+        assert_eq!(
+            session_id_from_headers(&headers(&[other.as_bytes()]), &config),
+            None
+        );
+        // The plain config reads the signed value as no id at all.
+        assert_eq!(
+            session_id_from_headers(&headers(&[line.as_bytes()]), &plain()),
+            None
+        );
+    }
+
+    #[test]
+    fn legacy_ids_are_read_only_when_switched_on_signed_or_not() {
+        let line = b"sid=k3j9x2m1q8z7";
+        assert_eq!(session_id_from_headers(&headers(&[line]), &plain()), None);
+        let legacy = cookie_config(SessionSettings {
+            legacy_ids: true,
+            ..Default::default()
+        });
+        for config in [legacy, signed(&["c1"], true)] {
+            let id = session_id_from_headers(&headers(&[line]), &config).expect("legacy");
+            assert!(id.is_legacy());
+            assert_eq!(id.as_str(), "k3j9x2m1q8z7");
+            assert_eq!(
+                session_id_from_headers(&headers(&[b"sid=K3J9"]), &config),
+                None
+            );
+        }
     }
 
     #[test]

@@ -72,6 +72,16 @@ pub enum SessionError {
     #[error("the Session extractor needs SessionMiddleware on this route")]
     MiddlewareMissing,
 
+    /// [`Session::incr`](crate::Session::incr) or
+    /// [`Session::compare_and_set`](crate::Session::compare_and_set) on a
+    /// field that is encrypted at rest: Redis can neither add to nor compare
+    /// sealed bytes. Name the field in `session.encryption.plaintext_fields`
+    /// to keep it plain. Nothing was written.
+    #[error(
+        "field {0:?} is encrypted at rest; incr and compare_and_set need it in session.encryption.plaintext_fields"
+    )]
+    SealedField(String),
+
     /// Not a user id: empty, over 256 bytes, or holding control characters.
     #[error("not a user id: 1 to 256 bytes, no control characters")]
     InvalidUser,
@@ -117,7 +127,9 @@ impl SessionError {
                 "session_value_invalid"
             }
             Self::SignInRevoked => "sign_in_revoked",
-            Self::Purged | Self::IdsExhausted | Self::MiddlewareMissing => "session_internal_error",
+            Self::Purged | Self::IdsExhausted | Self::MiddlewareMissing | Self::SealedField(_) => {
+                "session_internal_error"
+            }
         }
     }
 

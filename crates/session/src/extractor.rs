@@ -3,7 +3,7 @@
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpMessage, HttpRequest};
 
-use crate::{Session, SessionError, SessionService};
+use crate::{Session, SessionError, SessionId, SessionService};
 
 /// What [`SessionMiddleware`](crate::SessionMiddleware) hands every request,
 /// in its app data: the store and settings to open the request's session
@@ -33,8 +33,14 @@ fn open(req: &HttpRequest) -> Result<Session, SessionError> {
         .app_data::<RequestSessions>()
         .ok_or(SessionError::MiddlewareMissing)?;
     let service = sessions.0.clone();
-    let id = crate::cookie::session_id_from_headers(req.headers(), &service.config().cookie.name);
+    let id = crate::cookie::session_id_from_headers(req.headers(), &service.config().cookie);
+    // A legacy (NestJS) id is weak: it is accepted once, and the commit
+    // moves its session to a fresh id (if it names a live one).
+    let legacy = id.as_ref().is_some_and(SessionId::is_legacy);
     let session = Session::new(service, id);
+    if legacy {
+        session.renew();
+    }
     session.0.borrow_mut().user_agent = req
         .headers()
         .get(actix_web::http::header::USER_AGENT)

@@ -53,6 +53,9 @@ thread_local! {
 /// The length of a canonical hyphenated UUID.
 const CANONICAL_LEN: usize = 36;
 
+/// The longest legacy (NestJS) id: `Math.random().toString(36).slice(2)`.
+const LEGACY_MAX_LEN: usize = 16;
+
 impl SessionId {
     /// A new random id from the OS random source (`getrandom`), fetched
     /// 4 KiB at a time per thread: one system call per 256 ids instead of
@@ -116,9 +119,36 @@ impl SessionId {
         &self.0
     }
 
-    /// The first 8 characters: what logs show.
+    /// The first 8 characters: what logs show (of a legacy id, under half
+    /// of it).
     pub fn short(&self) -> &str {
-        &self.0[..8]
+        let shown = if self.is_legacy() {
+            self.0.len() / 2
+        } else {
+            8
+        };
+        &self.0[..shown]
+    }
+
+    /// The NestJS design's id form, for `session.legacy_ids`: 1 to 16 of
+    /// `[0-9a-z]`, as `Math.random().toString(36).slice(2)` draws them.
+    /// Such an id is weak: the session layer only ever renews it away.
+    pub(crate) fn parse_legacy(candidate: &[u8]) -> Option<Self> {
+        let legacy = (1..=LEGACY_MAX_LEN).contains(&candidate.len())
+            && candidate
+                .iter()
+                .all(|&b| b.is_ascii_digit() || b.is_ascii_lowercase());
+        // All ASCII by now, so this never fails.
+        legacy
+            .then(|| std::str::from_utf8(candidate).ok())
+            .flatten()
+            .map(|text| Self(text.to_owned()))
+    }
+
+    /// True for an id of the legacy (NestJS) form, which this crate never
+    /// draws: see [`SessionId::parse_legacy`].
+    pub(crate) fn is_legacy(&self) -> bool {
+        self.0.len() != CANONICAL_LEN
     }
 }
 
@@ -218,6 +248,19 @@ mod tests {
             }
         }
         assert_eq!(checked, 36 * 256);
+    }
+
+    #[test]
+    fn only_the_nest_form_parses_as_a_legacy_id() {
+        for good in ["a", "0", "k3j9x2m1q8z7", "0123456789abcdef"] {
+            let id = SessionId::parse_legacy(good.as_bytes()).expect(good);
+            assert!(id.is_legacy());
+            assert!(good.starts_with(id.short()) && id.short().len() <= good.len() / 2);
+        }
+        for bad in ["", "0123456789abcdefg", "ABC", "a-b", "a b", "*", "é"] {
+            assert_eq!(SessionId::parse_legacy(bad.as_bytes()), None, "{bad:?}");
+        }
+        assert!(!SessionId::generate().is_legacy());
     }
 
     #[test]

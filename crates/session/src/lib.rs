@@ -258,6 +258,7 @@ mod id;
 mod limits;
 pub mod metric_names;
 mod middleware;
+mod protect;
 mod service;
 mod session;
 mod settings;
@@ -274,9 +275,10 @@ pub use limits::ConfigError;
 pub use middleware::SessionMiddleware;
 #[doc(hidden)]
 pub use middleware::SessionMiddlewareService;
+pub use protect::{KEY_BYTES, KeyRing, MAX_KEY_ID_CHARS, SealedStore};
 pub use service::{Counted, SessionService, SessionView};
 pub use session::{Session, SessionStatus, SessionTimes};
-pub use settings::{CookieMode, SameSite, SessionSettings};
+pub use settings::{CookieMode, EncryptionSettings, SameSite, SecretList, SessionSettings};
 pub use sign_in::{MAX_USER_AGENT_BYTES, SignIn};
 pub use store::{
     Changes, Limit, LoadedSession, MAX_USER_ID_BYTES, MemorySessionStore, RedisSessionStore,

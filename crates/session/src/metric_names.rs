@@ -19,3 +19,9 @@ pub const PURGES_TOTAL: &str = "session_purges_total";
 
 /// Counter: commits that failed and replaced the handler's response.
 pub const COMMIT_FAILURES_TOTAL: &str = "session_commit_failures_total";
+
+/// Counter, label `reason` (`tampered`, `unknown_key`, `malformed`,
+/// `plaintext`): loaded sessions that held a value that would not decrypt,
+/// and so counted as gone. `plaintext` is a plain value while
+/// `session.encryption.accept_plaintext` is off.
+pub const DECRYPT_FAILURES_TOTAL: &str = "session_decrypt_failures_total";

@@ -454,6 +454,7 @@ impl Session {
     /// # Errors
     ///
     /// [`SessionError::Purged`] after [`Session::purge`];
+    /// [`SessionError::SealedField`] if the store encrypts `key` at rest;
     /// [`SessionError::Store`] with [`StoreError::InvalidData`] if the field
     /// holds something other than an integer (by Redis's rule: no `+1`, no
     /// `01`) or the sum overflows (nothing is written),
@@ -462,6 +463,7 @@ impl Session {
     pub async fn incr(&self, key: &str, by: i64) -> Result<i64, SessionError> {
         check_key(key)?;
         self.check_not_purged()?;
+        self.check_plaintext(key)?;
         if let Some(local) = self.pending_integer(key, by)? {
             return Ok(local);
         }
@@ -499,6 +501,7 @@ impl Session {
     ) -> Result<bool, SessionError> {
         check_key(key)?;
         self.check_not_purged()?;
+        self.check_plaintext(key)?;
         let expected = match expected {
             Some(value) => codec::encode_value(value).map_err(SessionError::Encode)?,
             None => None,
@@ -543,6 +546,14 @@ impl Session {
     /// True if the request knows of a live session, or has created one.
     fn is_live(&self) -> bool {
         matches!(self.0.borrow().snapshot, Snapshot::Live(_))
+    }
+
+    /// `incr` and `compare_and_set` need Redis to see the plain value.
+    fn check_plaintext(&self, key: &str) -> Result<(), SessionError> {
+        if self.0.borrow().sessions.store().seals_field(key) {
+            return Err(SessionError::SealedField(key.to_owned()));
+        }
+        Ok(())
     }
 
     fn check_not_purged(&self) -> Result<(), SessionError> {
@@ -633,6 +644,7 @@ impl Session {
             user: None,
             handle: None,
             user_agent: None,
+            salt: None,
         });
         state.id = Some(id);
         state.issued = true;
@@ -674,6 +686,10 @@ impl State {
     pub(crate) fn pending_changes(&self) -> Changes {
         let mut changes = Changes {
             clear: self.cleared,
+            salt: match &self.snapshot {
+                Snapshot::Live(loaded) => loaded.salt.clone(),
+                _ => None,
+            },
             ..Changes::default()
         };
         for (key, change) in &self.changes {

@@ -7,7 +7,10 @@
 //! a value that can never work stops start-up instead of failing on a
 //! request path.
 
-use serde::Deserialize;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Deserializer};
 
 /// How long the browser keeps the session cookie.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -115,6 +118,107 @@ pub struct SessionSettings {
     /// Most live sessions one signed-in user may have: 1 to 1000. At the
     /// cap, a sign-in ends the user's oldest session. Default 100.
     pub max_sessions_per_user: usize,
+    /// Session values encrypted at rest: see [`EncryptionSettings`]. Off
+    /// unless keys are given.
+    pub encryption: EncryptionSettings,
+    /// Keys that sign the cookie, `"<key-id>:<base64 of 32 bytes>"` each,
+    /// newest first (see [`KeyRing`](crate::KeyRing)). With keys, the
+    /// cookie is `<id>.<tag>` (HMAC-SHA256 under the first key; every key
+    /// verifies), and a cookie whose tag does not verify gets a fresh
+    /// session without a store lookup. Empty (the default): bare ids, as
+    /// Nest nodes send.
+    pub cookie_signing_keys: SecretList,
+    /// Accept, once, a cookie in the NestJS design's id form (1 to 16 of
+    /// `[0-9a-z]`) that names a live session: it is renewed at once to a
+    /// fresh id, keeping its data. A migration switch; default false.
+    pub legacy_ids: bool,
+}
+
+/// Session values encrypted at rest (`session.encryption.*`): see the
+/// README's "Protecting session data" for the threat model and the steps
+/// of a rotation and a migration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EncryptionSettings {
+    /// The key ring, `"<key-id>:<base64 of 32 bytes>"` each, newest first:
+    /// the first key seals, every key opens. From the environment, one
+    /// comma-separated value. Empty: encryption is off (unless
+    /// `keys_file` is set).
+    pub keys: SecretList,
+    /// A file holding the key ring instead, one key a line (blank lines and
+    /// `#` comments skipped), so that keys need not sit in the environment.
+    /// Not together with `keys`.
+    pub keys_file: Option<PathBuf>,
+    /// Whether values written before encryption was on still read. Default
+    /// true; turning it off is the last step of a migration, after which a
+    /// plain value counts like one that does not decrypt.
+    pub accept_plaintext: bool,
+    /// User fields kept in plain text, so that `incr` and
+    /// `compare_and_set` work on them (Redis must see the value). Default
+    /// none. From the environment, comma-separated.
+    #[serde(deserialize_with = "one_or_many")]
+    pub plaintext_fields: Vec<String>,
+}
+
+impl Default for EncryptionSettings {
+    fn default() -> Self {
+        Self {
+            keys: SecretList::default(),
+            keys_file: None,
+            accept_plaintext: true,
+            plaintext_fields: Vec::new(),
+        }
+    }
+}
+
+/// A list of secrets (keys) whose `Debug` shows how many there are and
+/// nothing else. Deserializes from a list of strings, or from one
+/// comma-separated string (the form an environment variable takes).
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct SecretList(#[serde(deserialize_with = "one_or_many")] Vec<String>);
+
+impl SecretList {
+    /// The entries, for [`KeyRing::parse`](crate::KeyRing::parse).
+    pub fn entries(&self) -> &[String] {
+        &self.0
+    }
+
+    /// True when no secret is listed.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<S: Into<String>> FromIterator<S> for SecretList {
+    fn from_iter<I: IntoIterator<Item = S>>(iter: I) -> Self {
+        Self(iter.into_iter().map(Into::into).collect())
+    }
+}
+
+impl fmt::Debug for SecretList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretList({} redacted)", self.0.len())
+    }
+}
+
+/// A list of strings, given as a list or as one comma-separated string.
+fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        OneOrMany::Many(list) => list,
+    })
 }
 
 impl Default for SessionSettings {
@@ -134,6 +238,9 @@ impl Default for SessionSettings {
             cookie_http_only: true,
             cookie_mode: CookieMode::Persistent,
             max_sessions_per_user: 100,
+            encryption: EncryptionSettings::default(),
+            cookie_signing_keys: SecretList::default(),
+            legacy_ids: false,
         }
     }
 }

@@ -44,6 +44,20 @@ async fn make_store() -> Harness {
 
 store_behaviour_suite!(make_store);
 
+/// The same suite with every value sealed (`SealedStore` over the cluster).
+mod sealed {
+    use super::*;
+
+    async fn make_sealed_store() -> Harness {
+        let cluster = RedisCluster::start(3, 0);
+        let prefix = format!("test_{}_", &SessionId::generate().as_str()[..8]);
+        let store = cluster_store(&cluster, &prefix).await;
+        Harness::sealed(store, cluster)
+    }
+
+    store_behaviour_suite!(make_sealed_store);
+}
+
 /// The node whose `KEYS` lists `key`.
 fn holder(cluster: &RedisCluster, key: &str) -> Option<u16> {
     cluster.nodes().iter().find_map(|node| {

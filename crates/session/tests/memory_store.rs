@@ -12,3 +12,14 @@ async fn make_store() -> Harness {
 }
 
 store_behaviour_suite!(make_store);
+
+/// The same suite with every value sealed (`SealedStore` over memory).
+mod sealed {
+    use super::*;
+
+    async fn make_sealed_store() -> Harness {
+        Harness::sealed(MemorySessionStore::new(), ())
+    }
+
+    store_behaviour_suite!(make_sealed_store);
+}

@@ -50,6 +50,9 @@ pub(crate) const USER_FIELD: &str = "__user";
 pub(crate) const HANDLE_FIELD: &str = "__handle";
 /// Metadata field: the user agent that signed in, at most 256 bytes.
 pub(crate) const AGENT_FIELD: &str = "__ua";
+/// Metadata field: the salt that binds a session's sealed values to it
+/// (see `protect/envelope.rs`). Written once, never changed.
+pub(crate) const SALT_FIELD: &str = "__salt";
 /// How long a sign-in may take from [`crate::Session::begin_sign_in`] to
 /// its commit: an older ticket is refused.
 pub(crate) const SIGN_IN_TICKET_LIFETIME: Duration = Duration::from_secs(60);
@@ -161,6 +164,10 @@ pub struct Changes {
     pub removals: Vec<String>,
     /// Fields to set (last), as stored text.
     pub upserts: Vec<(String, String)>,
+    /// The session's salt (`__salt`) as this request read it, if it did:
+    /// lets an encrypting store ([`crate::SealedStore`]) seal without
+    /// reading it first. Not a change: stores themselves ignore it.
+    pub salt: Option<String>,
 }
 
 impl Changes {
@@ -188,6 +195,9 @@ pub struct LoadedSession {
     pub handle: Option<SessionHandle>,
     /// The user agent that signed in.
     pub user_agent: Option<String>,
+    /// The salt of its sealed values, if it has any (see
+    /// [`crate::SealedStore`]).
+    pub salt: Option<String>,
 }
 
 impl LoadedSession {
@@ -202,6 +212,7 @@ impl LoadedSession {
             .remove(HANDLE_FIELD)
             .and_then(|text| SessionHandle::parse(&text));
         let user_agent = fields.remove(AGENT_FIELD);
+        let salt = fields.remove(SALT_FIELD);
         fields.retain(|name, _| !name.starts_with(RESERVED_PREFIX));
         Self {
             fields,
@@ -211,6 +222,7 @@ impl LoadedSession {
             user,
             handle,
             user_agent,
+            salt,
         }
     }
 }
@@ -298,6 +310,15 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     fn id_for_renewal(&self, old: &SessionId) -> SessionId {
         let _ = old;
         SessionId::generate()
+    }
+
+    /// Whether this store encrypts `field` at rest, so that it cannot
+    /// [`SessionStore::increment`] it or [`SessionStore::compare_and_set`]
+    /// it (Redis would see only sealed bytes). Only [`crate::SealedStore`]
+    /// says yes.
+    fn seals_field(&self, field: &str) -> bool {
+        let _ = field;
+        false
     }
 
     /// Deletes the session. Returns whether it existed.

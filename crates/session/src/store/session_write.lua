@@ -106,7 +106,14 @@ local function check_limits(k, clear, removals, upserts)
   -- More names than the session may hold (a name sent twice counts twice:
   -- stricter, never looser). This also bounds the HSET below, whose
   -- arguments go through unpack.
-  if #upserts / 2 > tonumber(ARGV[4]) then
+  -- Metadata (a sign-in's __user, a sealed session's __salt) is not counted.
+  local sent = 0
+  for i = 1, #upserts, 2 do
+    if not is_metadata(upserts[i]) then
+      sent = sent + 1
+    end
+  end
+  if sent > tonumber(ARGV[4]) then
     return -2
   end
   local fields = {}
@@ -194,11 +201,16 @@ if op == 'create' then
   local _, _, upserts = parse_change()
   -- A new session holds exactly the fields it is created with, so the limits
   -- need no table. (A name sent twice counts twice: stricter, never looser.)
-  local bytes = 0
-  for i = 1, #upserts do
-    bytes = bytes + #upserts[i]
+  -- Metadata (a sign-in's __user, a sealed session's __salt) counts toward
+  -- neither limit, as in check_limits.
+  local count, bytes = 0, 0
+  for i = 1, #upserts, 2 do
+    if not is_metadata(upserts[i]) then
+      count = count + 1
+      bytes = bytes + #upserts[i] + #upserts[i + 1]
+    end
   end
-  if #upserts / 2 > tonumber(ARGV[4]) then
+  if count > tonumber(ARGV[4]) then
     return {-2, '0'}
   end
   if bytes > tonumber(ARGV[5]) then
