@@ -159,7 +159,11 @@ impl Settings {
                     .list_separator(",")
                     .with_list_parse_key("redis.nodes")
                     .with_list_parse_key("redis.sentinels")
-                    .with_list_parse_key("server.allowed_origins"),
+                    .with_list_parse_key("server.allowed_origins")
+                    // APP__SESSION__ENCRYPTION__KEYS=k2:...,k1:...
+                    .with_list_parse_key("session.encryption.keys")
+                    .with_list_parse_key("session.encryption.plaintext_fields")
+                    .with_list_parse_key("session.cookie_signing_keys"),
             )
             .build()
             .and_then(Config::try_deserialize)
