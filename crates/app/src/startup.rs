@@ -231,13 +231,20 @@ async fn session_builder(
                     _ => StartupError::RedisUnreachable { url, reason },
                 }
             };
-            let store = RedisSessionStore::connect(&settings.redis)
+            let invalid = |error: session::ConfigError| {
+                StartupError::Settings(SettingsError::Invalid(error.to_string()))
+            };
+            let mut store = RedisSessionStore::connect(&settings.redis)
                 .await
                 .map_err(unreachable)?
                 .with_key_prefix(settings.store.key_prefix.clone())
-                .map_err(|error| {
-                    StartupError::Settings(SettingsError::Invalid(error.to_string()))
-                })?;
+                .map_err(invalid)?;
+            if settings.session.hash_ids {
+                store = store
+                    .with_hashed_ids(settings.session.accept_raw_keys)
+                    .map_err(invalid)?;
+                log::info!("session ids are hashed at rest");
+            }
             log::info!("sessions in Redis at {}", store.redis().redacted_url());
             let redis = store.redis().clone();
             Ok((SessionMiddleware::builder(store), Some(redis)))

@@ -195,6 +195,12 @@ impl SessionMiddlewareBuilder {
     /// not `<id>:<base64 of 32 bytes>` (named by its id, never its bytes).
     pub fn build(self) -> Result<SessionMiddleware, ConfigError> {
         let config = Config::new(self.settings)?;
+        if config.settings.hash_ids && !self.store.hashes_ids() {
+            return Err(ConfigError::new(
+                "session.hash_ids",
+                "= true needs a store that hashes ids (RedisSessionStore::with_hashed_ids)",
+            ));
+        }
         // With encryption keys, every store call goes through the sealing
         // layer: nothing below it ever sees a plain user value.
         let store = crate::protect::seal_if_configured(

@@ -56,6 +56,9 @@ const CANONICAL_LEN: usize = 36;
 /// The longest legacy (NestJS) id: `Math.random().toString(36).slice(2)`.
 const LEGACY_MAX_LEN: usize = 16;
 
+/// Hex digits of a SHA-256: the stored name of a hashed id, without a tag.
+const HASHED_LEN: usize = 64;
+
 impl SessionId {
     /// A new random id from the OS random source (`getrandom`), fetched
     /// 4 KiB at a time per thread: one system call per 256 ids instead of
@@ -148,7 +151,55 @@ impl SessionId {
     /// True for an id of the legacy (NestJS) form, which this crate never
     /// draws: see [`SessionId::parse_legacy`].
     pub(crate) fn is_legacy(&self) -> bool {
-        self.0.len() != CANONICAL_LEN
+        self.0.len() <= LEGACY_MAX_LEN
+    }
+
+    /// The name a store with hashed ids keeps session `self` under: 64 hex
+    /// digits of SHA-256(id), after `{tag}` when `tag` is given (see
+    /// `RedisSessionStore::with_hashed_ids`). Such an id addresses the
+    /// session in the store but is never a cookie.
+    pub(crate) fn hashed(&self, tag: Option<&str>) -> Self {
+        use sha2::{Digest, Sha256};
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let digest = Sha256::digest(self.0.as_bytes());
+        let mut text = String::with_capacity(HASHED_LEN + 6);
+        if let Some(tag) = tag {
+            text.push('{');
+            text.push_str(tag);
+            text.push('}');
+        }
+        for byte in digest {
+            text.push(char::from(DIGITS[usize::from(byte >> 4)]));
+            text.push(char::from(DIGITS[usize::from(byte & 15)]));
+        }
+        Self(text)
+    }
+
+    /// A stored hashed name as [`SessionId::hashed`] makes it, read back
+    /// from a user index: 64 lower-case hex digits, after `{1 to 4 of
+    /// [0-9a-z]}` or not.
+    pub(crate) fn parse_hashed(text: &str) -> Option<Self> {
+        let digest = match text.strip_prefix('{') {
+            Some(rest) => {
+                let (tag, digest) = rest.split_once('}')?;
+                let tag_ok = (1..=4).contains(&tag.len())
+                    && tag
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase());
+                tag_ok.then_some(digest)?
+            }
+            None => text,
+        };
+        let ok = digest.len() == HASHED_LEN
+            && digest
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        ok.then(|| Self(text.to_owned()))
+    }
+
+    /// True for a stored hashed name (see [`SessionId::hashed`]).
+    pub(crate) fn is_hashed(&self) -> bool {
+        self.0.len() >= HASHED_LEN
     }
 }
 
@@ -261,6 +312,36 @@ mod tests {
             assert_eq!(SessionId::parse_legacy(bad.as_bytes()), None, "{bad:?}");
         }
         assert!(!SessionId::generate().is_legacy());
+    }
+
+    #[test]
+    fn a_hashed_id_is_sha256_hex_with_or_without_a_tag_and_reads_back() {
+        let id = SessionId::parse("0b7c2d1e-5f3a-4e8b-9c6d-2a1f0e9d8c7b").expect("canonical");
+        let hashed = id.hashed(None);
+        // python3 -c 'import hashlib;print(hashlib.sha256(b"0b7c2d1e-5f3a-4e8b-9c6d-2a1f0e9d8c7b").hexdigest())'
+        assert_eq!(
+            hashed.as_str(),
+            "1bb0aea0f3427a3e820b502852878b0b3ce1f40338804987fdbbc988a9c033df"
+        );
+        assert!(hashed.is_hashed() && !id.is_hashed() && !hashed.is_legacy());
+        let tagged = id.hashed(Some("8c7b"));
+        assert_eq!(&tagged.as_str()[..6], "{8c7b}");
+        for stored in [&hashed, &tagged] {
+            assert_eq!(
+                SessionId::parse_hashed(stored.as_str()).as_ref(),
+                Some(stored)
+            );
+        }
+        for bad in [
+            "",
+            "{}",
+            "{abcde}00",
+            &"A".repeat(64),
+            &"0".repeat(63),
+            id.as_str(),
+        ] {
+            assert_eq!(SessionId::parse_hashed(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

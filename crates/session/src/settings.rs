@@ -132,6 +132,17 @@ pub struct SessionSettings {
     /// `[0-9a-z]`) that names a live session: it is renewed at once to a
     /// fresh id, keeping its data. A migration switch; default false.
     pub legacy_ids: bool,
+    /// Keep ids hashed at rest: the store's keys (and the user index) hold
+    /// SHA-256 of the id, never the id. The store must be built for it
+    /// ([`RedisSessionStore::with_hashed_ids`](crate::RedisSessionStore::with_hashed_ids));
+    /// `build()` refuses a store that does not. Default false: Nest nodes
+    /// read `sid_<id>`.
+    pub hash_ids: bool,
+    /// With `hash_ids`, whether a session still under its raw key (written
+    /// before hash_ids was on) loads, and moves to its hashed key. Default
+    /// true; turn it off to end the migration. Must be false on Redis
+    /// Cluster.
+    pub accept_raw_keys: bool,
 }
 
 /// Session values encrypted at rest (`session.encryption.*`): see the
@@ -241,6 +252,8 @@ impl Default for SessionSettings {
             encryption: EncryptionSettings::default(),
             cookie_signing_keys: SecretList::default(),
             legacy_ids: false,
+            hash_ids: false,
+            accept_raw_keys: true,
         }
     }
 }

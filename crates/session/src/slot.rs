@@ -73,18 +73,31 @@ pub(crate) fn generate_in_same_slot(key_prefix: &str, old: &SessionId) -> Sessio
     }
     let target = key_slot(format!("{key_prefix}{}", old.as_str()).as_bytes());
     let after_prefix = crc16(0, key_prefix.as_bytes());
+    // The whole key is hashed: the CRC runs on from the prefix and the head.
+    draw_by_suffix(target, old, |head| crc16(after_prefix, head))
+}
+
+/// The search both generators share: draw a random id, then try the 65,536
+/// values of its last four hex digits from a random start until the CRC16,
+/// continued from `crc_before_suffix(head)` over the four digits, lands in
+/// `target`.
+fn draw_by_suffix(
+    target: u16,
+    old: &SessionId,
+    crc_before_suffix: impl Fn(&[u8]) -> u16,
+) -> SessionId {
     loop {
         let draw = SessionId::generate();
         let text = draw.as_str().as_bytes();
         let (head, tail) = text.split_at(HEAD_LEN);
-        let after_head = crc16(after_prefix, head);
+        let before_suffix = crc_before_suffix(head);
         // The drawn digits are random: start the enumeration there.
         let start = tail
             .iter()
             .fold(0_u16, |n, &digit| (n << 4) | hex_value(digit));
         for step in 0..=u16::MAX {
             let suffix = hex4(start.wrapping_add(step));
-            if crc16(after_head, &suffix) % SLOT_COUNT != target {
+            if crc16(before_suffix, &suffix) % SLOT_COUNT != target {
                 continue;
             }
             let mut candidate = [0_u8; 36];
@@ -97,6 +110,24 @@ pub(crate) fn generate_in_same_slot(key_prefix: &str, old: &SessionId) -> Sessio
             }
         }
     }
+}
+
+/// The hash tag a store with hashed ids puts in a session's key on Redis
+/// Cluster: the id's last four characters (all of a shorter legacy id).
+/// The slot then follows from 16 of the id's 122 bits, and the key still
+/// names no usable id; a renewal draws a new id whose tag lands in the same
+/// slot with the cheap search below, instead of hashing a candidate per try.
+pub(crate) fn id_tag(id: &SessionId) -> &str {
+    let text = id.as_str();
+    &text[text.len().saturating_sub(4)..]
+}
+
+/// A fresh random id whose [`id_tag`] hashes to `slot`: as
+/// [`generate_in_same_slot`], the last four hex digits enumerated from a
+/// random start, one CRC16 of 4 bytes per try (16,384 tries on average).
+pub(crate) fn generate_with_tag_in_slot(slot: u16, old: &SessionId) -> SessionId {
+    // Only the tag (the last four digits) is hashed.
+    draw_by_suffix(slot, old, |_| 0)
 }
 
 /// The characters of a canonical id before its last four hex digits.
@@ -133,6 +164,20 @@ fn hex4(n: u16) -> [u8; 4] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tagged_hashed_key_lands_in_the_slot_its_renewal_was_drawn_for() {
+        let old = SessionId::generate();
+        let old_key = format!("sid_{}", old.hashed(Some(id_tag(&old))).as_str());
+        let slot = key_slot(old_key.as_bytes());
+        assert_eq!(slot, crc16(0, id_tag(&old).as_bytes()) % SLOT_COUNT);
+        let new = generate_with_tag_in_slot(slot, &old);
+        let new_key = format!("sid_{}", new.hashed(Some(id_tag(&new))).as_str());
+        assert_eq!(key_slot(new_key.as_bytes()), slot);
+        assert_ne!(new, old);
+        let legacy = SessionId::parse_legacy(b"k3j").expect("legacy");
+        assert_eq!(id_tag(&legacy), "k3j");
+    }
 
     #[test]
     fn slots_match_the_examples_in_the_redis_cluster_spec() {

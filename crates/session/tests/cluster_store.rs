@@ -44,14 +44,18 @@ async fn make_store() -> Harness {
 
 store_behaviour_suite!(make_store);
 
-/// The same suite with every value sealed (`SealedStore` over the cluster).
+/// The same suite with every value sealed (`SealedStore` over the
+/// cluster) and ids hashed at rest: renewals must keep finding the slot.
 mod sealed {
     use super::*;
 
     async fn make_sealed_store() -> Harness {
         let cluster = RedisCluster::start(3, 0);
         let prefix = format!("test_{}_", &SessionId::generate().as_str()[..8]);
-        let store = cluster_store(&cluster, &prefix).await;
+        let store = cluster_store(&cluster, &prefix)
+            .await
+            .with_hashed_ids(false)
+            .expect("no raw keys to adopt");
         Harness::sealed(store, cluster)
     }
 

@@ -53,6 +53,23 @@ mod sealed {
     store_behaviour_suite!(make_sealed_store);
 }
 
+/// The same suite with ids hashed at rest, the migration switch on.
+mod hashed {
+    use super::*;
+
+    async fn make_hashed_store() -> Harness {
+        let server = RedisServer::start();
+        let prefix = format!("test_{}_", &SessionId::generate().as_str()[..8]);
+        let store = redis_store(&server, &prefix)
+            .await
+            .with_hashed_ids(true)
+            .expect("standalone");
+        Harness::new(Arc::new(store), server)
+    }
+
+    store_behaviour_suite!(make_hashed_store);
+}
+
 /// Exactly what the NestJS `hashSet` does: `HSET` per field, then `EXPIRE`
 /// 30 minutes, with no metadata.
 fn nest_write(redis: &mut redis::Connection, key: &str, field: &str, value: i64) {
@@ -566,4 +583,186 @@ async fn a_user_index_always_has_a_ttl_even_after_joining_an_entry_at_its_deadli
         // 0 (under a millisecond left) or -2 (gone since KEYS).
         assert_ne!(ttl, -1, "{key} has no TTL");
     }
+}
+
+/// Every key and every value in the server.
+fn everything(server: &RedisServer) -> String {
+    let mut redis = server.connection();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut redis).expect("KEYS");
+    let mut seen = keys.clone();
+    for key in keys {
+        let kind: String = redis::cmd("TYPE")
+            .arg(&key)
+            .query(&mut redis)
+            .expect("TYPE");
+        let values: Vec<String> = if kind == "hash" {
+            redis::cmd("HGETALL")
+                .arg(&key)
+                .query(&mut redis)
+                .expect("HGETALL")
+        } else {
+            redis::cmd("ZRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(-1)
+                .query(&mut redis)
+                .expect("ZRANGE")
+        };
+        seen.extend(values);
+    }
+    seen.join("\n")
+}
+
+#[tokio::test]
+async fn with_hashed_ids_no_key_and_no_index_entry_holds_a_live_id() {
+    let server = RedisServer::start();
+    let store = redis_store(&server, "sid_")
+        .await
+        .with_hashed_ids(false)
+        .expect("standalone");
+    let id = created(&store, &[("count", "1")], &LONG).await;
+    let entry = session::UserEntry {
+        handle: session::SessionHandle::generate(),
+        id: id.clone(),
+        created: std::time::SystemTime::now(),
+    };
+    let joined = store
+        .join_user("ada", 0, &entry, &LONG, 10)
+        .await
+        .expect("join");
+    assert_eq!(joined, Some(vec![]));
+
+    let dump = everything(&server);
+    assert!(!dump.contains(id.as_str()), "{dump}");
+    // The key is sid_ and the SHA-256 of the id, in hex.
+    assert!(
+        dump.contains(&format!("sid_{}", hex_sha256(id.as_str()))),
+        "{dump}"
+    );
+    assert_eq!(
+        store.load(&id).await.expect("load").expect("live").fields["count"],
+        "1"
+    );
+    // The index entry addresses the session by its hash.
+    let listed = store.user_entries("ada", &LONG).await.expect("list");
+    assert_eq!(
+        store
+            .load(&listed[0].id)
+            .await
+            .expect("load")
+            .expect("live")
+            .fields["count"],
+        "1"
+    );
+    assert!(store.delete(&listed[0].id).await.expect("delete"));
+    assert!(store.load(&id).await.expect("load").is_none());
+}
+
+fn hex_sha256(text: &str) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(text.as_bytes())?;
+            child.wait_with_output()
+        })
+        .expect("sha256sum runs");
+    String::from_utf8(out.stdout).expect("text")[..64].to_owned()
+}
+
+#[tokio::test]
+async fn turning_hash_ids_on_moves_each_raw_session_when_first_met_and_loses_none() {
+    let server = RedisServer::start();
+    let raw = redis_store(&server, "sid_").await;
+    let migrating = redis_store(&server, "sid_")
+        .await
+        .with_hashed_ids(true)
+        .expect("standalone");
+    let strict = redis_store(&server, "sid_")
+        .await
+        .with_hashed_ids(false)
+        .expect("standalone");
+
+    // Sessions written before hash_ids: one read first, one only counted
+    // (a blind HINCRBY, as /count does), one logged out, one never met.
+    let read = created(&raw, &[("user", "ada")], &LONG).await;
+    let counted = created(&raw, &[("count", "41")], &LONG).await;
+    let ended = created(&raw, &[("user", "bob")], &LONG).await;
+    let untouched = created(&raw, &[("user", "cy")], &LONG).await;
+
+    assert_eq!(
+        strict.load(&read).await.expect("load"),
+        None,
+        "strict: raw keys are not read"
+    );
+    assert_eq!(
+        migrating
+            .load(&read)
+            .await
+            .expect("load")
+            .expect("adopted")
+            .fields["user"],
+        "ada"
+    );
+    assert_eq!(
+        migrating
+            .increment(&counted, "count", 1, &LONG)
+            .await
+            .expect("incr"),
+        Some(42)
+    );
+    assert!(
+        migrating.delete(&ended).await.expect("delete"),
+        "a logout ends a raw session"
+    );
+    assert_eq!(migrating.load(&ended).await.expect("load"), None);
+
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("sid_*")
+        .query(&mut server.connection())
+        .expect("KEYS");
+    let raw_keys: Vec<&String> = keys.iter().filter(|key| key.len() == 4 + 36).collect();
+    assert_eq!(
+        raw_keys,
+        [&format!("sid_{}", untouched.as_str())],
+        "moved: {keys:?}"
+    );
+    // Moved sessions now read on a node that accepts no raw key.
+    assert_eq!(
+        strict
+            .load(&read)
+            .await
+            .expect("load")
+            .expect("hashed")
+            .fields["user"],
+        "ada"
+    );
+    assert_eq!(
+        strict
+            .load(&counted)
+            .await
+            .expect("load")
+            .expect("hashed")
+            .fields["count"],
+        "42"
+    );
+}
+
+#[tokio::test]
+async fn on_a_cluster_adopting_raw_keys_is_refused_naming_the_setting() {
+    let settings = RedisSettings {
+        mode: redis_client::RedisMode::Cluster,
+        nodes: vec!["redis://127.0.0.1:1".to_owned()],
+        ..Default::default()
+    };
+    let store = RedisSessionStore::new(RedisService::new(&settings).expect("valid settings"));
+    let error = store.clone().with_hashed_ids(true).expect_err("refused");
+    assert_eq!(error.key(), "session.accept_raw_keys");
+    assert!(store.with_hashed_ids(false).is_ok());
 }

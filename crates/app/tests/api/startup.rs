@@ -184,6 +184,86 @@ fn every_bad_session_or_store_value_ends_start_up_with_one_line_naming_its_key()
 }
 
 #[test]
+fn every_bad_key_ring_ends_start_up_with_one_line_naming_the_key_id_never_the_key() {
+    // 32 bytes, and 16: base64 of bytes no other part of the test prints.
+    let good = "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789+/AbCdE=";
+    let short = "SGVsbG8sIHNlY3JldCBrZXkh";
+    let keys_file = std::env::temp_dir().join(format!(
+        "session-keys-{}",
+        &session::SessionId::generate().as_str()[..8]
+    ));
+    std::fs::write(&keys_file, format!("# one key a line\nk1:{short}\n")).expect("write");
+    let keys_file = keys_file.display().to_string();
+    // (environment, the key named, the problem stated)
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: [Case<'_>; 8] = [
+        (
+            &[("APP__SESSION__ENCRYPTION__KEYS", &format!("k1:{short}"))],
+            "session.encryption.keys",
+            "key \"k1\" must be 32 bytes of base64, got 18 bytes",
+        ),
+        (
+            &[(
+                "APP__SESSION__ENCRYPTION__KEYS",
+                &format!("k1:{good},k1:{good}"),
+            )],
+            "session.encryption.keys",
+            "key id \"k1\" is listed twice",
+        ),
+        (
+            &[("APP__SESSION__ENCRYPTION__KEYS", good)],
+            "session.encryption.keys",
+            "entry 1 must be \"<key-id>:<base64 key>\"",
+        ),
+        (
+            &[(
+                "APP__SESSION__ENCRYPTION__KEYS",
+                &format!("k1:{good},bad id!:{good}"),
+            )],
+            "session.encryption.keys",
+            "entry 2: a key id is 1 to 16 characters",
+        ),
+        (
+            &[("APP__SESSION__ENCRYPTION__KEYS", "k1:not*base64")],
+            "session.encryption.keys",
+            "key \"k1\" is not standard base64",
+        ),
+        (
+            &[("APP__SESSION__ENCRYPTION__KEYS_FILE", &keys_file)],
+            "session.encryption.keys_file",
+            "key \"k1\" must be 32 bytes",
+        ),
+        (
+            &[(
+                "APP__SESSION__ENCRYPTION__KEYS_FILE",
+                "/nonexistent/session-keys",
+            )],
+            "session.encryption.keys_file",
+            "cannot be read (/nonexistent/session-keys)",
+        ),
+        (
+            &[("APP__SESSION__COOKIE_SIGNING_KEYS", &format!("c1:{short}"))],
+            "session.cookie_signing_keys",
+            "key \"c1\" must be 32 bytes",
+        ),
+    ];
+    for (env, key, problem) in cases {
+        let (code, stderr) = run_app(env);
+        assert_eq!(code, Some(1), "{env:?}: {stderr}");
+        assert_one_clear_line(&stderr);
+        assert!(
+            stderr.contains(key) && stderr.contains(problem),
+            "{env:?}: {stderr}"
+        );
+        assert!(
+            !stderr.contains(good) && !stderr.contains(short),
+            "never the key: {stderr}"
+        );
+    }
+    let _ = std::fs::remove_file(&keys_file);
+}
+
+#[test]
 fn a_wrong_password_ends_start_up_saying_redis_refused_not_that_it_is_down() {
     let redis = testkit::RedisServer::start();
     let () = testkit::redis::cmd("CONFIG")

@@ -333,6 +333,10 @@ impl SessionStore for SealedStore {
         self.seals(field)
     }
 
+    fn hashes_ids(&self) -> bool {
+        self.inner.hashes_ids()
+    }
+
     fn id_for_renewal(&self, old: &SessionId) -> SessionId {
         self.inner.id_for_renewal(old)
     }

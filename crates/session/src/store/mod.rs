@@ -321,6 +321,12 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
         false
     }
 
+    /// Whether this store keeps session ids hashed at rest (see
+    /// [`crate::RedisSessionStore::with_hashed_ids`]).
+    fn hashes_ids(&self) -> bool {
+        false
+    }
+
     /// Deletes the session. Returns whether it existed.
     async fn delete(&self, id: &SessionId) -> Result<bool, StoreError>;
 

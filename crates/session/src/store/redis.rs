@@ -45,6 +45,18 @@ pub struct RedisSessionStore {
     /// [`RedisSessionStore::with_key_prefix`] set another. The one place
     /// the prefix lives.
     key_prefix: String,
+    /// How ids become key names: see [`RedisSessionStore::with_hashed_ids`].
+    ids: IdsAtRest,
+}
+
+/// How session ids appear in key names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IdsAtRest {
+    /// `sid_<id>`: the NestJS layout.
+    Raw,
+    /// `sid_<SHA-256 hex of the id>`; with `adopt_raw`, a session still
+    /// under its raw key is moved to its hashed key when first met.
+    Hashed { adopt_raw: bool },
 }
 
 /// What the script reports: see the header of `session_write.lua`.
@@ -58,6 +70,7 @@ impl RedisSessionStore {
         Self {
             redis,
             key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
+            ids: IdsAtRest::Raw,
         }
     }
 
@@ -121,12 +134,103 @@ impl RedisSessionStore {
         Ok(())
     }
 
-    /// The Redis key of a session: the one allocation per operation.
+    /// The same store keeping ids hashed at rest (`session.hash_ids`): the
+    /// key of session `id` is `{prefix}{hex SHA-256 of id}`, so a dump, a
+    /// replica or `MONITOR` shows no id that works as a cookie. (On Redis
+    /// Cluster it is `{prefix}{<last 4 characters of id>}<hex>`: the hash
+    /// tag keeps a renewal's rename in one slot without hashing a candidate
+    /// per try, and 16 of 122 bits name no session.) The user index holds
+    /// the same hashed names. Nest nodes can no longer find these sessions.
+    ///
+    /// With `adopt_raw_keys` (`session.accept_raw_keys`, the migration
+    /// switch), a session a node without hash_ids wrote under its raw key
+    /// still loads: the first operation that misses its hashed key moves it
+    /// there (one more round trip, once per session, and once for each
+    /// unknown id while the switch is on).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming `session.accept_raw_keys` on Redis Cluster:
+    /// the raw and hashed keys of one session live in different slots, so
+    /// nothing can move one to the other atomically.
+    pub fn with_hashed_ids(self, adopt_raw_keys: bool) -> Result<Self, ConfigError> {
+        if adopt_raw_keys && self.redis.is_cluster() {
+            return Err(ConfigError::new(
+                "session.accept_raw_keys",
+                "must be false on Redis Cluster (a raw key and its hashed key live in different \
+                 slots): turning session.hash_ids on there ends the sessions under raw keys",
+            ));
+        }
+        Ok(Self {
+            ids: IdsAtRest::Hashed {
+                adopt_raw: adopt_raw_keys,
+            },
+            ..self
+        })
+    }
+
+    /// What follows the prefix in `id`'s key: the id, or its hash (an id
+    /// read back from a hashed user index is already one).
+    fn stored_name<'a>(&self, id: &'a SessionId) -> std::borrow::Cow<'a, SessionId> {
+        match self.ids {
+            IdsAtRest::Hashed { .. } if !id.is_hashed() => {
+                let tag = self.redis.is_cluster().then(|| crate::slot::id_tag(id));
+                std::borrow::Cow::Owned(id.hashed(tag))
+            }
+            _ => std::borrow::Cow::Borrowed(id),
+        }
+    }
+
+    /// The name a user index entry holds for `id`: see `stored_name`.
+    pub(super) fn index_name(&self, id: &SessionId) -> String {
+        self.stored_name(id).as_str().to_owned()
+    }
+
+    /// The Redis key of a session: `{prefix}{id}`, or `{prefix}{hash}`
+    /// with hashed ids.
     pub fn key(&self, id: &SessionId) -> String {
-        let mut key = String::with_capacity(self.key_prefix.len() + id.as_str().len());
+        let name = self.stored_name(id);
+        let mut key = String::with_capacity(self.key_prefix.len() + name.as_str().len());
         key.push_str(&self.key_prefix);
-        key.push_str(id.as_str());
+        key.push_str(name.as_str());
         key
+    }
+
+    /// Whether the migration switch is on and `id` may still sit under its
+    /// raw key.
+    fn may_be_raw(&self, id: &SessionId) -> bool {
+        matches!(self.ids, IdsAtRest::Hashed { adopt_raw: true }) && !id.is_hashed()
+    }
+
+    /// Moves session `id` from its raw key to its hashed one, if it is
+    /// under the raw key and the switch allows it. True if it moved: the
+    /// caller then runs its operation again.
+    async fn adopt_raw(
+        &self,
+        id: &SessionId,
+        policy: Option<&WritePolicy>,
+    ) -> Result<bool, StoreError> {
+        if !self.may_be_raw(id) {
+            return Ok(false);
+        }
+        let (hashed, raw) = (self.key(id), format!("{}{}", self.key_prefix, id.as_str()));
+        let fallback;
+        let policy = match policy {
+            Some(policy) => policy,
+            None => {
+                // `adopt` reads no limit; any valid policy fills the slots.
+                fallback = WritePolicy::new(std::time::Duration::from_secs(1), None, 1, 1)
+                    .map_err(|error| StoreError::Backend(Box::new(error)))?;
+                &fallback
+            }
+        };
+        let call = invocation(&[&hashed, &raw], "adopt", policy);
+        // A replay finds the raw key gone and moves nothing: safe.
+        let (moved, _): ScriptReply = self.redis.run_script(&call, Retry::Idempotent).await?;
+        if moved == 1 {
+            log::info!("session {id} moved from its raw key to its hashed key");
+        }
+        Ok(moved == 1)
     }
 
     /// The least-privilege Redis ACL rules for a user that only serves
@@ -273,9 +377,10 @@ impl From<RedisClientError> for StoreError {
     }
 }
 
-#[async_trait]
-impl SessionStore for RedisSessionStore {
-    async fn load(&self, id: &SessionId) -> Result<Option<LoadedSession>, StoreError> {
+/// Each write once, on the key `key(id)` names: the trait's methods add
+/// the hash_ids migration around them.
+impl RedisSessionStore {
+    async fn load_once(&self, id: &SessionId) -> Result<Option<LoadedSession>, StoreError> {
         let found = self
             .redis
             .hash_get_all_with_ttl(&self.key(id))
@@ -291,20 +396,7 @@ impl SessionStore for RedisSessionStore {
         }))
     }
 
-    async fn create(
-        &self,
-        id: &SessionId,
-        changes: &Changes,
-        policy: &WritePolicy,
-    ) -> Result<bool, StoreError> {
-        let key = self.key(id);
-        let mut call = invocation(&[&key], "create", policy);
-        add_changes(&mut call, changes);
-        // A replay would find its own key and report the id as taken.
-        Ok(self.write(&call, policy, Retry::NotIdempotent).await?.0 == 1)
-    }
-
-    async fn update(
+    async fn update_once(
         &self,
         id: &SessionId,
         changes: &Changes,
@@ -323,7 +415,7 @@ impl SessionStore for RedisSessionStore {
         Ok(self.write(&call, policy, retry).await?.0 == 1)
     }
 
-    async fn renew(
+    async fn renew_once(
         &self,
         old: &SessionId,
         new: &SessionId,
@@ -344,7 +436,7 @@ impl SessionStore for RedisSessionStore {
         })
     }
 
-    async fn increment(
+    async fn increment_once(
         &self,
         id: &SessionId,
         field: &str,
@@ -367,7 +459,7 @@ impl SessionStore for RedisSessionStore {
             .map_err(|error| StoreError::Backend(Box::new(error)))
     }
 
-    async fn compare_and_set(
+    async fn compare_and_set_once(
         &self,
         id: &SessionId,
         field: &str,
@@ -386,21 +478,122 @@ impl SessionStore for RedisSessionStore {
         let (status, swapped) = self.write(&call, policy, Retry::NotIdempotent).await?;
         Ok((status == 1).then_some(swapped == "1"))
     }
+}
+
+#[async_trait]
+impl SessionStore for RedisSessionStore {
+    async fn load(&self, id: &SessionId) -> Result<Option<LoadedSession>, StoreError> {
+        let found = self.load_once(id).await?;
+        if found.is_none() && self.adopt_raw(id, None).await? {
+            return self.load_once(id).await;
+        }
+        Ok(found)
+    }
+
+    async fn create(
+        &self,
+        id: &SessionId,
+        changes: &Changes,
+        policy: &WritePolicy,
+    ) -> Result<bool, StoreError> {
+        let key = self.key(id);
+        let mut call = invocation(&[&key], "create", policy);
+        add_changes(&mut call, changes);
+        // A replay would find its own key and report the id as taken.
+        Ok(self.write(&call, policy, Retry::NotIdempotent).await?.0 == 1)
+    }
+
+    async fn update(
+        &self,
+        id: &SessionId,
+        changes: &Changes,
+        policy: &WritePolicy,
+    ) -> Result<bool, StoreError> {
+        if self.update_once(id, changes, policy).await? {
+            return Ok(true);
+        }
+        if self.adopt_raw(id, Some(policy)).await? {
+            return self.update_once(id, changes, policy).await;
+        }
+        Ok(false)
+    }
+
+    async fn renew(
+        &self,
+        old: &SessionId,
+        new: &SessionId,
+        changes: &Changes,
+        policy: &WritePolicy,
+    ) -> Result<Renewal, StoreError> {
+        let renewal = self.renew_once(old, new, changes, policy).await?;
+        if renewal == Renewal::Missing && self.adopt_raw(old, Some(policy)).await? {
+            return self.renew_once(old, new, changes, policy).await;
+        }
+        Ok(renewal)
+    }
+
+    async fn increment(
+        &self,
+        id: &SessionId,
+        field: &str,
+        by: i64,
+        policy: &WritePolicy,
+    ) -> Result<Option<i64>, StoreError> {
+        let counted = self.increment_once(id, field, by, policy).await?;
+        if counted.is_none() && self.adopt_raw(id, Some(policy)).await? {
+            return self.increment_once(id, field, by, policy).await;
+        }
+        Ok(counted)
+    }
+
+    async fn compare_and_set(
+        &self,
+        id: &SessionId,
+        field: &str,
+        expected: Option<&str>,
+        new: Option<&str>,
+        policy: &WritePolicy,
+    ) -> Result<Option<bool>, StoreError> {
+        let swapped = self
+            .compare_and_set_once(id, field, expected, new, policy)
+            .await?;
+        if swapped.is_none() && self.adopt_raw(id, Some(policy)).await? {
+            return self
+                .compare_and_set_once(id, field, expected, new, policy)
+                .await;
+        }
+        Ok(swapped)
+    }
 
     fn id_for_renewal(&self, old: &SessionId) -> SessionId {
         // Only a cluster refuses a RENAME across slots. Elsewhere any fresh
         // id will do, and the search would be pure cost.
-        if self.redis.is_cluster() {
-            crate::slot::generate_in_same_slot(&self.key_prefix, old)
-        } else {
-            SessionId::generate()
+        if !self.redis.is_cluster() {
+            return SessionId::generate();
         }
+        match self.ids {
+            IdsAtRest::Raw => crate::slot::generate_in_same_slot(&self.key_prefix, old),
+            IdsAtRest::Hashed { .. } => {
+                let slot = crate::slot::key_slot(self.key(old).as_bytes());
+                crate::slot::generate_with_tag_in_slot(slot, old)
+            }
+        }
+    }
+
+    fn hashes_ids(&self) -> bool {
+        self.ids != IdsAtRest::Raw
     }
 
     async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
         // A logout: on Sentinel and Cluster it waits for a replica, so that
         // a failover cannot bring the session back; unconfirmed, it fails.
-        Ok(self.redis.delete_durably(&self.key(id)).await?)
+        let existed = self.redis.delete_durably(&self.key(id)).await?;
+        if !existed && self.may_be_raw(id) {
+            // Not moved yet: the logout ends it under its raw key.
+            let raw = format!("{}{}", self.key_prefix, id.as_str());
+            return Ok(self.redis.delete_durably(&raw).await?);
+        }
+        Ok(existed)
     }
 
     async fn load_many(&self, ids: &[SessionId]) -> Result<Vec<Option<LoadedSession>>, StoreError> {

@@ -66,7 +66,8 @@ impl RedisSessionStore {
         let mut call = Self::user_call(&keys, "join", Some(policy));
         call.arg(epoch)
             .arg(entry.handle.as_str())
-            .arg(entry.id.as_str())
+            // With hashed ids, the hash: the index names no usable id.
+            .arg(self.index_name(&entry.id))
             .arg(since_epoch_ms(entry.created))
             .arg(cap);
         // Durable: an entry a failover lost would be a session that "sign
@@ -139,7 +140,7 @@ fn parse_entries(flat: &[String]) -> Result<Vec<UserEntry>, StoreError> {
     flat.chunks_exact(3)
         .map(|triple| {
             let handle = SessionHandle::parse(&triple[0]);
-            let id = SessionId::parse(&triple[1]);
+            let id = SessionId::parse(&triple[1]).or_else(|| SessionId::parse_hashed(&triple[1]));
             let created = triple[2]
                 .parse::<f64>()
                 .ok()

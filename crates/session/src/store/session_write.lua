@@ -6,7 +6,7 @@
 --          caller draws the new id so; see session::slot). Redis Cluster
 --          refuses a script whose keys span slots, and this one never does.
 --
--- ARGV[1]  op: create | update | renew | incr | cas
+-- ARGV[1]  op: create | update | renew | incr | cas | adopt (see below)
 -- ARGV[2]  idle timeout, ms (the sliding TTL)
 -- ARGV[3]  absolute lifetime from creation, ms; 0 = none
 -- ARGV[4]  most user fields a session may hold
@@ -192,6 +192,18 @@ local function parse_change()
     upserts[#upserts + 1] = ARGV[i]
   end
   return clear, removals, upserts
+end
+
+if op == 'adopt' then
+  -- hash_ids migration (never on a cluster, where the two keys live in
+  -- different slots): KEYS[1] is the hashed key, KEYS[2] the raw one a node
+  -- without hash_ids wrote. Moves it, keeping fields and TTL, only if the
+  -- hashed key is free. Replies {1, '0'} if it moved, {0, '0'} if not.
+  if redis.call('EXISTS', KEYS[2]) == 1 and redis.call('EXISTS', key) == 0 then
+    redis.call('RENAME', KEYS[2], key)
+    return {1, '0'}
+  end
+  return {0, '0'}
 end
 
 if op == 'create' then

@@ -853,7 +853,8 @@ macro_rules! store_behaviour_suite {
                         .expect("list")
                         .is_empty()
                 );
-                let (a, b) = (SessionId::generate(), SessionId::generate());
+                let a = SessionId::generate();
+                let b = created(store, &[("mark", "b")], &LONG).await;
                 let (older, newer) = (entry(&a, 60), entry(&b, 5));
                 for e in [&older, &newer] {
                     let over = store.join_user("ada", 0, e, &p, 100).await.expect("join");
@@ -862,7 +863,9 @@ macro_rules! store_behaviour_suite {
                 let listed = store.user_entries("ada", &p).await.expect("list");
                 let handles: Vec<_> = listed.iter().map(|e| e.handle.clone()).collect();
                 assert_eq!(handles, [newer.handle.clone(), older.handle.clone()]);
-                assert_eq!(listed[0].id, b);
+                // The id as the store keeps it (a hashing store: the hash),
+                // which addresses the session.
+                assert_eq!(fields_of(store, &listed[0].id).await["mark"], "b");
                 let ms = |t: SystemTime| {
                     t.duration_since(SystemTime::UNIX_EPOCH)
                         .unwrap()
@@ -933,8 +936,12 @@ macro_rules! store_behaviour_suite {
                 let harness = make_store().await;
                 let store = &*harness.store;
                 let p = eight_hours();
+                let oldest = created(store, &[("mark", "oldest")], &LONG).await;
                 let entries: Vec<_> = (0..3)
-                    .map(|i| entry(&SessionId::generate(), 30 - i * 10))
+                    .map(|i| {
+                        let id = if i == 0 { oldest.clone() } else { SessionId::generate() };
+                        entry(&id, 30 - i * 10)
+                    })
                     .collect();
                 let mut over = Vec::new();
                 for e in &entries {
@@ -946,7 +953,8 @@ macro_rules! store_behaviour_suite {
                 }
                 assert_eq!(over.len(), 1, "{over:?}");
                 assert_eq!(over[0].handle, entries[0].handle, "the oldest");
-                assert_eq!(over[0].id, entries[0].id);
+                assert_eq!(fields_of(store, &over[0].id).await["mark"], "oldest");
+                assert!(store.delete(&over[0].id).await.expect("delete"), "it ends it");
             }
 
             #[tokio::test]
