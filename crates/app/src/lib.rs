@@ -6,10 +6,12 @@
 //! - `routes/`: every route, registered in [`routes::configure`].
 //! - `error.rs`: [`error::ApiError`], errors mapped to HTTP in one place.
 //! - `telemetry.rs`: `/metrics`, request metrics, the access log.
+//! - `inspect.rs`: the `session-inspect` tool (`src/bin/session-inspect.rs`).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod inspect;
 pub mod origin;
 pub mod routes;
 pub mod settings;

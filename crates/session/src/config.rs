@@ -114,8 +114,7 @@ impl SessionSettings {
     }
 }
 
-/// The encryption key ring, from `keys` or from `keys_file`; `None` when
-/// neither names a key.
+/// The encryption key ring, checked: see [`EncryptionSettings::key_ring`].
 fn encryption_ring(e: &EncryptionSettings) -> Result<Option<KeyRing>, ConfigError> {
     for field in &e.plaintext_fields {
         if !crate::store::is_user_field(field) {
@@ -125,32 +124,47 @@ fn encryption_ring(e: &EncryptionSettings) -> Result<Option<KeyRing>, ConfigErro
             ));
         }
     }
-    let Some(path) = &e.keys_file else {
-        return KeyRing::parse("session.encryption.keys", e.keys.entries());
-    };
-    if !e.keys.is_empty() {
-        return Err(ConfigError::new(
+    e.key_ring()
+}
+
+impl EncryptionSettings {
+    /// The key ring these settings name: from `keys`, or read from
+    /// `keys_file`; `None` when neither names a key (encryption is off).
+    /// For tools that must read sessions as the app does.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming `session.encryption.keys` or `keys_file`:
+    /// both set, a file that cannot be read or holds no key, or an entry
+    /// [`KeyRing::parse`] refuses.
+    pub fn key_ring(&self) -> Result<Option<KeyRing>, ConfigError> {
+        let Some(path) = &self.keys_file else {
+            return KeyRing::parse("session.encryption.keys", self.keys.entries());
+        };
+        if !self.keys.is_empty() {
+            return Err(ConfigError::new(
+                "session.encryption.keys_file",
+                "is set together with session.encryption.keys: set one of them",
+            ));
+        }
+        let text = std::fs::read_to_string(path).map_err(|error| {
+            ConfigError::new(
+                "session.encryption.keys_file",
+                format!("cannot be read ({}): {error}", path.display()),
+            )
+        })?;
+        let ring = KeyRing::parse(
             "session.encryption.keys_file",
-            "is set together with session.encryption.keys: set one of them",
-        ));
+            &KeyRing::entries_of_file(&text),
+        )?;
+        if ring.is_none() {
+            return Err(ConfigError::new(
+                "session.encryption.keys_file",
+                format!("{} holds no key", path.display()),
+            ));
+        }
+        Ok(ring)
     }
-    let text = std::fs::read_to_string(path).map_err(|error| {
-        ConfigError::new(
-            "session.encryption.keys_file",
-            format!("cannot be read ({}): {error}", path.display()),
-        )
-    })?;
-    let ring = KeyRing::parse(
-        "session.encryption.keys_file",
-        &KeyRing::entries_of_file(&text),
-    )?;
-    if ring.is_none() {
-        return Err(ConfigError::new(
-            "session.encryption.keys_file",
-            format!("{} holds no key", path.display()),
-        ));
-    }
-    Ok(ring)
 }
 
 /// RFC 6265's `token`: visible ASCII but separators.

@@ -275,7 +275,9 @@ pub use limits::ConfigError;
 pub use middleware::SessionMiddleware;
 #[doc(hidden)]
 pub use middleware::SessionMiddlewareService;
-pub use protect::{KEY_BYTES, KeyRing, MAX_KEY_ID_CHARS, SealedStore};
+pub use protect::{
+    FieldState, InspectedField, Inspection, KEY_BYTES, KeyRing, MAX_KEY_ID_CHARS, SealedStore,
+};
 pub use service::{Counted, SessionService, SessionView};
 pub use session::{Session, SessionStatus, SessionTimes};
 pub use settings::{CookieMode, EncryptionSettings, SameSite, SecretList, SessionSettings};

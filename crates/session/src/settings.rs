@@ -221,15 +221,17 @@ fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>
         One(String),
         Many(Vec<String>),
     }
-    Ok(match OneOrMany::deserialize(deserializer)? {
-        OneOrMany::One(text) => text
-            .split(',')
-            .map(str::trim)
-            .filter(|part| !part.is_empty())
-            .map(str::to_owned)
-            .collect(),
+    // Empty entries are dropped: `APP__SESSION__ENCRYPTION__KEYS=` (set
+    // but empty) means no keys, not one empty key.
+    let entries = match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(text) => text.split(',').map(str::to_owned).collect(),
         OneOrMany::Many(list) => list,
-    })
+    };
+    Ok(entries
+        .into_iter()
+        .map(|entry| entry.trim().to_owned())
+        .filter(|entry| !entry.is_empty())
+        .collect())
 }
 
 impl Default for SessionSettings {

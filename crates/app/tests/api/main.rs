@@ -7,6 +7,7 @@ mod failover;
 mod faults;
 mod health;
 mod helpers;
+mod inspect_tool;
 mod legacy_ids;
 mod operations;
 mod page_and_logout;

@@ -93,6 +93,16 @@ pub(crate) fn is_sealed(stored: &str) -> bool {
     stored.starts_with(SEALED_MARK)
 }
 
+/// The key id a sealed value names, if its head is well formed.
+pub(crate) fn key_id_of(stored: &str) -> Option<&str> {
+    let rest = stored
+        .strip_prefix(SEALED_MARK)?
+        .strip_prefix(VERSION)?
+        .strip_prefix(':')?;
+    let (key_id, _) = rest.split_once(':')?;
+    is_key_id(key_id).then_some(key_id)
+}
+
 /// A fresh session salt: 16 bytes from the OS random source, base64url.
 pub(crate) fn new_salt() -> String {
     let mut bytes = [0_u8; SALT_BYTES];

@@ -85,6 +85,11 @@ impl SealedStore {
         Self::over(Arc::new(inner), Arc::new(ring))
     }
 
+    /// As [`SealedStore::new`], with a ring shared with other stores.
+    pub fn with_shared_ring(inner: impl SessionStore, ring: Arc<KeyRing>) -> Self {
+        Self::over(Arc::new(inner), ring)
+    }
+
     pub(crate) fn over(inner: Arc<dyn SessionStore>, ring: Arc<KeyRing>) -> Self {
         Self {
             inner,
@@ -224,6 +229,61 @@ impl SealedStore {
         }))
     }
 
+    /// Session `id` field by field, each opened where it can be and the
+    /// reason where it cannot: for an operator's tool, which must show
+    /// what a request would refuse. Reads only (one load), and counts
+    /// nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`SessionStore::load`] of the store underneath.
+    pub async fn inspect(&self, id: &SessionId) -> Result<Option<Inspection>, StoreError> {
+        let Some(loaded) = self.inner.load(id).await? else {
+            return Ok(None);
+        };
+        let salt = loaded.salt.as_deref();
+        let mut fields: Vec<InspectedField> = loaded
+            .fields
+            .iter()
+            .map(|(name, stored)| self.inspect_field(salt, name, stored))
+            .collect();
+        for (name, stored) in [
+            (USER_FIELD, &loaded.user),
+            (AGENT_FIELD, &loaded.user_agent),
+        ] {
+            if let Some(stored) = stored {
+                fields.push(self.inspect_field(salt, name, stored));
+            }
+        }
+        fields.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Some(Inspection {
+            fields,
+            created: loaded.created,
+            ttl: loaded.ttl,
+            handle: loaded.handle,
+            salted: loaded.salt.is_some(),
+        }))
+    }
+
+    fn inspect_field(&self, salt: Option<&str>, name: &str, stored: &str) -> InspectedField {
+        let key_id = envelope::key_id_of(stored).map(str::to_owned);
+        let state = match self.open_value(salt, name, stored.to_owned()) {
+            Ok(value) if envelope::is_sealed(stored) => FieldState::Opened {
+                key_id: key_id.unwrap_or_default(),
+                value,
+            },
+            Ok(value) => FieldState::Plain(value),
+            Err(why) => FieldState::Unreadable {
+                key_id,
+                reason: why.reason(),
+            },
+        };
+        InspectedField {
+            name: name.to_owned(),
+            state,
+        }
+    }
+
     fn refuse_sealed(field: &str) -> StoreError {
         StoreError::Misconfigured(
             format!(
@@ -233,6 +293,55 @@ impl SealedStore {
             .into(),
         )
     }
+}
+
+/// One session as [`SealedStore::inspect`] sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Inspection {
+    /// Its user fields, and the signed-in user and user agent (`__user`,
+    /// `__ua`), by name.
+    pub fields: Vec<InspectedField>,
+    /// When it was created, if stamped.
+    pub created: Option<std::time::SystemTime>,
+    /// Time left before it expires.
+    pub ttl: Option<std::time::Duration>,
+    /// Its handle in its user's index, if signed in.
+    pub handle: Option<SessionHandle>,
+    /// Whether it holds a `__salt`, so that sealed values can open.
+    pub salted: bool,
+}
+
+/// One field of an [`Inspection`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct InspectedField {
+    /// The field's name.
+    pub name: String,
+    /// What it holds.
+    pub state: FieldState,
+}
+
+/// What one stored field holds, as the ring reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FieldState {
+    /// A plain value (a plaintext field, or one written before encryption).
+    Plain(String),
+    /// A sealed value, opened.
+    Opened {
+        /// The key that sealed it.
+        key_id: String,
+        /// Its plaintext.
+        value: String,
+    },
+    /// A value no request would accept: the session counts as gone.
+    Unreadable {
+        /// The key id the value names, if it names one.
+        key_id: Option<String>,
+        /// `unknown_key`, `tampered`, `malformed` or `plaintext`.
+        reason: &'static str,
+    },
 }
 
 /// The salt of a session that had none: derived from its id, so that every
