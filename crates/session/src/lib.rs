@@ -217,6 +217,45 @@
 //! bits that the old one does not reveal. On a single server or Sentinel
 //! any fresh id will do, and no search runs.
 //!
+//! # Protecting session data
+//!
+//! Three switches, each off by default (a Nest node can read none of it):
+//!
+//! - **Values sealed at rest**: with `session.encryption.keys`, `build()`
+//!   wraps the store in a [`SealedStore`]. Every user field but the named
+//!   plaintext ones, and the signed-in user, is XChaCha20-Poly1305 under
+//!   the first key of a [`KeyRing`], bound to its session and field; a
+//!   value that does not open makes the session count as gone (never a
+//!   5xx). `incr` and `compare_and_set` take plaintext fields only
+//!   ([`SessionError::SealedField`]).
+//! - **Ids hashed at rest**: [`RedisSessionStore::with_hashed_ids`] keys a
+//!   session by SHA-256 of its id (`session.hash_ids`).
+//! - **Signed cookies**: with `session.cookie_signing_keys`, the cookie is
+//!   `<id>.<tag>` (HMAC-SHA256); a forged one costs no store call.
+//!
+//! ```
+//! use session::{EncryptionSettings, SessionMiddleware, SessionSettings};
+//! let settings = SessionSettings {
+//!     encryption: EncryptionSettings {
+//!         // head -c 32 /dev/urandom | base64; newest first.
+//!         keys: ["k2:3q2+7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "k1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="]
+//!             .into_iter()
+//!             .collect(),
+//!         plaintext_fields: vec!["count".to_owned()],
+//!         ..Default::default()
+//!     },
+//!     ..Default::default()
+//! };
+//! let middleware = SessionMiddleware::builder(session::MemorySessionStore::new())
+//!     .settings(settings)
+//!     .build()?;
+//! # let _ = middleware;
+//! # Ok::<(), session::ConfigError>(())
+//! ```
+//!
+//! The README's "Protecting session data" has the threat model, the value
+//! format byte by byte, and the steps of a rotation and of a migration.
+//!
 //! # A store of your own
 //!
 //! Implement [`SessionStore`] (load, create, update, renew, increment,
@@ -243,6 +282,8 @@
 //! - `service.rs`: [`SessionService`].
 //! - `store/mod.rs`: the [`SessionStore`] trait; `store/redis.rs` +
 //!   `store/session_write.lua`, and `store/memory.rs`: the two stores.
+//! - `protect/`: [`KeyRing`], the sealed value format (`envelope.rs`),
+//!   [`SealedStore`], signed cookies (`cookie_tag.rs`).
 //! - `id.rs`, `cookie.rs`, `codec.rs`, `slot.rs`, `error.rs`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
