@@ -71,11 +71,20 @@ rcli() { redis-cli -p "$redis_port" "$@"; }
 wait_for redis rcli ping
 
 app_port=$(free_port); peer_port=$(free_port); ceiling_port=$(free_port); floor_port=$(free_port)
+sealed_port=$(free_port)
 APP__REDIS__URL="redis://127.0.0.1:$redis_port" APP__SERVER__PORT=$app_port \
   APP__SERVER__WORKERS=$workers APP__SERVER__ACCESS_LOG=false RUST_LOG=warn \
   "$app_bin" >"$dir/app.log" 2>&1 &
 app_pid=$!
 pids+=($app_pid)
+# The same app with session values encrypted at rest (a fixed bench key),
+# ids hashed and its own key prefix: the cost of protection, in this run.
+APP__REDIS__URL="redis://127.0.0.1:$redis_port" APP__SERVER__PORT=$sealed_port \
+  APP__SERVER__WORKERS=$workers APP__SERVER__ACCESS_LOG=false RUST_LOG=warn \
+  APP__SESSION__ENCRYPTION__KEYS="bench:$(head -c 32 /dev/urandom | base64)" \
+  APP__SESSION__HASH_IDS=true APP__STORE__KEY_PREFIX=sealed_sid_ \
+  "$app_bin" >"$dir/sealed.log" 2>&1 &
+pids+=($!)
 REDIS_URL="redis://127.0.0.1:$redis_port" PORT=$peer_port WORKERS=$workers \
   "$peer_bin" >"$dir/peer.log" 2>&1 &
 pids+=($!)
@@ -88,10 +97,13 @@ wait_for app curl -sf "http://127.0.0.1:$app_port/healthz"
 wait_for peer curl -sf "http://127.0.0.1:$peer_port/healthz"
 wait_for ceiling curl -sf "http://127.0.0.1:$ceiling_port/healthz"
 wait_for floor curl -sf "http://127.0.0.1:$floor_port/healthz"
+wait_for sealed curl -sf "http://127.0.0.1:$sealed_port/healthz"
 
 echo "==> sessions for the existing-session workloads: $live_sessions on each server"
 python3 scripts/bench/make_sessions.py "http://127.0.0.1:$app_port/count" "$live_sessions" >"$dir/ours.cookies"
 python3 scripts/bench/make_sessions.py "http://127.0.0.1:$peer_port/count" "$live_sessions" >"$dir/peer.cookies"
+python3 scripts/bench/make_sessions.py "http://127.0.0.1:$app_port/login" "$live_sessions" >"$dir/signed_in.cookies"
+python3 scripts/bench/make_sessions.py "http://127.0.0.1:$sealed_port/login" "$live_sessions" >"$dir/sealed.cookies"
 
 # Total Redis commands executed so far (INFO commandstats, script-internal
 # commands included), and EVAL/EVALSHA calls alone.
@@ -105,7 +117,9 @@ declare -A rps p99s runs_rate runs_p50 runs_p99 runs_cmds
 # req/s, p50 and p99 (ms) and Redis commands per request to NAME's lists.
 measure() {
   local name=$1 url=$2 cookies=${3:-}
-  local args=(-t"$wrk_threads" -c"$connections" --latency -s scripts/bench/sessions.lua "$url")
+  local script=scripts/bench/sessions.lua
+  [ "${url##*/}" = login ] && script=scripts/bench/login.lua
+  local args=(-t"$wrk_threads" -c"$connections" --latency -s "$script" "$url")
   [ -n "$cookies" ] && args+=(-- "$cookies")
   wrk -d"$warmup" "${args[@]}" >/dev/null # warm the pools, the caches, the CPU
   local before after report
@@ -172,6 +186,11 @@ workloads=(
   # request and the server a longer header to parse, on either side.
   "ceiling: GET /healthz with the same cookie|http://127.0.0.1:$ceiling_port/healthz|$dir/ours.cookies"
   "ceiling: GET /healthz, no cookie|http://127.0.0.1:$ceiling_port/healthz|"
+  # Protection at rest: the same reads and writes, plain and sealed.
+  "ours: GET /me, signed in|http://127.0.0.1:$app_port/me|$dir/signed_in.cookies"
+  "ours, sealed: GET /me, signed in|http://127.0.0.1:$sealed_port/me|$dir/sealed.cookies"
+  "ours: POST /login, a new user each|http://127.0.0.1:$app_port/login|"
+  "ours, sealed: POST /login, a new user each|http://127.0.0.1:$sealed_port/login|"
 )
 for ((round = 1; round <= rounds; round++)); do
   echo "  round $round of $rounds"
@@ -264,6 +283,8 @@ report() {
   echo "| new session >= 1.3x peer | $(ratio "$fresh" "${rps["peer: GET /count, new session"]}")x |"
   echo "| new session, aim 60% of ceiling | $(ratio "$fresh" "$ceiling") |"
   echo "| untouched route within 5% of the ceiling's /healthz, same cookie | $(ratio "$untouched" "${rps["ceiling: GET /healthz with the same cookie"]}") (no cookie to the ceiling: $(ratio "$untouched" "${rps["ceiling: GET /healthz, no cookie"]}")) |"
+  echo "| sealed (encrypted, hashed ids) vs plain: GET /me, signed in; aim >= 0.90 | $(ratio "${rps["ours, sealed: GET /me, signed in"]}" "${rps["ours: GET /me, signed in"]}") |"
+  echo "| sealed (encrypted, hashed ids) vs plain: POST /login; aim >= 0.90 | $(ratio "${rps["ours, sealed: POST /login, a new user each"]}" "${rps["ours: POST /login, a new user each"]}") |"
   echo "| p99 existing session <= 3x ceiling p99 | $(ratio "${p99s["ours: GET /count, existing session"]}" "${p99s["ceiling: GET /count, no Redis"]}")x |"
   echo "| Redis memory per one-field session | $bytes_per_session bytes (MEMORY USAGE of one: $memory_usage, $encoding) |"
   echo "| app RSS, load with $big_dbsize sessions in Redis | ${rss_start} kB before, ${rss_min}..${rss_max} kB during, ${rss_end} kB after |"

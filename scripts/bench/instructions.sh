@@ -69,7 +69,14 @@ PORT=$ceiling_port WORKERS=1 counted ceiling "$ceiling_bin"
 ceiling_pid=$started
 REDIS_URL=$redis_url PORT=$floor_port WORKERS=1 counted floor "$floor_bin"
 floor_pid=$started
-for port in "$app_port" "$peer_port" "$ceiling_port" "$floor_port"; do
+# The app with values encrypted at rest and ids hashed (a fixed bench key).
+sealed_port=$(free_port)
+APP__REDIS__URL=$redis_url APP__SERVER__PORT=$sealed_port APP__SERVER__WORKERS=1 \
+  APP__SERVER__ACCESS_LOG=false RUST_LOG=warn APP__SESSION__HASH_IDS=true \
+  APP__SESSION__ENCRYPTION__KEYS="bench:$(head -c 32 /dev/urandom | base64)" \
+  APP__STORE__KEY_PREFIX=sealed_sid_ counted sealed "$app_bin"
+sealed_pid=$started
+for port in "$app_port" "$peer_port" "$ceiling_port" "$floor_port" "$sealed_port"; do
   wait_for "the server on $port" curl -sf "http://127.0.0.1:$port/healthz"
 done
 
@@ -91,7 +98,8 @@ rows=()
 measure() {
   local name=$1 server=$2 url=$3 cookies=${4:-} body=${5:-}
   local warm_cookies=${6:-$cookies}
-  python3 scripts/bench/send_requests.py "$url" "$warmup" "$warm_cookies" "$body"
+  # A "{n}" body (a new user each) warms up with users of its own.
+  python3 scripts/bench/send_requests.py "$url" "$warmup" "$warm_cookies" "${body//\{n\}/warm-\{n\}}"
   callgrind_control -z "$server" >/dev/null
   callgrind_control -z "$redis_pid" >/dev/null
   python3 scripts/bench/send_requests.py "$url" "$requests" "$cookies" "$body"
@@ -123,6 +131,15 @@ python3 scripts/bench/make_sessions.py "http://127.0.0.1:$app_port/count" "$requ
 measure "ours: POST /login, existing session" "$app_pid" "http://127.0.0.1:$app_port/login" \
   "$dir/login.cookies" '{"user":"ada"}' "$dir/login-warm.cookies"
 
+# Protection at rest: the same signed-in read and the same sign-in of a new
+# user, plain and sealed (encrypted values, hashed ids).
+python3 scripts/bench/make_sessions.py "http://127.0.0.1:$app_port/login" "$live_sessions" >"$dir/signed_in.cookies"
+python3 scripts/bench/make_sessions.py "http://127.0.0.1:$sealed_port/login" "$live_sessions" >"$dir/sealed.cookies"
+measure "ours: GET /me, signed in" "$app_pid" "http://127.0.0.1:$app_port/me" "$dir/signed_in.cookies"
+measure "ours, sealed: GET /me, signed in" "$sealed_pid" "http://127.0.0.1:$sealed_port/me" "$dir/sealed.cookies"
+measure "ours: POST /login, a new user each" "$app_pid" "http://127.0.0.1:$app_port/login" "" '{"user":"new-{n}"}'
+measure "ours, sealed: POST /login, a new user each" "$sealed_pid" "http://127.0.0.1:$sealed_port/login" "" '{"user":"new-{n}"}'
+
 echo
 echo "| workload | server instructions per request | Redis instructions per request |"
 echo "|---|---|---|"
@@ -141,7 +158,7 @@ renewal_ids=$PWD/target/release/examples/renewal_ids
 echo
 echo "| login's new id | instructions per id |"
 echo "|---|---|"
-for mode in standalone cluster; do
+for mode in standalone cluster cluster-hashed; do
   for n in 0 "$renewals"; do
     valgrind --tool=callgrind --callgrind-out-file="$dir/ids-$mode-$n.out" "$renewal_ids" "$n" "$mode" >/dev/null 2>&1
   done

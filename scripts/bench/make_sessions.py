@@ -1,10 +1,13 @@
-"""Create N sessions through a server's GET /count and print their cookies.
+"""Create N sessions through a server's GET /count (or, for a URL ending
+in /login, N signed-in sessions through POST /login, user bench-<n>) and
+print their cookies.
 
     python3 scripts/bench/make_sessions.py http://127.0.0.1:8080/count 1000 > cookies.txt
 
 Each line is "sid=<value>", as the server set it. One keep-alive connection,
 no cookie sent, so every request starts a new session.
 """
+import json
 import http.client
 import sys
 import urllib.parse
@@ -13,8 +16,13 @@ import urllib.parse
 def main() -> None:
     url, count = urllib.parse.urlsplit(sys.argv[1]), int(sys.argv[2])
     connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
-    for _ in range(count):
-        connection.request("GET", url.path)
+    login = url.path.endswith("/login")
+    for n in range(count):
+        if login:
+            connection.request("POST", url.path, json.dumps({"user": f"bench-{n}"}),
+                               {"Content-Type": "application/json"})
+        else:
+            connection.request("GET", url.path)
         response = connection.getresponse()
         response.read()
         if response.status != 200:

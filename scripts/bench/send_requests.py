@@ -4,7 +4,8 @@
 
 With a cookie file (one "sid=<value>" per line, as make_sessions.py prints),
 the requests take the cookies in turn; without one (or with ""), they send
-no cookie. With a JSON body they are POSTs of it, else GETs.
+no cookie. With a JSON body they are POSTs of it, else GETs; a "{n}" in
+the body becomes the request's number (a new user for each login).
 One connection, one request at a time: what instructions.sh needs, so that
 every request costs the same work, with no batching and no idle polling.
 """
@@ -25,7 +26,7 @@ def main() -> None:
         headers = {"Cookie": cookies[i % len(cookies)]} if cookies else {}
         if body is not None:
             headers["Content-Type"] = "application/json"
-            connection.request("POST", url.path, body=body, headers=headers)
+            connection.request("POST", url.path, body=body.replace("{n}", str(i)), headers=headers)
         else:
             connection.request("GET", url.path, headers=headers)
         response = connection.getresponse()

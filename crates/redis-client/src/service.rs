@@ -465,13 +465,27 @@ impl RedisService {
     /// `redis.durable_write_timeout_ms`: the master deleted the key, but a
     /// failover now could undo it, so the caller must not report success.
     pub async fn delete_durably(&self, key: &str) -> Result<bool, RedisClientError> {
-        let Some(durable) = &self.primary.durable else {
-            return self.delete(key).await;
+        Ok(self.delete_all_durably(&[key]).await? > 0)
+    }
+
+    /// [`RedisService::delete_durably`] of several keys in ONE `UNLINK`
+    /// (atomic: no command runs between the deletes); how many existed. On
+    /// Redis Cluster the keys must share a slot (else `CROSSSLOT`).
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisService::delete_durably`].
+    pub async fn delete_all_durably(&self, keys: &[&str]) -> Result<u64, RedisClientError> {
+        let Some(first) = keys.first() else {
+            return Ok(0);
         };
         let mut command = redis::cmd("UNLINK");
-        command.arg(key);
-        let removed: i64 = self.primary.durable(&command, None, key, durable).await?;
-        Ok(removed > 0)
+        command.arg(keys);
+        let removed: i64 = match &self.primary.durable {
+            Some(durable) => self.primary.durable(&command, None, first, durable).await?,
+            None => self.query(&command).await?,
+        };
+        Ok(u64::try_from(removed).unwrap_or(0))
     }
 
     /// [`RedisService::run_script`], then, on Sentinel and Cluster, `WAIT 1`

@@ -5,7 +5,12 @@
 //! ```text
 //! cargo run --release -p session --example renewal_ids -- 1000 cluster
 //! cargo run --release -p session --example renewal_ids -- 1000 standalone
+//! cargo run --release -p session --example renewal_ids -- 1000 cluster-hashed
 //! ```
+//!
+//! `cluster-hashed` is a cluster store with ids hashed at rest
+//! (`session.hash_ids`), whose keys carry the id's last 4 characters as
+//! their hash tag.
 //!
 //! No server is needed: the client connects lazily, and drawing an id
 //! sends nothing.
@@ -16,15 +21,19 @@ use session::{RedisSessionStore, SessionId, SessionStore};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let count: usize = args.next().as_deref().unwrap_or("1000").parse()?;
-    let settings = match args.next().as_deref() {
-        Some("cluster") => RedisSettings {
+    let mode = args.next();
+    let settings = match mode.as_deref() {
+        Some("cluster" | "cluster-hashed") => RedisSettings {
             mode: RedisMode::Cluster,
             nodes: vec!["redis://127.0.0.1:7000".to_owned()],
             ..RedisSettings::default()
         },
         _ => RedisSettings::default(),
     };
-    let store = RedisSessionStore::new(RedisService::new(&settings)?);
+    let mut store = RedisSessionStore::new(RedisService::new(&settings)?);
+    if mode.as_deref() == Some("cluster-hashed") {
+        store = store.with_hashed_ids(false)?;
+    }
     let old = SessionId::generate();
     // Fold the ids into a checksum, so that no draw can be optimized away.
     let mut checksum = 0_u64;

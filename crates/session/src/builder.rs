@@ -195,10 +195,22 @@ impl SessionMiddlewareBuilder {
     /// not `<id>:<base64 of 32 bytes>` (named by its id, never its bytes).
     pub fn build(self) -> Result<SessionMiddleware, ConfigError> {
         let config = Config::new(self.settings)?;
-        if config.settings.hash_ids && !self.store.hashes_ids() {
+        if config.settings.hash_ids != self.store.hashes_ids() {
             return Err(ConfigError::new(
                 "session.hash_ids",
-                "= true needs a store that hashes ids (RedisSessionStore::with_hashed_ids)",
+                if config.settings.hash_ids {
+                    "= true needs a store that hashes ids (RedisSessionStore::with_hashed_ids)"
+                } else {
+                    "= false, but the store hashes ids: set it true to match the store"
+                },
+            ));
+        }
+        // A store that already seals (it seals the signed-in user, which no
+        // other store does) must not be sealed twice: nothing would open.
+        if config.encryption.is_some() && self.store.seals_field(crate::store::USER_FIELD) {
+            return Err(ConfigError::new(
+                "session.encryption.keys",
+                "are set, but the store is already a SealedStore: give the keys to one of them",
             ));
         }
         // With encryption keys, every store call goes through the sealing

@@ -21,20 +21,27 @@ use crate::{SameSite, SessionId};
 /// With signing keys, only a value whose tag verifies yields its id: any
 /// other costs no store lookup. With `legacy_ids`, a bare id of the NestJS
 /// form is accepted too (Nest nodes never sign), to be renewed away.
+///
+/// The flag says the cookie was signed by a key that is no longer the
+/// current one: the response should send it signed anew.
 pub(crate) fn session_id_from_headers(
     headers: &HeaderMap,
     config: &CookieConfig,
-) -> Option<SessionId> {
-    let value = cookie_value(headers, &config.name)?;
+) -> (Option<SessionId>, bool) {
+    let Some(value) = cookie_value(headers, &config.name) else {
+        return (None, false);
+    };
     let verified = match &config.signing {
         Some(ring) => verify_cookie(ring, value),
-        None => Some(value),
+        None => Some((value, true)),
     };
-    if let Some(id) = verified.and_then(SessionId::parse_bytes) {
-        return Some(id);
+    if let Some((id, current)) = verified
+        && let Some(id) = SessionId::parse_bytes(id)
+    {
+        return (Some(id), !current);
     }
     if config.legacy_ids {
-        return SessionId::parse_legacy(value);
+        return (SessionId::parse_legacy(value), false);
     }
     if config.signing.is_some() {
         log::debug!(
@@ -42,7 +49,7 @@ pub(crate) fn session_id_from_headers(
             config.name
         );
     }
-    None
+    (None, false)
 }
 
 /// The one value of the cookie `cookie_name`, if it appears with one value.
@@ -162,7 +169,7 @@ mod tests {
         let id = SessionId::generate();
         let line = format!("a=1;sid={} ; b=2", id.as_str());
         assert_eq!(
-            session_id_from_headers(&headers(&[line.as_bytes()]), &plain()),
+            session_id_from_headers(&headers(&[line.as_bytes()]), &plain()).0,
             Some(id)
         );
     }
@@ -172,7 +179,7 @@ mod tests {
         let id = SessionId::generate();
         let line = format!("sid=\"{}\"", id.as_str());
         assert_eq!(
-            session_id_from_headers(&headers(&[line.as_bytes()]), &plain()),
+            session_id_from_headers(&headers(&[line.as_bytes()]), &plain()).0,
             Some(id)
         );
     }
@@ -182,7 +189,7 @@ mod tests {
         let id = SessionId::generate();
         let line = format!("sidekick={}", id.as_str());
         assert_eq!(
-            session_id_from_headers(&headers(&[line.as_bytes()]), &plain()),
+            session_id_from_headers(&headers(&[line.as_bytes()]), &plain()).0,
             None
         );
     }
@@ -192,13 +199,13 @@ mod tests {
         let (a, b) = (SessionId::generate(), SessionId::generate());
         let same = format!("sid={0}; sid={0}", a.as_str());
         assert_eq!(
-            session_id_from_headers(&headers(&[same.as_bytes()]), &plain()),
+            session_id_from_headers(&headers(&[same.as_bytes()]), &plain()).0,
             Some(a.clone())
         );
         let first = format!("sid={}", a.as_str());
         let second = format!("sid={}", b.as_str());
         let split = headers(&[first.as_bytes(), second.as_bytes()]);
-        assert_eq!(session_id_from_headers(&split, &plain()), None);
+        assert_eq!(session_id_from_headers(&split, &plain()).0, None);
     }
 
     #[test]
@@ -213,7 +220,7 @@ mod tests {
             huge.as_bytes(),
         ] {
             assert_eq!(
-                session_id_from_headers(&headers(&[line]), &plain()),
+                session_id_from_headers(&headers(&[line]), &plain()).0,
                 None,
                 "{line:?}"
             );
@@ -226,7 +233,7 @@ mod tests {
         let mut line = b"junk=\xff\xfe; ".to_vec();
         line.extend_from_slice(format!("sid={}", id.as_str()).as_bytes());
         assert_eq!(
-            session_id_from_headers(&headers(&[&line]), &plain()),
+            session_id_from_headers(&headers(&[&line]), &plain()).0,
             Some(id)
         );
     }
@@ -243,22 +250,22 @@ mod tests {
         assert!(value.starts_with(&format!("{}.", id.as_str())), "{value}");
         let line = format!("sid={value}");
         assert_eq!(
-            session_id_from_headers(&headers(&[line.as_bytes()]), &config),
+            session_id_from_headers(&headers(&[line.as_bytes()]), &config).0,
             Some(id.clone())
         );
         let bare = format!("sid={}", id.as_str());
         assert_eq!(
-            session_id_from_headers(&headers(&[bare.as_bytes()]), &config),
+            session_id_from_headers(&headers(&[bare.as_bytes()]), &config).0,
             None
         );
         let other = format!("sid={}.{}", SessionId::generate().as_str(), &value[37..]);
         assert_eq!(
-            session_id_from_headers(&headers(&[other.as_bytes()]), &config),
+            session_id_from_headers(&headers(&[other.as_bytes()]), &config).0,
             None
         );
         // The plain config reads the signed value as no id at all.
         assert_eq!(
-            session_id_from_headers(&headers(&[line.as_bytes()]), &plain()),
+            session_id_from_headers(&headers(&[line.as_bytes()]), &plain()).0,
             None
         );
     }
@@ -266,17 +273,19 @@ mod tests {
     #[test]
     fn legacy_ids_are_read_only_when_switched_on_signed_or_not() {
         let line = b"sid=k3j9x2m1q8z7";
-        assert_eq!(session_id_from_headers(&headers(&[line]), &plain()), None);
+        assert_eq!(session_id_from_headers(&headers(&[line]), &plain()).0, None);
         let legacy = cookie_config(SessionSettings {
             legacy_ids: true,
             ..Default::default()
         });
         for config in [legacy, signed(&["c1"], true)] {
-            let id = session_id_from_headers(&headers(&[line]), &config).expect("legacy");
+            let id = session_id_from_headers(&headers(&[line]), &config)
+                .0
+                .expect("legacy");
             assert!(id.is_legacy());
             assert_eq!(id.as_str(), "k3j9x2m1q8z7");
             assert_eq!(
-                session_id_from_headers(&headers(&[b"sid=K3J9"]), &config),
+                session_id_from_headers(&headers(&[b"sid=K3J9"]), &config).0,
                 None
             );
         }

@@ -33,7 +33,8 @@ fn open(req: &HttpRequest) -> Result<Session, SessionError> {
         .app_data::<RequestSessions>()
         .ok_or(SessionError::MiddlewareMissing)?;
     let service = sessions.0.clone();
-    let id = crate::cookie::session_id_from_headers(req.headers(), &service.config().cookie);
+    let (id, resign) =
+        crate::cookie::session_id_from_headers(req.headers(), &service.config().cookie);
     // A legacy (NestJS) id is weak: it is accepted once, and the commit
     // moves its session to a fresh id (if it names a live one).
     let legacy = id.as_ref().is_some_and(SessionId::is_legacy);
@@ -41,6 +42,7 @@ fn open(req: &HttpRequest) -> Result<Session, SessionError> {
     if legacy {
         session.renew();
     }
+    session.0.borrow_mut().resign_cookie = resign;
     session.0.borrow_mut().user_agent = req
         .headers()
         .get(actix_web::http::header::USER_AGENT)

@@ -122,11 +122,11 @@ impl SessionId {
         &self.0
     }
 
-    /// The first 8 characters: what logs show (of a legacy id, under half
-    /// of it).
+    /// The first 8 characters: what logs show (of a weak legacy id, a
+    /// quarter of it).
     pub fn short(&self) -> &str {
         let shown = if self.is_legacy() {
-            self.0.len() / 2
+            self.0.len() / 4
         } else {
             8
         };
@@ -306,7 +306,7 @@ mod tests {
         for good in ["a", "0", "k3j9x2m1q8z7", "0123456789abcdef"] {
             let id = SessionId::parse_legacy(good.as_bytes()).expect(good);
             assert!(id.is_legacy());
-            assert!(good.starts_with(id.short()) && id.short().len() <= good.len() / 2);
+            assert!(good.starts_with(id.short()) && id.short().len() <= good.len() / 4);
         }
         for bad in ["", "0123456789abcdefg", "ABC", "a-b", "a b", "*", "é"] {
             assert_eq!(SessionId::parse_legacy(bad.as_bytes()), None, "{bad:?}");

@@ -164,7 +164,16 @@ where
             let failed =
                 response.status().is_server_error() || response.response().error().is_some();
             match session.commit(failed).await {
-                Ok(update) => {
+                Ok(mut update) => {
+                    if update == CookieUpdate::Keep {
+                        // A cookie signed by an older key goes back signed
+                        // by the current one (a stale one was answered
+                        // with a removal, never this).
+                        let state = session.0.borrow();
+                        if let (true, Some(id)) = (state.resign_cookie, &state.id) {
+                            update = CookieUpdate::Set(id.clone());
+                        }
+                    }
                     let cookie = match update {
                         CookieUpdate::Keep => None,
                         CookieUpdate::Set(id) => {

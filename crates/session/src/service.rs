@@ -266,6 +266,7 @@ impl SessionService {
     /// # Errors
     ///
     /// [`SessionError::InvalidKey`] for a `__…` field;
+    /// [`SessionError::SealedField`] for a field encrypted at rest;
     /// [`SessionError::Store`] if the store fails (unavailable, a backend
     /// fault or a misconfiguration: never a silent fresh session).
     pub async fn increment(
@@ -276,6 +277,9 @@ impl SessionService {
     ) -> Result<Counted, SessionError> {
         if !is_user_field(field) {
             return Err(SessionError::InvalidKey(field.to_owned()));
+        }
+        if self.store.seals_field(field) {
+            return Err(SessionError::SealedField(field.to_owned()));
         }
         let policy = self.config.policy;
         if let Some(id) = sid {

@@ -148,6 +148,9 @@ pub(crate) struct State {
     /// The request's `User-Agent`, kept for a sign-in (a cheap clone of
     /// the header's bytes).
     pub(crate) user_agent: Option<actix_web::http::header::HeaderValue>,
+    /// The cookie was signed by a key that is no longer current: the
+    /// response sends it signed anew, so that the old key can be dropped.
+    pub(crate) resign_cookie: bool,
 }
 
 /// When a session was created and last used, for pages like "your session".
@@ -188,6 +191,7 @@ impl Session {
             cookie_id: id_for_cookie,
             sign_in: None,
             user_agent: None,
+            resign_cookie: false,
         })))
     }
 
@@ -632,20 +636,22 @@ impl Session {
         };
         changes.upserts.retain(|(field, _)| field != key);
         changes.upserts.push((key.to_owned(), value));
+        // With encryption on, the salt is drawn here, so that this
+        // request's later writes need not read it back.
+        if sessions.config().encryption.is_some() {
+            changes.salt = Some(crate::protect::new_salt());
+        }
         let policy = sessions.config().policy;
         let id = sessions.create_fresh(&changes, &policy, self).await?;
         let mut state = self.0.borrow_mut();
         let fields: SessionFields = changes.upserts.into_iter().collect();
-        state.snapshot = Snapshot::Live(LoadedSession {
-            fields,
-            created: Some(SystemTime::now()),
-            seen: Some(SystemTime::now()),
-            ttl: Some(policy.idle_timeout()),
-            user: None,
-            handle: None,
-            user_agent: None,
-            salt: None,
-        });
+        let mut created = LoadedSession::from_stored(fields, Some(policy.idle_timeout()));
+        created.created = Some(SystemTime::now());
+        created.seen = created.created;
+        // The salt the create asked for: later writes of this request seal
+        // without reading it back.
+        created.salt = changes.salt;
+        state.snapshot = Snapshot::Live(created);
         state.id = Some(id);
         state.issued = true;
         state.stale_cookie = false;

@@ -207,6 +207,14 @@ impl<S: Into<String>> FromIterator<S> for SecretList {
     }
 }
 
+/// Key text is wiped when the settings holding it are dropped.
+impl Drop for SecretList {
+    fn drop(&mut self) {
+        use zeroize::Zeroize as _;
+        self.0.zeroize();
+    }
+}
+
 impl fmt::Debug for SecretList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SecretList({} redacted)", self.0.len())

@@ -73,8 +73,14 @@ pub(crate) fn generate_in_same_slot(key_prefix: &str, old: &SessionId) -> Sessio
     }
     let target = key_slot(format!("{key_prefix}{}", old.as_str()).as_bytes());
     let after_prefix = crc16(0, key_prefix.as_bytes());
-    // The whole key is hashed: the CRC runs on from the prefix and the head.
-    draw_by_suffix(target, old, |head| crc16(after_prefix, head))
+    // The whole key is hashed: the CRC runs on from the prefix and the head,
+    // which varies per draw, so every slot is reachable and the search ends
+    // (64 draws in a row without a match would take a broken random source).
+    loop {
+        if let Some(new) = draw_by_suffix(target, old, |head| crc16(after_prefix, head)) {
+            return new;
+        }
+    }
 }
 
 /// The search both generators share: draw a random id, then try the 65,536
@@ -85,8 +91,8 @@ fn draw_by_suffix(
     target: u16,
     old: &SessionId,
     crc_before_suffix: impl Fn(&[u8]) -> u16,
-) -> SessionId {
-    loop {
+) -> Option<SessionId> {
+    for _ in 0..MAX_DRAWS {
         let draw = SessionId::generate();
         let text = draw.as_str().as_bytes();
         let (head, tail) = text.split_at(HEAD_LEN);
@@ -106,10 +112,11 @@ fn draw_by_suffix(
             if let Some(new) = SessionId::parse_bytes(&candidate)
                 && new != *old
             {
-                return new;
+                return Some(new);
             }
         }
     }
+    None
 }
 
 /// The hash tag a store with hashed ids puts in a session's key on Redis
@@ -125,10 +132,26 @@ pub(crate) fn id_tag(id: &SessionId) -> &str {
 /// A fresh random id whose [`id_tag`] hashes to `slot`: as
 /// [`generate_in_same_slot`], the last four hex digits enumerated from a
 /// random start, one CRC16 of 4 bytes per try (16,384 tries on average).
-pub(crate) fn generate_with_tag_in_slot(slot: u16, old: &SessionId) -> SessionId {
+///
+/// Four hex digits reach 13,152 of the 16,384 slots. A canonical `old`'s
+/// own tag is among them, so the search always ends for it; for a slot no
+/// tag reaches (a legacy id's), it gives up after [`MAX_DRAWS`] draws and
+/// returns `None`.
+pub(crate) fn generate_with_tag_in_slot(slot: u16, old: &SessionId) -> Option<SessionId> {
     // Only the tag (the last four digits) is hashed.
     draw_by_suffix(slot, old, |_| 0)
 }
+
+/// Whether `key_prefix` holds a complete hash tag, which puts every key in
+/// one slot.
+pub(crate) fn has_hash_tag(key_prefix: &str) -> bool {
+    hash_tag(key_prefix.as_bytes()).is_some()
+}
+
+/// Draws before a search gives up: each tries all 65,536 suffixes, and one
+/// draw in about 50 finds no match for a reachable slot, so 64 misses mean
+/// the slot cannot be reached.
+const MAX_DRAWS: usize = 64;
 
 /// The characters of a canonical id before its last four hex digits.
 const HEAD_LEN: usize = 32;
@@ -171,12 +194,21 @@ mod tests {
         let old_key = format!("sid_{}", old.hashed(Some(id_tag(&old))).as_str());
         let slot = key_slot(old_key.as_bytes());
         assert_eq!(slot, crc16(0, id_tag(&old).as_bytes()) % SLOT_COUNT);
-        let new = generate_with_tag_in_slot(slot, &old);
+        let new = generate_with_tag_in_slot(slot, &old).expect("an id's own tag is reachable");
         let new_key = format!("sid_{}", new.hashed(Some(id_tag(&new))).as_str());
         assert_eq!(key_slot(new_key.as_bytes()), slot);
         assert_ne!(new, old);
         let legacy = SessionId::parse_legacy(b"k3j").expect("legacy");
         assert_eq!(id_tag(&legacy), "k3j");
+        // A slot no 4-hex-digit tag reaches: the search gives up.
+        let reachable: std::collections::HashSet<u16> = (0..=u16::MAX)
+            .map(|n| crc16(0, &hex4(n)) % SLOT_COUNT)
+            .collect();
+        assert_eq!(reachable.len(), 13_152);
+        let unreachable = (0..SLOT_COUNT)
+            .find(|slot| !reachable.contains(slot))
+            .expect("one");
+        assert_eq!(generate_with_tag_in_slot(unreachable, &old), None);
     }
 
     #[test]

@@ -66,9 +66,13 @@ impl SessionService {
         let mut stale = Vec::new();
         for (entry, session) in entries.into_iter().zip(loaded) {
             match session {
+                // The handle is drawn afresh at each sign-in, so it alone
+                // proves the session is still this entry's; the user is
+                // checked too wherever it can be read (a session sealed
+                // under a key this node lacks is listed, not dropped).
                 Some(session)
-                    if session.user.as_deref() == Some(user)
-                        && session.handle.as_ref() == Some(&entry.handle) =>
+                    if session.handle.as_ref() == Some(&entry.handle)
+                        && (session.user.as_deref() == Some(user) || session.sealed_unreadable) =>
                 {
                     listed.push(UserSession {
                         handle: entry.handle,

@@ -723,6 +723,33 @@ async fn turning_hash_ids_on_moves_each_raw_session_when_first_met_and_loses_non
     );
     assert_eq!(migrating.load(&ended).await.expect("load"), None);
 
+    // Parallel requests on one raw session (a browser opening a page):
+    // whichever moves it, every one of them finds it.
+    let parallel = created(&raw, &[("user", "dee")], &LONG).await;
+    let seen = futures_util::future::join_all((0..8).map(|_| migrating.load(&parallel))).await;
+    assert!(
+        seen.iter().all(|loaded| matches!(loaded, Ok(Some(_)))),
+        "no request lost the session to a concurrent move: {seen:?}"
+    );
+    let counted_in_parallel = created(&raw, &[("count", "0")], &LONG).await;
+    let counts = futures_util::future::join_all(
+        (0..8).map(|_| migrating.increment(&counted_in_parallel, "count", 1, &LONG)),
+    )
+    .await;
+    assert!(
+        counts.iter().all(|count| matches!(count, Ok(Some(_)))),
+        "{counts:?}"
+    );
+    assert_eq!(
+        strict
+            .load(&counted_in_parallel)
+            .await
+            .expect("load")
+            .expect("moved")
+            .fields["count"],
+        "8"
+    );
+
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg("sid_*")
         .query(&mut server.connection())
@@ -765,4 +792,79 @@ async fn on_a_cluster_adopting_raw_keys_is_refused_naming_the_setting() {
     let error = store.clone().with_hashed_ids(true).expect_err("refused");
     assert_eq!(error.key(), "session.accept_raw_keys");
     assert!(store.with_hashed_ids(false).is_ok());
+}
+
+#[tokio::test]
+async fn a_listing_on_a_node_without_the_sealing_key_keeps_the_entry_it_cannot_read() {
+    use base64::Engine as _;
+    let server = RedisServer::start();
+    let ring = |id: &str, byte: u8| {
+        let entry = format!(
+            "{id}:{}",
+            base64::engine::general_purpose::STANDARD.encode([byte; 32])
+        );
+        session::KeyRing::parse("session.encryption.keys", &[entry])
+            .expect("valid")
+            .expect("one key")
+    };
+    let ahead = session::SealedStore::new(redis_store(&server, "sid_").await, ring("k2", 2));
+    let handle = session::SessionHandle::generate();
+    let id = SessionId::generate();
+    let mut changes = store_suite::sets(&[("user", "ada")]);
+    changes
+        .upserts
+        .push(("__user".to_owned(), "ada".to_owned()));
+    changes
+        .upserts
+        .push(("__handle".to_owned(), handle.as_str().to_owned()));
+    assert!(ahead.create(&id, &changes, &LONG).await.expect("create"));
+    let entry = session::UserEntry {
+        handle: handle.clone(),
+        id: id.clone(),
+        created: std::time::SystemTime::now(),
+    };
+    ahead
+        .join_user("ada", 0, &entry, &LONG, 10)
+        .await
+        .expect("join");
+
+    // A node whose ring is behind (k1 only): the session does not open
+    // there, yet it is listed, and its entry stays for "sign out everywhere".
+    let behind = session::SessionMiddleware::builder(session::SealedStore::new(
+        redis_store(&server, "sid_").await,
+        ring("k1", 1),
+    ))
+    .absolute_timeout(None)
+    .build()
+    .expect("valid")
+    .service();
+    assert_eq!(
+        behind.store().load(&id).await.expect("load"),
+        None,
+        "a request: gone"
+    );
+    let listed = behind.list_user_sessions("ada").await.expect("list");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].handle, handle);
+    assert_eq!(listed[0].user_agent, None);
+    assert_eq!(
+        ahead
+            .user_entries("ada", &LONG)
+            .await
+            .expect("entries")
+            .len(),
+        1
+    );
+    assert_eq!(
+        behind
+            .revoke_user_sessions("ada", None)
+            .await
+            .expect("revoke"),
+        1
+    );
+    assert_eq!(
+        ahead.load(&id).await.expect("load"),
+        None,
+        "ended everywhere"
+    );
 }

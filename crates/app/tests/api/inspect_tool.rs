@@ -23,8 +23,20 @@ fn run_tool(
     id: &str,
     on_stdin: bool,
 ) -> (Option<i32>, String, String) {
+    run_tool_with(redis, keys, id, on_stdin, &[])
+}
+
+/// [`run_tool`] with more environment.
+fn run_tool_with(
+    redis: &RedisServer,
+    keys: &str,
+    id: &str,
+    on_stdin: bool,
+    env: &[(&str, &str)],
+) -> (Option<i32>, String, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_session-inspect"));
     command
+        .envs(env.iter().copied())
         .env("APP__REDIS__URL", redis.url())
         .env("APP__SESSION__ENCRYPTION__KEYS", keys)
         .stdin(Stdio::piped())
@@ -115,4 +127,30 @@ async fn it_prints_a_sealed_session_decrypted_and_never_writes() {
     let (code, _, err) = run_tool(&redis, "", &sid, false);
     assert_eq!(code, Some(1));
     assert!(err.contains("no encryption keys"), "{err}");
+}
+
+#[tokio::test]
+async fn with_the_hash_ids_migration_on_it_reads_a_raw_session_and_moves_nothing() {
+    let redis = RedisServer::start();
+    let plain = spawn_app_with(redis.url(), |_| {}).await;
+    let sid = plain.count_with_cookie(b"").await.sid.expect("a session");
+    let raw_key = format!("sid_{sid}");
+    let (code, out, err) = run_tool_with(
+        &redis,
+        &key("k1", 1),
+        &sid,
+        false,
+        &[
+            ("APP__SESSION__HASH_IDS", "true"),
+            ("APP__SESSION__ACCEPT_RAW_KEYS", "true"),
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains(&format!("at {raw_key}")), "{out}");
+    assert!(out.contains("count = \"1\"  (plain)"), "{out}");
+    let still_raw: i64 = testkit::redis::cmd("EXISTS")
+        .arg(&raw_key)
+        .query(&mut redis.connection())
+        .expect("EXISTS");
+    assert_eq!(still_raw, 1, "the tool moved nothing");
 }

@@ -49,8 +49,9 @@ pub(crate) fn sign(ring: &KeyRing, id: &str) -> String {
 }
 
 /// The id inside a signed cookie value, if its tag verifies under any key
-/// of the ring (each comparison in constant time).
-pub(crate) fn verify<'a>(ring: &KeyRing, value: &'a [u8]) -> Option<&'a [u8]> {
+/// of the ring (each comparison in constant time), and whether the key was
+/// the current one (else the cookie should be signed anew).
+pub(crate) fn verify<'a>(ring: &KeyRing, value: &'a [u8]) -> Option<(&'a [u8], bool)> {
     // The tag's length first: junk of any size is refused without a MAC.
     if value.len() <= TAG_CHARS + 1 {
         return None;
@@ -60,9 +61,10 @@ pub(crate) fn verify<'a>(ring: &KeyRing, value: &'a [u8]) -> Option<&'a [u8]> {
     let mut tag = [0_u8; 33];
     let len = URL_SAFE.decode_slice(tag_text, &mut tag).ok()?;
     let tag = tag.get(..len).filter(|tag| tag.len() == 32)?;
-    ring.keys()
-        .any(|key| mac(key, id).verify_slice(tag).is_ok())
-        .then_some(id)
+    let signer = ring
+        .keys()
+        .position(|key| mac(key, id).verify_slice(tag).is_ok())?;
+    Some((id, signer == 0))
 }
 
 #[cfg(test)]
@@ -80,7 +82,7 @@ mod tests {
         let keys = ring(&[("c1", 1)]);
         let value = sign(&keys, ID);
         assert_eq!(value.len(), ID.len() + 1 + TAG_CHARS);
-        assert_eq!(verify(&keys, value.as_bytes()), Some(ID.as_bytes()));
+        assert_eq!(verify(&keys, value.as_bytes()), Some((ID.as_bytes(), true)));
     }
 
     #[test]
@@ -104,12 +106,16 @@ mod tests {
         let old = ring(&[("c1", 1)]);
         let rotated = ring(&[("c2", 2), ("c1", 1)]);
         let by_old = sign(&old, ID);
-        assert_eq!(verify(&rotated, by_old.as_bytes()), Some(ID.as_bytes()));
+        assert_eq!(
+            verify(&rotated, by_old.as_bytes()),
+            Some((ID.as_bytes(), false)),
+            "verified, by a key no longer current: to be signed anew"
+        );
         let by_new = sign(&rotated, ID);
         assert_ne!(by_new, by_old);
         assert_eq!(
             verify(&ring(&[("c2", 2)]), by_new.as_bytes()),
-            Some(ID.as_bytes())
+            Some((ID.as_bytes(), true))
         );
     }
 }

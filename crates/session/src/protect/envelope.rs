@@ -103,6 +103,15 @@ pub(crate) fn key_id_of(stored: &str) -> Option<&str> {
     is_key_id(key_id).then_some(key_id)
 }
 
+/// Whether `salt` has a salt's form: 16 bytes in unpadded base64url (22
+/// characters of `[A-Za-z0-9_-]`).
+pub(crate) fn is_salt(salt: &str) -> bool {
+    salt.len() == 22
+        && salt
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// A fresh session salt: 16 bytes from the OS random source, base64url.
 pub(crate) fn new_salt() -> String {
     let mut bytes = [0_u8; SALT_BYTES];
@@ -216,7 +225,7 @@ mod tests {
         let keys = ring(&[("k1", 1)]);
         let salt = new_salt();
         let sealed = seal(&keys, &salt, "user", "ada");
-        assert!(is_sealed(&sealed));
+        assert!(is_sealed(&sealed) && is_salt(&salt));
         assert!(!sealed.contains("ada"));
         assert_eq!(open(&keys, &salt, "user", &sealed), Ok("ada".to_owned()));
         assert_eq!(

@@ -147,7 +147,11 @@ impl SealedStore {
         stored: String,
     ) -> Result<String, Unreadable> {
         if envelope::is_sealed(&stored) {
-            let salt = salt.ok_or(Unreadable::Open(OpenError::Malformed))?;
+            // A salt is what `new_salt` or `derived_salt` makes: anything
+            // else was not written by this crate.
+            let salt = salt
+                .filter(|salt| envelope::is_salt(salt))
+                .ok_or(Unreadable::Open(OpenError::Malformed))?;
             return envelope::open(&self.ring, salt, field, &stored).map_err(Unreadable::Open);
         }
         if self.seals(field) && !self.accept_plaintext {
@@ -371,8 +375,10 @@ impl SessionStore for SealedStore {
         policy: &WritePolicy,
     ) -> Result<bool, StoreError> {
         // Every new session gets a salt, sealed values or not, so that a
-        // later write never has to derive one.
-        let sealed = self.sealed(changes, &envelope::new_salt(), true);
+        // later write never has to derive one: the one the caller drew (so
+        // that it knows it), else a fresh one.
+        let salt = changes.salt.clone().unwrap_or_else(envelope::new_salt);
+        let sealed = self.sealed(changes, &salt, true);
         self.inner.create(id, &sealed, policy).await
     }
 
@@ -459,7 +465,21 @@ impl SessionStore for SealedStore {
         Ok(ids
             .iter()
             .zip(loaded)
-            .map(|(id, loaded)| loaded.and_then(|loaded| self.open_session(id, loaded)))
+            .map(|(id, loaded)| {
+                loaded.map(|loaded| {
+                    // Alive but unreadable here: listed without its sealed
+                    // values, never taken for gone (its index entry must
+                    // stay, or "sign out everywhere" could not find it).
+                    let mut unreadable = loaded.clone();
+                    self.open_session(id, loaded).unwrap_or_else(|| {
+                        unreadable.fields.clear();
+                        unreadable.user = None;
+                        unreadable.user_agent = None;
+                        unreadable.sealed_unreadable = true;
+                        unreadable
+                    })
+                })
+            })
             .collect())
     }
 

@@ -212,6 +212,9 @@ impl State {
     }
 }
 
+/// Metadata fields one write may carry beyond `max_fields`, as the script.
+const METADATA_SLACK: usize = 16;
+
 /// `check_limits` in the Lua script: whether `fields` (none: a new session)
 /// stays within the limits after `changes`.
 fn check_limits(
@@ -223,8 +226,14 @@ fn check_limits(
         return Ok(());
     }
     // As the script: more names than the session may hold fails at once,
-    // a name sent twice counting twice.
-    if changes.upserts.len() > policy.max_fields() {
+    // a name sent twice counting twice; metadata (`__salt`, a sign-in's
+    // `__user`) counts toward no limit, but at most METADATA_SLACK of it.
+    let sent = changes
+        .upserts
+        .iter()
+        .filter(|(field, _)| !field.starts_with(RESERVED_PREFIX))
+        .count();
+    if sent > policy.max_fields() || changes.upserts.len() > policy.max_fields() + METADATA_SLACK {
         return Err(StoreError::LimitExceeded(Limit::Fields(
             policy.max_fields(),
         )));

@@ -177,8 +177,10 @@ impl Changes {
     }
 }
 
-/// A live session as read by [`SessionStore::load`].
+/// A live session as read by [`SessionStore::load`]. A store of your own
+/// builds one with [`LoadedSession::from_fields`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LoadedSession {
     /// The user's fields (metadata removed).
     pub fields: SessionFields,
@@ -198,9 +200,21 @@ pub struct LoadedSession {
     /// The salt of its sealed values, if it has any (see
     /// [`crate::SealedStore`]).
     pub salt: Option<String>,
+    /// Only from [`SessionStore::load_many`] of a [`crate::SealedStore`]:
+    /// the session is alive, but its sealed values do not open on this
+    /// node (a key it lacks, say), so they are left out. [`SessionStore::load`]
+    /// says `None` for such a session instead; a listing must not take it
+    /// for a gone one.
+    pub sealed_unreadable: bool,
 }
 
 impl LoadedSession {
+    /// A loaded session from the hash a store holds (user fields and the
+    /// `__…` metadata side by side), and its time left.
+    pub fn from_fields(fields: SessionFields, ttl: Option<Duration>) -> Self {
+        Self::from_stored(fields, ttl)
+    }
+
     /// Splits a stored hash into user fields and metadata.
     pub(crate) fn from_stored(mut fields: SessionFields, ttl: Option<Duration>) -> Self {
         let created = fields
@@ -223,6 +237,7 @@ impl LoadedSession {
             handle,
             user_agent,
             salt,
+            sealed_unreadable: false,
         }
     }
 }

@@ -105,7 +105,27 @@ impl RedisSessionStore {
     pub fn with_key_prefix(self, key_prefix: impl Into<String>) -> Result<Self, ConfigError> {
         let key_prefix = key_prefix.into();
         Self::check_key_prefix(&key_prefix)?;
-        Ok(Self { key_prefix, ..self })
+        let store = Self { key_prefix, ..self };
+        store.check_hashed_layout()?;
+        Ok(store)
+    }
+
+    /// With hashed ids on a cluster, the key's `{tag}` must be its hash
+    /// tag: a prefix with a lone brace would swallow it.
+    fn check_hashed_layout(&self) -> Result<(), ConfigError> {
+        let lone_brace = (self.key_prefix.contains('{') || self.key_prefix.contains('}'))
+            && !crate::slot::has_hash_tag(&self.key_prefix);
+        if self.ids != IdsAtRest::Raw && self.redis.is_cluster() && lone_brace {
+            return Err(ConfigError::new(
+                "store.key_prefix",
+                format!(
+                    "holds a brace but no {{hash tag}}, which with session.hash_ids on Redis \
+                     Cluster would change every key's slot, got {:?}",
+                    self.key_prefix
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The rule [`RedisSessionStore::with_key_prefix`] applies, for an app
@@ -152,7 +172,8 @@ impl RedisSessionStore {
     ///
     /// [`ConfigError`] naming `session.accept_raw_keys` on Redis Cluster:
     /// the raw and hashed keys of one session live in different slots, so
-    /// nothing can move one to the other atomically.
+    /// nothing can move one to the other atomically; or naming
+    /// `store.key_prefix` on a cluster for a prefix with a lone brace.
     pub fn with_hashed_ids(self, adopt_raw_keys: bool) -> Result<Self, ConfigError> {
         if adopt_raw_keys && self.redis.is_cluster() {
             return Err(ConfigError::new(
@@ -161,12 +182,14 @@ impl RedisSessionStore {
                  slots): turning session.hash_ids on there ends the sessions under raw keys",
             ));
         }
-        Ok(Self {
+        let store = Self {
             ids: IdsAtRest::Hashed {
                 adopt_raw: adopt_raw_keys,
             },
             ..self
-        })
+        };
+        store.check_hashed_layout()?;
+        Ok(store)
     }
 
     /// What follows the prefix in `id`'s key: the id, or its hash (an id
@@ -203,8 +226,10 @@ impl RedisSessionStore {
     }
 
     /// Moves session `id` from its raw key to its hashed one, if it is
-    /// under the raw key and the switch allows it. True if it moved: the
-    /// caller then runs its operation again.
+    /// under the raw key and the switch allows it. True if the session is
+    /// now under its hashed key (moved by this call, or by a concurrent
+    /// request that met it first): the caller then runs its operation
+    /// again.
     async fn adopt_raw(
         &self,
         id: &SessionId,
@@ -226,11 +251,8 @@ impl RedisSessionStore {
         };
         let call = invocation(&[&hashed, &raw], "adopt", policy);
         // A replay finds the raw key gone and moves nothing: safe.
-        let (moved, _): ScriptReply = self.redis.run_script(&call, Retry::Idempotent).await?;
-        if moved == 1 {
-            log::info!("session {id} moved from its raw key to its hashed key");
-        }
-        Ok(moved == 1)
+        let (hashed_now, _): ScriptReply = self.redis.run_script(&call, Retry::Idempotent).await?;
+        Ok(hashed_now == 1)
     }
 
     /// The least-privilege Redis ACL rules for a user that only serves
@@ -573,9 +595,18 @@ impl SessionStore for RedisSessionStore {
         }
         match self.ids {
             IdsAtRest::Raw => crate::slot::generate_in_same_slot(&self.key_prefix, old),
+            // A prefix with a hash tag puts every key in one slot.
+            IdsAtRest::Hashed { .. } if crate::slot::has_hash_tag(&self.key_prefix) => {
+                SessionId::generate()
+            }
             IdsAtRest::Hashed { .. } => {
                 let slot = crate::slot::key_slot(self.key(old).as_bytes());
-                crate::slot::generate_with_tag_in_slot(slot, old)
+                crate::slot::generate_with_tag_in_slot(slot, old).unwrap_or_else(|| {
+                    // Only an id whose tag no fresh id can share (a legacy
+                    // one): the rename will fail with CROSSSLOT, loudly.
+                    log::error!("no fresh id shares the slot of session {old}'s key");
+                    SessionId::generate()
+                })
             }
         }
     }
@@ -587,13 +618,17 @@ impl SessionStore for RedisSessionStore {
     async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
         // A logout: on Sentinel and Cluster it waits for a replica, so that
         // a failover cannot bring the session back; unconfirmed, it fails.
-        let existed = self.redis.delete_durably(&self.key(id)).await?;
-        if !existed && self.may_be_raw(id) {
-            // Not moved yet: the logout ends it under its raw key.
+        if self.may_be_raw(id) {
+            // Under either key (never on a cluster): both in ONE UNLINK, so
+            // that no adoption can move the session between two deletes.
             let raw = format!("{}{}", self.key_prefix, id.as_str());
-            return Ok(self.redis.delete_durably(&raw).await?);
+            let removed = self
+                .redis
+                .delete_all_durably(&[&self.key(id), &raw])
+                .await?;
+            return Ok(removed > 0);
         }
-        Ok(existed)
+        Ok(self.redis.delete_durably(&self.key(id)).await?)
     }
 
     async fn load_many(&self, ids: &[SessionId]) -> Result<Vec<Option<LoadedSession>>, StoreError> {

@@ -106,14 +106,15 @@ local function check_limits(k, clear, removals, upserts)
   -- More names than the session may hold (a name sent twice counts twice:
   -- stricter, never looser). This also bounds the HSET below, whose
   -- arguments go through unpack.
-  -- Metadata (a sign-in's __user, a sealed session's __salt) is not counted.
+  -- Metadata (a sign-in's __user, a sealed session's __salt) is not counted,
+  -- but at most 16 of it rides along: the unpack below stays bounded.
   local sent = 0
   for i = 1, #upserts, 2 do
     if not is_metadata(upserts[i]) then
       sent = sent + 1
     end
   end
-  if sent > tonumber(ARGV[4]) then
+  if sent > tonumber(ARGV[4]) or #upserts / 2 > tonumber(ARGV[4]) + 16 then
     return -2
   end
   local fields = {}
@@ -197,9 +198,14 @@ end
 if op == 'adopt' then
   -- hash_ids migration (never on a cluster, where the two keys live in
   -- different slots): KEYS[1] is the hashed key, KEYS[2] the raw one a node
-  -- without hash_ids wrote. Moves it, keeping fields and TTL, only if the
-  -- hashed key is free. Replies {1, '0'} if it moved, {0, '0'} if not.
-  if redis.call('EXISTS', KEYS[2]) == 1 and redis.call('EXISTS', key) == 0 then
+  -- without hash_ids wrote. Moves it, keeping fields and TTL, if the hashed
+  -- key is free. Replies {1, '0'} if the session is now under its hashed key
+  -- (moved by this call or by a concurrent one: the caller runs its
+  -- operation again either way), {0, '0'} if it is under neither.
+  if redis.call('EXISTS', key) == 1 then
+    return {1, '0'}
+  end
+  if redis.call('EXISTS', KEYS[2]) == 1 then
     redis.call('RENAME', KEYS[2], key)
     return {1, '0'}
   end
@@ -222,7 +228,7 @@ if op == 'create' then
       bytes = bytes + #upserts[i] + #upserts[i + 1]
     end
   end
-  if count > tonumber(ARGV[4]) then
+  if count > tonumber(ARGV[4]) or #upserts / 2 > tonumber(ARGV[4]) + 16 then
     return {-2, '0'}
   end
   if bytes > tonumber(ARGV[5]) then

@@ -74,7 +74,9 @@ impl std::fmt::Debug for SessionHandle {
 pub struct UserEntry {
     /// What the user sees.
     pub handle: SessionHandle,
-    /// What it ends.
+    /// What it ends: the session's id, or for a store that hashes ids the
+    /// hashed name it keeps (it addresses the session in `load` and
+    /// `delete`, and is never a cookie).
     pub id: SessionId,
     /// When the session was created: its absolute deadline counts from it.
     pub created: SystemTime,

@@ -595,7 +595,7 @@ macro_rules! store_behaviour_suite {
                 );
                 assert_eq!(
                     store
-                        .compare_and_set(&id, "user", None, Some("x"), &LONG)
+                        .compare_and_set(&id, "step", None, Some("x"), &LONG)
                         .await
                         .expect("cas"),
                     None
@@ -794,6 +794,29 @@ macro_rules! store_behaviour_suite {
                         .await
                         .expect("room was made")
                 );
+            }
+
+            #[tokio::test]
+            async fn a_session_holds_exactly_max_fields_and_not_one_more() {
+                // Metadata (a sealing store's __salt, a sign-in's __user)
+                // counts toward no limit, on every store.
+                let harness = make_store().await;
+                let store = &*harness.store;
+                let tight =
+                    session::WritePolicy::new(LONG.idle_timeout(), None, 3, LONG.max_bytes())
+                        .expect("a valid policy");
+                let three = sets(&[("a", "1"), ("b", "2"), ("e", "3")]);
+                let id = SessionId::generate();
+                assert!(store.create(&id, &three, &tight).await.expect("three fit"));
+                let mut signed_in = sets(&[("b", "changed")]);
+                signed_in.upserts.push(("__user".to_owned(), "ada".to_owned()));
+                assert!(store.update(&id, &signed_in, &tight).await.expect("metadata is free"));
+                let refused = store.update(&id, &sets(&[("f", "4")]), &tight).await;
+                assert!(
+                    matches!(refused, Err(StoreError::LimitExceeded(Limit::Fields(3)))),
+                    "{refused:?}"
+                );
+                assert_eq!(fields_of(store, &id).await.len(), 3);
             }
 
             #[tokio::test]
