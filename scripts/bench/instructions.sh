@@ -69,10 +69,10 @@ PORT=$ceiling_port WORKERS=1 counted ceiling "$ceiling_bin"
 ceiling_pid=$started
 REDIS_URL=$redis_url PORT=$floor_port WORKERS=1 counted floor "$floor_bin"
 floor_pid=$started
-# The app with values encrypted at rest and ids hashed (a fixed bench key).
+# The app with values encrypted at rest (a random bench key).
 sealed_port=$(free_port)
 APP__REDIS__URL=$redis_url APP__SERVER__PORT=$sealed_port APP__SERVER__WORKERS=1 \
-  APP__SERVER__ACCESS_LOG=false RUST_LOG=warn APP__SESSION__HASH_IDS=true \
+  APP__SERVER__ACCESS_LOG=false RUST_LOG=warn \
   APP__SESSION__ENCRYPTION__KEYS="bench:$(head -c 32 /dev/urandom | base64)" \
   APP__STORE__KEY_PREFIX=sealed_sid_ counted sealed "$app_bin"
 sealed_pid=$started
@@ -132,7 +132,7 @@ measure "ours: POST /login, existing session" "$app_pid" "http://127.0.0.1:$app_
   "$dir/login.cookies" '{"user":"ada"}' "$dir/login-warm.cookies"
 
 # Protection at rest: the same signed-in read and the same sign-in of a new
-# user, plain and sealed (encrypted values, hashed ids).
+# user, plain and sealed (encrypted values).
 python3 scripts/bench/make_sessions.py "http://127.0.0.1:$app_port/login" "$live_sessions" >"$dir/signed_in.cookies"
 python3 scripts/bench/make_sessions.py "http://127.0.0.1:$sealed_port/login" "$live_sessions" >"$dir/sealed.cookies"
 measure "ours: GET /me, signed in" "$app_pid" "http://127.0.0.1:$app_port/me" "$dir/signed_in.cookies"

@@ -29,19 +29,30 @@ struct RandomBuffer {
 
 impl RandomBuffer {
     fn take_16(&mut self) -> [u8; 16] {
-        if self.used + 16 > self.bytes.len() {
+        self.take()
+    }
+
+    fn take<const N: usize>(&mut self) -> [u8; N] {
+        if self.used + N > self.bytes.len() {
             getrandom::fill(&mut self.bytes)
                 .unwrap_or_else(|error| panic!("the OS random source failed: {error}"));
             self.used = 0;
         }
-        let mut taken = [0_u8; 16];
-        let slice = &mut self.bytes[self.used..self.used + 16];
+        let mut taken = [0_u8; N];
+        let slice = &mut self.bytes[self.used..self.used + N];
         taken.copy_from_slice(slice);
         // Wipe it: the buffer never holds the bytes of an id already issued.
         slice.fill(0);
-        self.used += 16;
+        self.used += N;
         taken
     }
+}
+
+/// `N` bytes (at most 4096) from the OS random source, through the same
+/// per-thread buffer as ids: a sealed value's nonce or a session's salt
+/// costs no system call of its own.
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
+    RANDOMNESS.with_borrow_mut(RandomBuffer::take)
 }
 
 thread_local! {

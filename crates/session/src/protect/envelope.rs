@@ -112,20 +112,17 @@ pub(crate) fn is_salt(salt: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// A fresh session salt: 16 bytes from the OS random source, base64url.
+/// A fresh session salt: 16 bytes from the OS random source (through the
+/// ids' per-thread buffer), base64url.
 pub(crate) fn new_salt() -> String {
-    let mut bytes = [0_u8; SALT_BYTES];
-    getrandom::fill(&mut bytes)
-        .unwrap_or_else(|error| panic!("the OS random source failed: {error}"));
-    URL_SAFE.encode(bytes)
+    URL_SAFE.encode(crate::id::random_bytes::<SALT_BYTES>())
 }
 
 /// Seals `plaintext` as field `field` of the session salted `salt`, under
-/// the ring's current key and a fresh random nonce.
+/// the ring's current key and a fresh random nonce (24 bytes from the OS
+/// random source, through the ids' per-thread buffer).
 pub(crate) fn seal(ring: &KeyRing, salt: &str, field: &str, plaintext: &str) -> String {
-    let mut nonce = [0_u8; NONCE_BYTES];
-    getrandom::fill(&mut nonce)
-        .unwrap_or_else(|error| panic!("the OS random source failed: {error}"));
+    let nonce = crate::id::random_bytes::<NONCE_BYTES>();
     seal_with_nonce(ring.current(), &nonce, salt, field, plaintext)
 }
 

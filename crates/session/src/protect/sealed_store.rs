@@ -167,10 +167,9 @@ impl SealedStore {
     fn open_session(&self, id: &SessionId, mut loaded: LoadedSession) -> Option<LoadedSession> {
         let salt = loaded.salt.clone();
         let opened = (|| -> Result<LoadedSession, Unreadable> {
-            let fields = std::mem::take(&mut loaded.fields);
-            for (field, stored) in fields {
-                let value = self.open_value(salt.as_deref(), &field, stored)?;
-                loaded.fields.insert(field, value);
+            // In place: no second map.
+            for (field, stored) in &mut loaded.fields {
+                *stored = self.open_value(salt.as_deref(), field, std::mem::take(stored))?;
             }
             if let Some(user) = loaded.user.take() {
                 loaded.user = Some(self.open_value(salt.as_deref(), USER_FIELD, user)?);
