@@ -57,7 +57,8 @@ impl Budget for Single {
 ///   refused, so no caller can move or remove the absolute lifetime;
 /// - counting is one atomic operation ([`increment`](Self::increment)), so
 ///   concurrent requests never lose an update;
-/// - every call is one round trip to the store, bounded by
+/// - every call is one round trip to the store (a write to a session with
+///   encryption at rest: two, as the salt is read first), bounded by
 ///   `session.store_timeout_ms`.
 ///
 /// Cheap to clone; share it (in `web::Data`, say).
@@ -208,7 +209,8 @@ impl SessionService {
     ///
     /// If `sid` is `None`, malformed, unknown or expired, a fresh session
     /// with a fresh id is created instead and that id is returned: a client
-    /// can never choose its own id. One round trip (two for an unknown id).
+    /// can never choose its own id. One round trip (two for an unknown id;
+    /// one more with encryption at rest, to read the session's salt).
     ///
     /// # Errors
     ///
