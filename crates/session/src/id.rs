@@ -33,6 +33,7 @@ impl RandomBuffer {
     }
 
     fn take<const N: usize>(&mut self) -> [u8; N] {
+        const { assert!(N <= 4096, "at most the buffer's 4096 bytes") };
         if self.used + N > self.bytes.len() {
             getrandom::fill(&mut self.bytes)
                 .unwrap_or_else(|error| panic!("the OS random source failed: {error}"));
@@ -50,7 +51,8 @@ impl RandomBuffer {
 
 /// `N` bytes (at most 4096) from the OS random source, through the same
 /// per-thread buffer as ids: a sealed value's nonce or a session's salt
-/// costs no system call of its own.
+/// costs no system call of its own. (A process that forks after drawing
+/// would hand both halves the same buffered bytes: nothing here forks.)
 pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     RANDOMNESS.with_borrow_mut(RandomBuffer::take)
 }

@@ -165,12 +165,21 @@ where
                 response.status().is_server_error() || response.response().error().is_some();
             match session.commit(failed).await {
                 Ok(mut update) => {
-                    if update == CookieUpdate::Keep {
+                    if update == CookieUpdate::Keep && !failed {
                         // A cookie signed by an older key goes back signed
-                        // by the current one (a stale one was answered
-                        // with a removal, never this).
+                        // by the current one, but only for the cookie's own
+                        // session, known alive (read, or written at once):
+                        // never for a dead id or one nobody checked.
                         let state = session.0.borrow();
-                        if let (true, Some(id)) = (state.resign_cookie, &state.id) {
+                        let alive = matches!(state.snapshot, crate::session::Snapshot::Live(_))
+                            || state.written;
+                        if state.resign_cookie
+                            && alive
+                            && !state.stale_cookie
+                            && state.id.is_some()
+                            && state.id == state.cookie_id
+                            && let Some(id) = &state.id
+                        {
                             update = CookieUpdate::Set(id.clone());
                         }
                     }

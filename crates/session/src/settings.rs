@@ -164,6 +164,10 @@ pub struct EncryptionSettings {
     /// true; turning it off is the last step of a migration, after which a
     /// plain value counts like one that does not decrypt.
     pub accept_plaintext: bool,
+    /// Whether writes seal. Default true. Turning encryption on across a
+    /// fleet takes two deploys: first keys with `seal_writes = false`
+    /// (every node can open, none seals yet), then `true`.
+    pub seal_writes: bool,
     /// User fields kept in plain text, so that `incr` and
     /// `compare_and_set` work on them (Redis must see the value). Default
     /// none. From the environment, comma-separated.
@@ -177,6 +181,7 @@ impl Default for EncryptionSettings {
             keys: SecretList::default(),
             keys_file: None,
             accept_plaintext: true,
+            seal_writes: true,
             plaintext_fields: Vec::new(),
         }
     }

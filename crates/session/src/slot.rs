@@ -77,7 +77,8 @@ pub(crate) fn generate_in_same_slot(key_prefix: &str, old: &SessionId) -> Sessio
     // which varies per draw, so every slot is reachable and the search ends
     // (64 draws in a row without a match would take a broken random source).
     loop {
-        if let Some(new) = draw_by_suffix(target, old, |head| crc16(after_prefix, head)) {
+        if let Some(new) = draw_by_suffix(target, old, MAX_DRAWS, |head| crc16(after_prefix, head))
+        {
             return new;
         }
     }
@@ -90,9 +91,10 @@ pub(crate) fn generate_in_same_slot(key_prefix: &str, old: &SessionId) -> Sessio
 fn draw_by_suffix(
     target: u16,
     old: &SessionId,
+    draws: usize,
     crc_before_suffix: impl Fn(&[u8]) -> u16,
 ) -> Option<SessionId> {
-    for _ in 0..MAX_DRAWS {
+    for _ in 0..draws {
         let draw = SessionId::generate();
         let text = draw.as_str().as_bytes();
         let (head, tail) = text.split_at(HEAD_LEN);
@@ -138,8 +140,9 @@ pub(crate) fn id_tag(id: &SessionId) -> &str {
 /// tag reaches (a legacy id's), it gives up after [`MAX_DRAWS`] draws and
 /// returns `None`.
 pub(crate) fn generate_with_tag_in_slot(slot: u16, old: &SessionId) -> Option<SessionId> {
-    // Only the tag (the last four digits) is hashed.
-    draw_by_suffix(slot, old, |_| 0)
+    // Only the tag (the last four digits) is hashed, so every draw tries the
+    // same 65,536 suffixes: one draw finds the slot or proves it unreachable.
+    draw_by_suffix(slot, old, 1, |_| 0)
 }
 
 /// Whether `key_prefix` holds a complete hash tag, which puts every key in
@@ -148,9 +151,8 @@ pub(crate) fn has_hash_tag(key_prefix: &str) -> bool {
     hash_tag(key_prefix.as_bytes()).is_some()
 }
 
-/// Draws before a search gives up: each tries all 65,536 suffixes, and one
-/// draw in about 50 finds no match for a reachable slot, so 64 misses mean
-/// the slot cannot be reached.
+/// Draws of a raw-id search before it draws again from the top: each tries
+/// all 65,536 suffixes, and about one draw in 50 finds no match.
 const MAX_DRAWS: usize = 64;
 
 /// The characters of a canonical id before its last four hex digits.

@@ -72,7 +72,10 @@ impl SessionService {
                 // under a key this node lacks is listed, not dropped).
                 Some(session)
                     if session.handle.as_ref() == Some(&entry.handle)
-                        && (session.user.as_deref() == Some(user) || session.sealed_unreadable) =>
+                        && (session.user.as_deref() == Some(user)
+                            || session.sealed_unreadable
+                            // A node without keys meets a sealed user.
+                            || session.user.as_deref().is_some_and(crate::protect::is_sealed)) =>
                 {
                     listed.push(UserSession {
                         handle: entry.handle,

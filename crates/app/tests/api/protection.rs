@@ -301,6 +301,27 @@ async fn turning_encryption_on_logs_nobody_out_and_turning_plaintext_off_ends_th
         "nobody logged out"
     );
 
+    // The first deploy of a rollout (keys, seal_writes = false) opens what
+    // sealing nodes wrote, and itself writes plain values.
+    let opening = spawn_app_with(redis.url(), |settings| {
+        settings.session.encryption.keys = [key("k1", 1)].into_iter().collect();
+        settings.session.encryption.seal_writes = false;
+    })
+    .await;
+    assert_eq!(
+        me_as(&opening.address, &sealed).await.1.as_deref(),
+        Some("ada")
+    );
+    let written_plain = login(&opening.address, "cy").await;
+    assert_eq!(
+        hget(&redis, &format!("sid_{written_plain}"), "user").as_deref(),
+        Some("cy")
+    );
+    assert_eq!(
+        me_as(&migrating.address, &written_plain).await.1.as_deref(),
+        Some("cy")
+    );
+
     // accept_plaintext off: the sealed session reads, the plain one is gone.
     assert_eq!(
         me_as(&strict.address, &sealed).await.1.as_deref(),
@@ -502,6 +523,29 @@ async fn a_cookie_signed_by_an_older_key_comes_back_signed_by_the_current_one() 
     );
     // And a request signed by the current key is left alone.
     assert_eq!(me_as(&rotated.address, &resigned).await.2, None);
+    // Never re-signed: a dead id (a removal instead), or a failed request.
+    let dead = old.count_with_cookie(b"").await.sid.expect("signed by c1");
+    let _: i64 = testkit::redis::cmd("DEL")
+        .arg(format!("sid_{}", dead.split('.').next().expect("id")))
+        .query(&mut redis.connection())
+        .expect("DEL");
+    assert_eq!(
+        me_as(&rotated.address, &dead).await.2.as_deref(),
+        Some(""),
+        "removed"
+    );
+    let refused = bare_client()
+        .get(rotated.url("/sessions"))
+        .header("cookie", format!("sid={by_old}"))
+        .send()
+        .await
+        .expect("GET /sessions");
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED, "not signed in");
+    assert_eq!(
+        set_cookie(refused.headers(), "sid"),
+        None,
+        "a failed request sends nothing"
+    );
     // The old key can go: the re-signed cookie still counts.
     assert_eq!(only_new.count_as(&resigned).await.count, Some(2));
     assert_eq!(

@@ -8,7 +8,7 @@ mod key_ring;
 mod sealed_store;
 
 pub(crate) use self::cookie_tag::{sign as sign_cookie, verify as verify_cookie};
-pub(crate) use self::envelope::new_salt;
+pub(crate) use self::envelope::{is_sealed, new_salt};
 pub use self::key_ring::{KEY_BYTES, KeyRing, MAX_KEY_ID_CHARS};
 pub(crate) use self::sealed_store::seal_if_configured;
 pub use self::sealed_store::{FieldState, InspectedField, Inspection, SealedStore};

@@ -59,6 +59,10 @@ pub struct SealedStore {
     /// Whether a plain (never sealed) value still reads: the migration
     /// switch, `session.encryption.accept_plaintext`.
     accept_plaintext: bool,
+    /// Whether writes seal (`session.encryption.seal_writes`): off for the
+    /// first deploy of a rollout, so that every node can open before any
+    /// node seals.
+    seal_writes: bool,
 }
 
 /// Why a loaded session does not open: an [`OpenError`], or a plain value
@@ -96,6 +100,7 @@ impl SealedStore {
             ring,
             plaintext: Arc::new(HashSet::new()),
             accept_plaintext: true,
+            seal_writes: true,
         }
     }
 
@@ -119,6 +124,15 @@ impl SealedStore {
     #[must_use]
     pub fn accept_plaintext(mut self, accept: bool) -> Self {
         self.accept_plaintext = accept;
+        self
+    }
+
+    /// Whether writes seal (true), or only reads open (false): the first
+    /// deploy of a rollout, so that no node meets a sealed value it cannot
+    /// open. `session.encryption.seal_writes`.
+    #[must_use]
+    pub fn seal_writes(mut self, seal: bool) -> Self {
+        self.seal_writes = seal;
         self
     }
 
@@ -195,7 +209,7 @@ impl SealedStore {
 
     /// Whether `changes` sets anything this store seals.
     fn needs_seal(&self, changes: &Changes) -> bool {
-        changes.upserts.iter().any(|(field, _)| self.seals(field))
+        self.seal_writes && changes.upserts.iter().any(|(field, _)| self.seals(field))
     }
 
     /// `changes` with its values sealed under `salt`, and the salt stored
@@ -223,13 +237,21 @@ impl SealedStore {
         id: &SessionId,
         changes: &Changes,
     ) -> Result<Option<(String, bool)>, StoreError> {
-        if let Some(salt) = &changes.salt {
-            return Ok(Some((salt.clone(), false)));
+        let stored = match &changes.salt {
+            Some(salt) => Some(salt.clone()),
+            None => match self.inner.load(id).await? {
+                Some(loaded) => loaded.salt,
+                None => return Ok(None),
+            },
+        };
+        match stored {
+            // Sealing under a salt no read accepts would lose the value.
+            Some(salt) if !envelope::is_salt(&salt) => Err(StoreError::InvalidData(
+                "the session's __salt is not a salt".into(),
+            )),
+            Some(salt) => Ok(Some((salt, false))),
+            None => Ok(Some((derived_salt(id), true))),
         }
-        Ok(self.inner.load(id).await?.map(|loaded| match loaded.salt {
-            Some(salt) => (salt, false),
-            None => (derived_salt(id), true),
-        }))
     }
 
     /// Session `id` field by field, each opened where it can be and the
@@ -373,6 +395,9 @@ impl SessionStore for SealedStore {
         changes: &Changes,
         policy: &WritePolicy,
     ) -> Result<bool, StoreError> {
+        if !self.seal_writes {
+            return self.inner.create(id, changes, policy).await;
+        }
         // Every new session gets a salt, sealed values or not, so that a
         // later write never has to derive one: the one the caller drew (so
         // that it knows it), else a fresh one.
@@ -542,7 +567,8 @@ pub(crate) fn seal_if_configured(
         Some(ring) => Arc::new(
             SealedStore::over(store, ring)
                 .plaintext_fields(settings.encryption.plaintext_fields.iter().cloned())
-                .accept_plaintext(settings.encryption.accept_plaintext),
+                .accept_plaintext(settings.encryption.accept_plaintext)
+                .seal_writes(settings.encryption.seal_writes),
         ),
         None => store,
     }
