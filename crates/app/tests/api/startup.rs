@@ -264,6 +264,52 @@ fn every_bad_key_ring_ends_start_up_with_one_line_naming_the_key_id_never_the_ke
 }
 
 #[test]
+fn every_bad_protection_setting_ends_start_up_with_one_line_naming_its_key() {
+    let good = format!("k1:{}", "A".repeat(43));
+    let keys_file = std::env::temp_dir().join(format!(
+        "session-keys-both-{}",
+        &session::SessionId::generate().as_str()[..8]
+    ));
+    std::fs::write(&keys_file, format!("{good}\n")).expect("write");
+    let keys_file = keys_file.display().to_string();
+    let cases: [(&[(&str, &str)], &str, &str); 3] = [
+        (
+            &[("APP__SESSION__ENCRYPTION__PLAINTEXT_FIELDS", "count,__salt")],
+            "session.encryption.plaintext_fields",
+            "names user fields",
+        ),
+        (
+            &[
+                ("APP__SESSION__ENCRYPTION__KEYS", &good),
+                ("APP__SESSION__ENCRYPTION__KEYS_FILE", &keys_file),
+            ],
+            "session.encryption.keys_file",
+            "is set together with session.encryption.keys",
+        ),
+        (
+            // The memory store keeps raw ids: hash_ids cannot hold.
+            &[
+                ("APP__STORE__KIND", "memory"),
+                ("APP__SESSION__HASH_IDS", "true"),
+            ],
+            "session.hash_ids",
+            "needs a store that hashes ids",
+        ),
+    ];
+    for (env, key, problem) in cases {
+        let (code, stderr) = run_app(env);
+        assert_eq!(code, Some(1), "{env:?}: {stderr}");
+        assert_one_clear_line(&stderr);
+        assert!(
+            stderr.contains(key) && stderr.contains(problem),
+            "{env:?}: {stderr}"
+        );
+        assert!(!stderr.contains(&"A".repeat(43)), "never the key: {stderr}");
+    }
+    let _ = std::fs::remove_file(&keys_file);
+}
+
+#[test]
 fn a_wrong_password_ends_start_up_saying_redis_refused_not_that_it_is_down() {
     let redis = testkit::RedisServer::start();
     let () = testkit::redis::cmd("CONFIG")
