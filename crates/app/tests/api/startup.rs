@@ -272,7 +272,9 @@ fn every_bad_protection_setting_ends_start_up_with_one_line_naming_its_key() {
     ));
     std::fs::write(&keys_file, format!("{good}\n")).expect("write");
     let keys_file = keys_file.display().to_string();
-    let cases: [(&[(&str, &str)], &str, &str); 3] = [
+    // (environment, the key named, the problem stated)
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: [Case<'_>; 3] = [
         (
             &[("APP__SESSION__ENCRYPTION__PLAINTEXT_FIELDS", "count,__salt")],
             "session.encryption.plaintext_fields",
