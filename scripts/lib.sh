@@ -50,8 +50,9 @@ stop_and_clean() {
 }
 
 # build_bench_servers: the release builds the benchmarks run, ours and the
-# baselines in benches/baselines; sets app_bin, peer_bin, ceiling_bin and
-# floor_bin. Run from the workspace root.
+# baselines in benches/baselines; sets app_bin, peer_bin (actix-session),
+# tower_bin (tower-sessions), ceiling_bin and floor_bin. Run from the
+# workspace root.
 build_bench_servers() {
   echo "==> building (release): app, and the baselines in benches/baselines"
   cargo build --release -p app --quiet
@@ -59,6 +60,7 @@ build_bench_servers() {
   local baselines=$PWD/benches/baselines/target/release
   app_bin=$PWD/target/release/app
   peer_bin=$baselines/peer-actix-session
+  tower_bin=$baselines/peer-tower-sessions
   ceiling_bin=$baselines/ceiling
   floor_bin=$baselines/floor
 }

@@ -7,12 +7,13 @@
 #
 #   scripts/bench/instructions.sh [REQUESTS]     default 2000 per workload
 #
-# Every server (ours, the peer, the ceiling, the floor; one worker each) and
-# redis-server run under callgrind. For each workload one client sends
-# REQUESTS requests, one at a time on one keep-alive connection, after a
-# warm-up; the counters of the server and of Redis are zeroed before and
-# dumped after, and the report divides their totals by REQUESTS. Background
-# work of the measured period (timers, the metrics upkeep) is included.
+# Every server (ours, the peers actix-session and tower-sessions, the
+# ceiling, the floor; one worker each) and redis-server run under callgrind.
+# For each workload one client sends REQUESTS requests, one at a time on one
+# keep-alive connection, after a warm-up; the counters of the server and of
+# Redis are zeroed before and dumped after, and the report divides their
+# totals by REQUESTS. Background work of the measured period (timers, the
+# metrics upkeep) is included.
 #
 # Everything it starts is stopped by PID when it exits, however it exits.
 set -euo pipefail
@@ -60,11 +61,14 @@ wait_for redis redis-cli -p "$redis_port" ping
 redis_url="redis://127.0.0.1:$redis_port"
 
 app_port=$(free_port); peer_port=$(free_port); ceiling_port=$(free_port); floor_port=$(free_port)
+tower_port=$(free_port)
 APP__REDIS__URL=$redis_url APP__SERVER__PORT=$app_port APP__SERVER__WORKERS=1 \
   APP__SERVER__ACCESS_LOG=false RUST_LOG=warn counted app "$app_bin"
 app_pid=$started
 REDIS_URL=$redis_url PORT=$peer_port WORKERS=1 counted peer "$peer_bin"
 peer_pid=$started
+REDIS_URL=$redis_url PORT=$tower_port WORKERS=1 counted tower "$tower_bin"
+tower_pid=$started
 PORT=$ceiling_port WORKERS=1 counted ceiling "$ceiling_bin"
 ceiling_pid=$started
 REDIS_URL=$redis_url PORT=$floor_port WORKERS=1 counted floor "$floor_bin"
@@ -76,12 +80,13 @@ APP__REDIS__URL=$redis_url APP__SERVER__PORT=$sealed_port APP__SERVER__WORKERS=1
   APP__SESSION__ENCRYPTION__KEYS="bench:$(head -c 32 /dev/urandom | base64)" \
   APP__STORE__KEY_PREFIX=sealed_sid_ counted sealed "$app_bin"
 sealed_pid=$started
-for port in "$app_port" "$peer_port" "$ceiling_port" "$floor_port" "$sealed_port"; do
+for port in "$app_port" "$peer_port" "$tower_port" "$ceiling_port" "$floor_port" "$sealed_port"; do
   wait_for "the server on $port" curl -sf "http://127.0.0.1:$port/healthz"
 done
 
 python3 scripts/bench/make_sessions.py "http://127.0.0.1:$app_port/count" "$live_sessions" >"$dir/ours.cookies"
 python3 scripts/bench/make_sessions.py "http://127.0.0.1:$peer_port/count" "$live_sessions" >"$dir/peer.cookies"
+python3 scripts/bench/make_sessions.py "http://127.0.0.1:$tower_port/count" "$live_sessions" >"$dir/tower.cookies"
 
 # total PID: the instructions in PID's latest callgrind dump (all threads).
 total() {
@@ -109,7 +114,7 @@ measure() {
   server_ir=$(per_request "$(total "$server")")
   redis_ir=$(per_request "$(total "$redis_pid")")
   rows+=("$name|$server_ir|$redis_ir")
-  printf '  %-44s server %7s  redis %7s instructions per request\n' "$name" "$server_ir" "$redis_ir"
+  printf '  %-52s server %7s  redis %7s instructions per request\n' "$name" "$server_ir" "$redis_ir"
 }
 
 echo "==> $requests requests per workload, one at a time"
@@ -118,9 +123,11 @@ measure "ours: GET /healthz with a session cookie" "$app_pid" "http://127.0.0.1:
 measure "ceiling: GET /count, no Redis" "$ceiling_pid" "http://127.0.0.1:$ceiling_port/count" "$dir/ours.cookies"
 measure "floor: GET /count, one bare HINCRBY" "$floor_pid" "http://127.0.0.1:$floor_port/count" "$dir/ours.cookies"
 measure "ours: GET /count, existing session" "$app_pid" "http://127.0.0.1:$app_port/count" "$dir/ours.cookies"
-measure "peer: GET /count, existing session" "$peer_pid" "http://127.0.0.1:$peer_port/count" "$dir/peer.cookies"
+measure "peer actix-session: GET /count, existing session" "$peer_pid" "http://127.0.0.1:$peer_port/count" "$dir/peer.cookies"
+measure "peer tower-sessions: GET /count, existing session" "$tower_pid" "http://127.0.0.1:$tower_port/count" "$dir/tower.cookies"
 measure "ours: GET /count, new session" "$app_pid" "http://127.0.0.1:$app_port/count"
-measure "peer: GET /count, new session" "$peer_pid" "http://127.0.0.1:$peer_port/count"
+measure "peer actix-session: GET /count, new session" "$peer_pid" "http://127.0.0.1:$peer_port/count"
+measure "peer tower-sessions: GET /count, new session" "$tower_pid" "http://127.0.0.1:$tower_port/count"
 # POST /login on an existing session: the user's epoch (HGET), a renew
 # (RENAME to a fresh id, the user field and the sign-in metadata, one
 # EVALSHA), and joining the user's index (one EVALSHA). Each login takes a

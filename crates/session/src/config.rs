@@ -46,6 +46,19 @@ pub(crate) struct Config {
     pub(crate) encryption: Option<Arc<KeyRing>>,
 }
 
+/// The write policy of the default settings: the scripts a Redis store
+/// loads before it knows which policy it will serve.
+pub(crate) fn default_policy() -> WritePolicy {
+    Config::new(SessionSettings::default()).map_or_else(
+        // The defaults are valid (a test checks it); this is never taken.
+        |_| {
+            WritePolicy::new(Duration::from_secs(1800), None, 64, 16 * 1024)
+                .unwrap_or_else(|_| unreachable!("a valid policy"))
+        },
+        |config| config.policy,
+    )
+}
+
 impl Config {
     /// Checks every value, and names the key of the first that can never
     /// work.
@@ -87,9 +100,13 @@ impl Config {
         }
         let cookie = cookie_config(s)?;
         let encryption = encryption_ring(&s.encryption)?.map(Arc::new);
+        // Reads and writes follow one rule: a request slides the TTL only
+        // once it has run down by touch_after.
+        let touch_after = policy.idle_timeout().mul_f64(s.touch_after_fraction);
+        let policy = policy.with_touch_after(touch_after);
         Ok(Self {
             encryption,
-            touch_after: policy.idle_timeout().mul_f64(s.touch_after_fraction),
+            touch_after,
             store_timeout: Duration::from_millis(s.store_timeout_ms),
             max_sessions_per_user: s.max_sessions_per_user,
             policy,

@@ -198,15 +198,21 @@
 //!
 //! - `__created`: creation time (ms since the epoch), the anchor of the
 //!   absolute lifetime; it moves with the session on `renew`;
-//! - `__seen`: the last write or TTL refresh (ms), for "last seen" pages.
+//! - `__seen`: the last TTL refresh (ms), for "last seen" pages.
 //!
-//! The key's TTL is `min(idle timeout, absolute end - now)`, set by Redis's
-//! clock inside the script, so the absolute lifetime holds even if nobody
-//! ever reads the session again. A session written by a NestJS node has no
-//! `__created`; its absolute lifetime starts at the first Rust write.
+//! The key's TTL is `min(idle timeout, absolute end - now)`, set inside the
+//! script, so the absolute lifetime holds even if nobody ever reads the
+//! session again. A request slides it (and `__seen`) only once it has run
+//! down by `session.touch_after_fraction` of the idle timeout (default a
+//! quarter), reads and writes alike: a busy session is not refreshed on
+//! every request. "Now" is the app node's clock, sent with each write:
+//! nodes run NTP, and a skew of `s` moves an absolute end or a refresh by
+//! at most `s`. A session written by a NestJS node has no `__created`; its
+//! absolute lifetime starts at the first Rust write.
 //!
-//! Every write runs `store/session_write.lua`; its header documents every
-//! argument and reply.
+//! Each write op runs its own script, `store/lua/<op>.lua` after
+//! `store/lua/prelude.lua`, generated for the policy by `store/scripts.rs`;
+//! each file's header documents its arguments and replies.
 //!
 //! # `renew` on Redis Cluster
 //!
@@ -281,7 +287,8 @@
 //!   after the handler.
 //! - `service.rs`: [`SessionService`].
 //! - `store/mod.rs`: the [`SessionStore`] trait; `store/redis.rs` +
-//!   `store/session_write.lua`, and `store/memory.rs`: the two stores.
+//!   `store/lua/` (one script per op, joined by `store/scripts.rs`), and
+//!   `store/memory.rs`: the two stores.
 //! - `protect/`: [`KeyRing`], the sealed value format (`envelope.rs`),
 //!   [`SealedStore`], signed cookies (`cookie_tag.rs`).
 //! - `id.rs`, `cookie.rs`, `codec.rs`, `slot.rs`, `error.rs`.

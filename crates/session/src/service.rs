@@ -112,6 +112,19 @@ impl SessionService {
         self.store.as_ref()
     }
 
+    /// Loads what the store needs to serve this service's policy (for
+    /// Redis, its scripts), so that the first write of every request is
+    /// one round trip. Call it once at start-up, after building the
+    /// middleware; without it the first write on each Redis node pays one
+    /// more round trip, once.
+    ///
+    /// # Errors
+    ///
+    /// As the store's [`SessionStore::prepare_policy`].
+    pub async fn prepare(&self) -> Result<(), StoreError> {
+        self.store.prepare_policy(&self.config.policy).await
+    }
+
     /// Runs one store call within `remaining`, the rest of a budget, and
     /// returns how long it took. With nothing left it sends nothing: a
     /// write must not go out once its caller has been told it failed.

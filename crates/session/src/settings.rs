@@ -75,11 +75,14 @@ pub struct SessionSettings {
     /// the store itself, since the TTL never reaches past it. 0 turns it
     /// off; at most a year. Default 28800 (8 hours).
     pub absolute_timeout_secs: u64,
-    /// Refresh the TTL of a session that is only read once more than this
-    /// share of the idle timeout has passed since the last refresh. Writes
-    /// always refresh it. 0.0 to 1.0; 0.0 refreshes on every request. The
-    /// default 0.25 makes read-mostly traffic cost one round trip and no
-    /// writes, at the price of an idle timeout that may end up to 25% early.
+    /// Slide a session's TTL (and its `__seen`) only once more than this
+    /// share of the idle timeout has passed since the last refresh, for
+    /// reads and writes alike: a read inside it writes nothing, a write
+    /// inside it writes only its fields (for Redis, an increment is then an
+    /// `HMGET` and an `HINCRBY`, with no `PEXPIRE`). A creation, a renewal
+    /// and a pure refresh always slide it. 0.0 to 1.0; 0.0 slides it on
+    /// every write (and every read). The default 0.25 costs an idle timeout
+    /// that may end up to 25% early.
     pub touch_after_fraction: f64,
     /// Most user fields a session may hold: 1 to 1024. Default 64.
     pub max_fields: usize,

@@ -327,6 +327,9 @@ async fn a_stopped_server_is_unavailable_and_a_restarted_one_serves_again() {
 async fn a_frozen_server_gives_unavailable_and_the_unanswered_increment_is_never_retried() {
     let server = RedisServer::start();
     let store = redis_store(&server, "sid_").await;
+    // Every script of the policy loaded: the frozen call is an EVALSHA that
+    // runs when the server wakes, not one that meets NOSCRIPT.
+    store.prepare_policy(&LONG).await.expect("SCRIPT LOAD");
     let id = created(&store, &[("count", "1")], &LONG).await;
 
     server.pause();
@@ -375,6 +378,9 @@ async fn a_lost_reply_never_makes_a_write_run_twice_and_reads_are_retried() {
     let redis = RedisService::new(&settings).expect("valid settings");
     let store = RedisSessionStore::new(redis);
     store.prepare().await.expect("SCRIPT LOAD");
+    // The scripts of the policy too: a cut reply must be that of a write
+    // that ran, not of a NOSCRIPT.
+    store.prepare_policy(&LONG).await.expect("SCRIPT LOAD");
     let id = created(&store, &[("count", "1")], &LONG).await;
     let key = store.key(&id);
 
@@ -448,11 +454,18 @@ fn granted_commands() -> std::collections::BTreeSet<String> {
         .collect()
 }
 
-/// The commands `session_write.lua` calls: MONITOR shows a script's own
+/// The commands the session scripts call: MONITOR shows a script's own
 /// commands apart from its caller's, so they are read from the source.
 fn script_commands() -> Vec<String> {
     let source = [
-        include_str!("../src/store/session_write.lua"),
+        include_str!("../src/store/lua/prelude.lua"),
+        include_str!("../src/store/lua/change.lua"),
+        include_str!("../src/store/lua/create.lua"),
+        include_str!("../src/store/lua/incr.lua"),
+        include_str!("../src/store/lua/update.lua"),
+        include_str!("../src/store/lua/renew.lua"),
+        include_str!("../src/store/lua/cas.lua"),
+        include_str!("../src/store/lua/adopt.lua"),
         include_str!("../src/store/user_index.lua"),
     ]
     .concat();
@@ -866,5 +879,82 @@ async fn a_listing_on_a_node_without_the_sealing_key_keeps_the_entry_it_cannot_r
         ahead.load(&id).await.expect("load"),
         None,
         "ended everywhere"
+    );
+}
+
+/// How many times the server ran `command`, from `INFO commandstats`
+/// (script-internal calls included).
+fn calls_of(server: &RedisServer, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut server.connection())
+        .expect("INFO");
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |calls| calls.parse().expect("a count"))
+}
+
+#[tokio::test]
+async fn a_busy_sessions_increment_inside_the_touch_threshold_is_an_hmget_and_an_hincrby() {
+    let server = RedisServer::start();
+    let store = redis_store(&server, "sid_").await;
+    let touchy = LONG.with_touch_after(Duration::from_secs(60));
+    let id = created(&store, &[("count", "1")], &touchy).await;
+    let before: Vec<u64> = ["hmget", "hincrby", "hset", "pexpire", "time", "exists"]
+        .iter()
+        .map(|command| calls_of(&server, command))
+        .collect();
+    for n in 2..=4 {
+        assert_eq!(
+            store
+                .increment(&id, "count", 1, &touchy)
+                .await
+                .expect("incr"),
+            Some(n)
+        );
+    }
+    let after: Vec<u64> = ["hmget", "hincrby", "hset", "pexpire", "time", "exists"]
+        .iter()
+        .map(|command| calls_of(&server, command))
+        .collect();
+    let ran: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    // Three increments: an HMGET and an HINCRBY each; no HSET of __seen, no
+    // PEXPIRE, and no TIME (the app's clock rides along).
+    assert_eq!(ran, vec![3, 3, 0, 0, 0, 0]);
+    // With no threshold every increment slides the TTL.
+    store.increment(&id, "count", 1, &LONG).await.expect("incr");
+    assert_eq!(calls_of(&server, "pexpire") - after[3], 1);
+}
+
+#[tokio::test]
+async fn a_creation_is_one_transaction_that_leaves_no_staging_key() {
+    let server = RedisServer::start();
+    let store = redis_store(&server, "sid_").await;
+    let mut monitor = server.monitor();
+    let start = monitor.begin();
+    let id = created(&store, &[("count", "1")], &LONG).await;
+    assert_eq!(
+        monitor.commands_since(start),
+        ["multi", "hset", "pexpire", "renamenx", "del", "exec"],
+        "no script: the session is staged and moved in one MULTI"
+    );
+    let key = store.key(&id);
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query(&mut server.connection())
+        .expect("KEYS");
+    assert_eq!(keys, vec![key.clone()], "only the session's own key");
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&key)
+        .query(&mut server.connection())
+        .expect("PTTL");
+    assert!(ttl > 590_000 && ttl <= 600_000, "{ttl}");
+    assert_eq!(stored(&server, &key, "count").as_deref(), Some("1"));
+    assert!(stored(&server, &key, "__created").is_some());
+    assert_eq!(
+        stored(&server, &key, "__created"),
+        stored(&server, &key, "__seen")
     );
 }

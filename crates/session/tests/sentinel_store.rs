@@ -36,6 +36,9 @@ async fn sentinel_store_with(
         .with_key_prefix(prefix)
         .expect("a valid prefix");
     store.prepare().await.expect("the script loads");
+    // And the scripts of the policy the tests write with, as the middleware
+    // loads its own at start-up: a write is then one EVALSHA.
+    store.prepare_policy(&LONG).await.expect("the scripts load");
     store
 }
 

@@ -551,6 +551,10 @@ impl SessionStore for SealedStore {
         self.inner.prepare().await
     }
 
+    async fn prepare_policy(&self, policy: &WritePolicy) -> Result<(), StoreError> {
+        self.inner.prepare_policy(policy).await
+    }
+
     async fn check_health(&self) -> Result<(), StoreError> {
         self.inner.check_health().await
     }

@@ -6,10 +6,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
+use super::limits::check_limits;
 use super::{
-    CREATED_FIELD, Changes, Limit, LoadedSession, RESERVED_PREFIX, Renewal, SEEN_FIELD,
-    SessionHandle, SessionStore, StoreError, USER_INDEX_KEEP, UserEntry, WritePolicy, millis,
-    parse_redis_integer,
+    CREATED_FIELD, Changes, LoadedSession, RESERVED_PREFIX, Renewal, SEEN_FIELD, SessionHandle,
+    SessionStore, StoreError, USER_INDEX_KEEP, UserEntry, WritePolicy, millis, parse_redis_integer,
 };
 use crate::{SessionFields, SessionId};
 
@@ -17,7 +17,7 @@ use crate::{SessionFields, SessionId};
 ///
 /// Same behaviour as [`super::RedisSessionStore`], checked by the same suite
 /// (the same guards, limits, metadata and integer rules as
-/// `session_write.lua`), but NOT shared between app nodes: behind a load
+/// the scripts in `store/lua/`), but NOT shared between app nodes: behind a load
 /// balancer each node would see its own sessions. Use it for a single node,
 /// for development, and for fast tests.
 ///
@@ -212,62 +212,17 @@ impl State {
     }
 }
 
-/// Metadata fields one write may carry beyond `max_fields`, as the script.
-const METADATA_SLACK: usize = 16;
-
-/// `check_limits` in the Lua script: whether `fields` (none: a new session)
-/// stays within the limits after `changes`.
-fn check_limits(
-    fields: Option<&SessionFields>,
+/// `delete_fields` and `slide` in the Lua scripts: the change, then the
+/// metadata and the sliding TTL, when `force` is set, when the session has
+/// no stamp yet, or when its `__seen` is `touch_after` or more from now.
+fn apply(
+    entry: &mut Entry,
     changes: &Changes,
+    created: u64,
+    now: Now,
     policy: &WritePolicy,
-) -> Result<(), StoreError> {
-    if changes.upserts.is_empty() {
-        return Ok(());
-    }
-    // As the script: more names than the session may hold fails at once,
-    // a name sent twice counting twice; metadata (`__salt`, a sign-in's
-    // `__user`) counts toward no limit, but at most METADATA_SLACK of it.
-    let sent = changes
-        .upserts
-        .iter()
-        .filter(|(field, _)| !field.starts_with(RESERVED_PREFIX))
-        .count();
-    if sent > policy.max_fields() || changes.upserts.len() > policy.max_fields() + METADATA_SLACK {
-        return Err(StoreError::LimitExceeded(Limit::Fields(
-            policy.max_fields(),
-        )));
-    }
-    let mut after: HashMap<&str, &str> = match fields {
-        Some(fields) if !changes.clear => fields
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect(),
-        _ => HashMap::new(),
-    };
-    for field in &changes.removals {
-        after.remove(field.as_str());
-    }
-    for (field, value) in &changes.upserts {
-        after.insert(field, value);
-    }
-    let user = after
-        .iter()
-        .filter(|(field, _)| !field.starts_with(RESERVED_PREFIX));
-    let (count, bytes) = user.fold((0, 0), |(n, b), (f, v)| (n + 1, b + f.len() + v.len()));
-    if count > policy.max_fields() {
-        return Err(StoreError::LimitExceeded(Limit::Fields(
-            policy.max_fields(),
-        )));
-    }
-    if bytes > policy.max_bytes() {
-        return Err(StoreError::LimitExceeded(Limit::Bytes(policy.max_bytes())));
-    }
-    Ok(())
-}
-
-/// `apply` in the Lua script: the change, the metadata, the sliding TTL.
-fn apply(entry: &mut Entry, changes: &Changes, created: u64, now: Now, policy: &WritePolicy) {
+    force: bool,
+) {
     if changes.clear {
         entry
             .fields
@@ -276,15 +231,27 @@ fn apply(entry: &mut Entry, changes: &Changes, created: u64, now: Now, policy: &
     for field in &changes.removals {
         entry.fields.remove(field);
     }
+    for (field, value) in &changes.upserts {
+        entry.fields.insert(field.clone(), value.clone());
+    }
+    let touch_ms = u64::try_from(policy.touch_after().as_millis()).unwrap_or(u64::MAX);
+    let seen = entry
+        .fields
+        .get(SEEN_FIELD)
+        .and_then(|text| text.parse::<u64>().ok());
+    let refresh = force
+        || touch_ms == 0
+        || !entry.fields.contains_key(CREATED_FIELD)
+        || seen.is_none_or(|seen| now.ms.abs_diff(seen) >= touch_ms);
+    if !refresh {
+        return;
+    }
     entry
         .fields
         .insert(CREATED_FIELD.to_owned(), created.to_string());
     entry
         .fields
         .insert(SEEN_FIELD.to_owned(), now.ms.to_string());
-    for (field, value) in &changes.upserts {
-        entry.fields.insert(field.clone(), value.clone());
-    }
     let mut ttl_ms = millis(policy.idle_timeout());
     if let Some(absolute) = policy.absolute_timeout() {
         ttl_ms = ttl_ms.min(
@@ -333,7 +300,7 @@ impl SessionStore for MemorySessionStore {
                 fields: SessionFields::new(),
                 expires_at: now.instant,
             };
-            apply(&mut entry, &fresh, now.ms, now, policy);
+            apply(&mut entry, &fresh, now.ms, now, policy, true);
             state.sessions.insert(id.clone(), entry);
             state.count_write(now);
             Ok(true)
@@ -353,7 +320,7 @@ impl SessionStore for MemorySessionStore {
             };
             let entry = state.sessions.get_mut(id).ok_or_else(gone)?;
             check_limits(Some(&entry.fields), changes, policy)?;
-            apply(entry, changes, created, now, policy);
+            apply(entry, changes, created, now, policy, changes.is_empty());
             state.count_write(now);
             Ok(true)
         })
@@ -377,7 +344,7 @@ impl SessionStore for MemorySessionStore {
             let fields = &state.sessions.get(old).ok_or_else(gone)?.fields;
             check_limits(Some(fields), changes, policy)?;
             let mut entry = state.sessions.remove(old).ok_or_else(gone)?;
-            apply(&mut entry, changes, created, now, policy);
+            apply(&mut entry, changes, created, now, policy, true);
             state.sessions.insert(new.clone(), entry);
             state.count_write(now);
             Ok(Renewal::Renewed)
@@ -424,7 +391,7 @@ impl SessionStore for MemorySessionStore {
             {
                 check_limits(Some(&entry.fields), &change, policy)?;
             }
-            apply(entry, &change, created, now, policy);
+            apply(entry, &change, created, now, policy, false);
             state.count_write(now);
             Ok(Some(value))
         })
@@ -458,7 +425,7 @@ impl SessionStore for MemorySessionStore {
                 },
             };
             check_limits(Some(&entry.fields), &change, policy)?;
-            apply(entry, &change, created, now, policy);
+            apply(entry, &change, created, now, policy, false);
             state.count_write(now);
             Ok(Some(true))
         })

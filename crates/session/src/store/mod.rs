@@ -21,9 +21,11 @@
 //! - **Metadata** lives beside the user's fields, in fields named `__…`:
 //!   [`CREATED_FIELD`] and [`SEEN_FIELD`]. Users cannot write those names.
 
+mod limits;
 mod memory;
 mod redis;
 mod redis_users;
+mod scripts;
 mod users;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -130,13 +132,45 @@ pub struct WritePolicy {
     max_fields: usize,
     /// Most bytes of user field names and values.
     max_bytes: usize,
+    /// A write slides the TTL only once it has run down by this much.
+    touch_after: Duration,
 }
 
 impl WritePolicy {
-    /// The sliding TTL: every write sets the key's TTL to this, cut short
-    /// by the absolute lifetime.
+    /// The sliding TTL: a write sets the key's TTL to this, cut short by
+    /// the absolute lifetime (see [`WritePolicy::touch_after`] for when).
     pub fn idle_timeout(&self) -> Duration {
         self.idle_timeout
+    }
+
+    /// How far a session's TTL may run down before a write slides it
+    /// again: zero (the default) slides it on every write. With it set, a
+    /// busy session is not refreshed on every request (in Redis: no
+    /// `HSET __seen` and no `PEXPIRE`), and it ends between
+    /// `idle_timeout - touch_after` and `idle_timeout` after its last
+    /// request. A write that only refreshes ([`SessionStore::update`]
+    /// with no change), a renewal and a creation always slide it.
+    /// `session.touch_after_fraction` sets it in the middleware.
+    pub fn touch_after(&self) -> Duration {
+        self.touch_after
+    }
+
+    /// The same policy, sliding the TTL only once it has run down by
+    /// `touch_after` (cut to the idle timeout).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let policy = session::WritePolicy::new(Duration::from_secs(60), None, 16, 4096)
+    ///     .unwrap()
+    ///     .with_touch_after(Duration::from_secs(15));
+    /// assert_eq!(policy.touch_after(), Duration::from_secs(15));
+    /// ```
+    #[must_use]
+    pub fn with_touch_after(self, touch_after: Duration) -> Self {
+        Self {
+            touch_after: touch_after.min(self.idle_timeout),
+            ..self
+        }
     }
 
     /// The hard cap from creation, if any.
@@ -406,6 +440,17 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
         Ok(())
     }
 
+    /// Gets ready to serve writes under `policy`: for Redis, loads the
+    /// scripts made for it (each policy has its own, see `store/lua/`), so
+    /// that the first write costs one round trip. Without it the first
+    /// write of each policy on each Redis node pays one more (`NOSCRIPT`,
+    /// then the load). The middleware calls it with its own policy when
+    /// [`crate::SessionService::prepare`] runs.
+    async fn prepare_policy(&self, policy: &WritePolicy) -> Result<(), StoreError> {
+        let _ = policy;
+        Ok(())
+    }
+
     /// Whether the backend answers right now (for `/readyz`).
     async fn check_health(&self) -> Result<(), StoreError>;
 }
@@ -469,6 +514,7 @@ impl WritePolicy {
             absolute_timeout,
             max_fields,
             max_bytes,
+            touch_after: Duration::ZERO,
         })
     }
 }

@@ -1,24 +1,21 @@
 //! [`RedisSessionStore`]: sessions as Redis hashes, shared by every app node.
 
-use std::sync::LazyLock;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use redis_client::ScriptCall;
-use redis_client::redis::Script;
+use redis_client::redis::{self as redis_rs, FromRedisValue, Value};
 use redis_client::{RedisClientError, RedisService, RedisSettings, Retry};
 
+use super::scripts::{self, Op, Scripts};
 use super::{
-    Changes, Limit, LoadedSession, Renewal, SessionHandle, SessionStore, StoreError, UserEntry,
-    WritePolicy, millis,
+    CREATED_FIELD, Changes, Limit, LoadedSession, Renewal, SEEN_FIELD, SessionHandle, SessionStore,
+    StoreError, UserEntry, WritePolicy, limits,
 };
 use crate::{ConfigError, SessionId};
 
 /// The NestJS design's key layout: `sid_<id>`.
 pub(crate) const DEFAULT_KEY_PREFIX: &str = "sid_";
-
-/// Every write, in one script: `session_write.lua` beside this file.
-static SESSION_WRITE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("session_write.lua")));
 
 /// Sessions as Redis hashes at `{key_prefix}{id}` (by default `sid_<id>`,
 /// the NestJS design's layout), one field per attribute, plus the metadata
@@ -26,7 +23,8 @@ static SESSION_WRITE: LazyLock<Script> =
 /// short by the absolute lifetime.
 ///
 /// Reads are `HGETALL` + `PTTL` in one pipeline; every write is one
-/// `EVALSHA` of `session_write.lua`. Each method is one round trip.
+/// `EVALSHA` of its op's script (`lua/`, generated per policy by
+/// `scripts.rs`). Each method is one round trip.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -59,8 +57,47 @@ enum IdsAtRest {
     Hashed { adopt_raw: bool },
 }
 
-/// What the script reports: see the header of `session_write.lua`.
-type ScriptReply = (i64, String);
+/// What `incr.lua` replies: the new value, or a status.
+enum IncrReply {
+    Value(i64),
+    Status(i64),
+}
+
+impl FromRedisValue for IncrReply {
+    fn from_redis_value_ref(value: &Value) -> Result<Self, redis_rs::ParsingError> {
+        match value {
+            Value::Int(n) => Ok(Self::Value(*n)),
+            // Past 2^53 the script sends the stored text.
+            Value::BulkString(_) | Value::SimpleString(_) => {
+                let text: String = FromRedisValue::from_redis_value_ref(value)?;
+                text.parse().map(Self::Value).map_err(|_| {
+                    "incr replied with text that is not an integer"
+                        .to_owned()
+                        .into()
+                })
+            }
+            Value::Array(status) if status.len() == 1 => Ok(Self::Status(
+                FromRedisValue::from_redis_value_ref(&status[0])?,
+            )),
+            _ => Err("incr replied with neither a value nor a status"
+                .to_owned()
+                .into()),
+        }
+    }
+
+    fn from_redis_value(value: Value) -> Result<Self, redis_rs::ParsingError> {
+        Self::from_redis_value_ref(&value)
+    }
+}
+
+/// Now, by this node's clock, in ms since the Unix epoch: every script's
+/// `ARGV[1]` (see `lua/prelude.lua` for the skew it trusts).
+fn now_ms() -> u64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+}
 
 impl RedisSessionStore {
     /// A store writing keys `sid_<id>` through `redis`. It sends nothing
@@ -219,6 +256,17 @@ impl RedisSessionStore {
         key
     }
 
+    /// The staging key of a creation: the key and `:new`, which the
+    /// store's ACL pattern (`~{prefix}*`) covers. None on a cluster when it
+    /// would land in another slot than the key (a key without a hash tag):
+    /// there a creation runs `create.lua` instead.
+    fn staging_key(&self, key: &str) -> Option<String> {
+        let staging = format!("{key}:new");
+        let same_slot = !self.redis.is_cluster()
+            || crate::slot::key_slot(staging.as_bytes()) == crate::slot::key_slot(key.as_bytes());
+        same_slot.then_some(staging)
+    }
+
     /// Whether the migration switch is on and `id` may still sit under its
     /// raw key.
     fn may_be_raw(&self, id: &SessionId) -> bool {
@@ -243,15 +291,16 @@ impl RedisSessionStore {
         let policy = match policy {
             Some(policy) => policy,
             None => {
-                // `adopt` reads no limit; any valid policy fills the slots.
+                // `adopt` reads no limit; any valid policy makes its script.
                 fallback = WritePolicy::new(std::time::Duration::from_secs(1), None, 1, 1)
                     .map_err(|error| StoreError::Backend(Box::new(error)))?;
                 &fallback
             }
         };
-        let call = invocation(&[&hashed, &raw], "adopt", policy);
+        let scripts = scripts::for_policy(policy);
+        let call = invocation(&scripts, Op::Adopt, &[&hashed, &raw]);
         // A replay finds the raw key gone and moves nothing: safe.
-        let (hashed_now, _): ScriptReply = self.redis.run_script(&call, Retry::Idempotent).await?;
+        let hashed_now: i64 = self.redis.run_script(&call, Retry::Idempotent).await?;
         Ok(hashed_now == 1)
     }
 
@@ -290,8 +339,8 @@ impl RedisSessionStore {
             "+cluster|slots",
             "+cluster|shards",
             "+asking",
-            // The session script: loaded at start-up, then EVALSHA; after a
-            // restart that lost it, SCRIPT LOAD again (never EVAL).
+            // The session scripts: loaded at start-up, then EVALSHA; after a
+            // restart that lost them, SCRIPT LOAD again (never EVAL).
             "+script|load",
             "+evalsha",
             // Loads, and logout.
@@ -300,7 +349,7 @@ impl RedisSessionStore {
             "+unlink",
             // Sentinel and Cluster: a logout or a login waits for a replica.
             "+wait",
-            // Inside session_write.lua.
+            // Inside the session scripts (lua/).
             "+exists",
             "+hget",
             "+hset",
@@ -310,6 +359,11 @@ impl RedisSessionStore {
             "+hincrby",
             "+pexpire",
             "+rename",
+            // A creation: MULTI, HSET and PEXPIRE of a staging key,
+            // RENAMENX to the session's key, DEL of the staging key, EXEC.
+            "+multi",
+            "+exec",
+            "+renamenx",
             "+del",
             "+time",
             // Inside user_index.lua (its HGET, HSET, HDEL, HINCRBY, EXISTS,
@@ -336,19 +390,21 @@ impl RedisSessionStore {
         &self.redis
     }
 
-    /// Runs the script and turns the limit codes into errors.
+    /// Runs a script that replies with a status, and turns the limit codes
+    /// into errors.
     async fn write(
         &self,
         call: &ScriptCall<'_>,
         policy: &WritePolicy,
         retry: Retry,
-    ) -> Result<ScriptReply, StoreError> {
-        let reply: ScriptReply = self.redis.run_script(call, retry).await?;
-        Self::check_reply(reply, policy)
+    ) -> Result<i64, StoreError> {
+        let status: i64 = self.redis.run_script(call, retry).await?;
+        Self::check_status(status, policy)
     }
 
-    fn check_reply(reply: ScriptReply, policy: &WritePolicy) -> Result<ScriptReply, StoreError> {
-        match reply.0 {
+    /// The limit and data codes every script shares, as errors.
+    fn check_status(status: i64, policy: &WritePolicy) -> Result<i64, StoreError> {
+        match status {
             -2 => Err(StoreError::LimitExceeded(Limit::Fields(
                 policy.max_fields(),
             ))),
@@ -356,23 +412,19 @@ impl RedisSessionStore {
             -4 => Err(StoreError::InvalidData(
                 "the field is not a 64-bit integer, or the sum overflows".into(),
             )),
-            _ => Ok(reply),
+            _ => Ok(status),
         }
     }
 }
 
-/// The arguments every op starts with: ARGV[1..=5].
-fn invocation(keys: &[&str], op: &str, policy: &WritePolicy) -> ScriptCall<'static> {
-    let mut call = ScriptCall::new(&SESSION_WRITE, keys);
-    call.arg(op)
-        .arg(millis(policy.idle_timeout()))
-        .arg(policy.absolute_timeout().map_or(0, millis))
-        .arg(policy.max_fields())
-        .arg(policy.max_bytes());
+/// A call of `op`'s script with its first argument, ARGV[1]: now.
+fn invocation<'a>(scripts: &'a Scripts, op: Op, keys: &[&str]) -> ScriptCall<'a> {
+    let mut call = ScriptCall::new(scripts.get(op), keys);
+    call.arg(now_ms());
     call
 }
 
-/// ARGV[6..]: clear flag, removal count, removals, then field/value pairs.
+/// ARGV[2..]: clear flag, removal count, removals, then field/value pairs.
 fn add_changes(call: &mut ScriptCall<'_>, changes: &Changes) {
     call.arg(if changes.clear { "1" } else { "0" })
         .arg(changes.removals.len());
@@ -425,7 +477,8 @@ impl RedisSessionStore {
         policy: &WritePolicy,
     ) -> Result<bool, StoreError> {
         let key = self.key(id);
-        let mut call = invocation(&[&key], "update", policy);
+        let scripts = scripts::for_policy(policy);
+        let mut call = invocation(&scripts, Op::Update, &[&key]);
         add_changes(&mut call, changes);
         // A TTL refresh may run twice. Field writes may not: replayed after
         // another request's write of the same field, ours would undo theirs.
@@ -434,7 +487,7 @@ impl RedisSessionStore {
         } else {
             Retry::NotIdempotent
         };
-        Ok(self.write(&call, policy, retry).await?.0 == 1)
+        Ok(self.write(&call, policy, retry).await? == 1)
     }
 
     async fn renew_once(
@@ -445,13 +498,14 @@ impl RedisSessionStore {
         policy: &WritePolicy,
     ) -> Result<Renewal, StoreError> {
         let (old_key, new_key) = (self.key(old), self.key(new));
-        let mut call = invocation(&[&old_key, &new_key], "renew", policy);
+        let scripts = scripts::for_policy(policy);
+        let mut call = invocation(&scripts, Op::Renew, &[&old_key, &new_key]);
         add_changes(&mut call, changes);
         // A login: on Sentinel and Cluster it waits for a replica, so that
         // a failover cannot hand the old id back. Never replayed: a replay
         // would find the old id gone and report the session missing.
-        let reply: ScriptReply = self.redis.run_script_durably(&call, &old_key).await?;
-        Ok(match Self::check_reply(reply, policy)?.0 {
+        let status: i64 = self.redis.run_script_durably(&call, &old_key).await?;
+        Ok(match Self::check_status(status, policy)? {
             1 => Renewal::Renewed,
             -1 => Renewal::Taken,
             _ => Renewal::Missing,
@@ -466,19 +520,20 @@ impl RedisSessionStore {
         policy: &WritePolicy,
     ) -> Result<Option<i64>, StoreError> {
         let key = self.key(id);
-        let mut call = invocation(&[&key], "incr", policy);
+        let scripts = scripts::for_policy(policy);
+        let mut call = invocation(&scripts, Op::Incr, &[&key]);
         call.arg(field).arg(by);
-        // Never replayed after a lost reply: that could count twice.
-        let (status, value) = self.write(&call, policy, Retry::NotIdempotent).await?;
-        if status != 1 {
-            return Ok(None);
+        // Never replayed after a lost reply: that could count twice. A
+        // reply that is neither a value nor a status is a fault of the
+        // script (a bad reply), not of the session's data.
+        let reply: IncrReply = self.redis.run_script(&call, Retry::NotIdempotent).await?;
+        match reply {
+            IncrReply::Value(value) => Ok(Some(value)),
+            IncrReply::Status(status) => {
+                Self::check_status(status, policy)?;
+                Ok(None)
+            }
         }
-        // The script replies with the integer Redis stored: anything else
-        // is a fault of the script, not of the session's data.
-        value
-            .parse()
-            .map(Some)
-            .map_err(|error| StoreError::Backend(Box::new(error)))
     }
 
     async fn compare_and_set_once(
@@ -490,15 +545,21 @@ impl RedisSessionStore {
         policy: &WritePolicy,
     ) -> Result<Option<bool>, StoreError> {
         let key = self.key(id);
-        let mut call = invocation(&[&key], "cas", policy);
+        let scripts = scripts::for_policy(policy);
+        let mut call = invocation(&scripts, Op::Cas, &[&key]);
         call.arg(field)
             .arg(if expected.is_some() { "1" } else { "0" })
             .arg(expected.unwrap_or(""))
             .arg(if new.is_some() { "1" } else { "0" })
             .arg(new.unwrap_or(""));
         // A replay would see its own new value and report a lost race.
-        let (status, swapped) = self.write(&call, policy, Retry::NotIdempotent).await?;
-        Ok((status == 1).then_some(swapped == "1"))
+        Ok(
+            match self.write(&call, policy, Retry::NotIdempotent).await? {
+                1 => Some(true),
+                2 => Some(false),
+                _ => None,
+            },
+        )
     }
 }
 
@@ -519,10 +580,61 @@ impl SessionStore for RedisSessionStore {
         policy: &WritePolicy,
     ) -> Result<bool, StoreError> {
         let key = self.key(id);
-        let mut call = invocation(&[&key], "create", policy);
-        add_changes(&mut call, changes);
         // A replay would find its own key and report the id as taken.
-        Ok(self.write(&call, policy, Retry::NotIdempotent).await?.0 == 1)
+        let Some(staging) = self.staging_key(&key) else {
+            let scripts = scripts::for_policy(policy);
+            let mut call = invocation(&scripts, Op::Create, &[&key]);
+            // Every field it holds: a new session has nothing to delete.
+            for (field, value) in &changes.upserts {
+                call.arg(field).arg(value);
+            }
+            return Ok(self.write(&call, policy, Retry::NotIdempotent).await? == 1);
+        };
+        // Without a script, at half a script's cost in Redis: the session is
+        // written whole under a staging key and moved to its own with
+        // RENAMENX, in one MULTI, so it appears whole or not at all, and
+        // never over a session that holds the id (create-if-absent, as the
+        // script). The staging key never outlives the transaction.
+        let fresh = Changes {
+            upserts: changes.upserts.clone(),
+            ..Changes::default()
+        };
+        limits::check_limits(None, &fresh, policy)?;
+        let now = now_ms();
+        let ttl = policy
+            .absolute_timeout()
+            .map_or(policy.idle_timeout(), |absolute| {
+                absolute.min(policy.idle_timeout())
+            });
+        let mut transaction = redis_rs::pipe();
+        transaction.atomic();
+        let hset = transaction
+            .cmd("HSET")
+            .arg(&staging)
+            .arg(CREATED_FIELD)
+            .arg(now)
+            .arg(SEEN_FIELD)
+            .arg(now);
+        for (field, value) in &changes.upserts {
+            hset.arg(field).arg(value);
+        }
+        hset.ignore();
+        transaction
+            .cmd("PEXPIRE")
+            .arg(&staging)
+            .arg(super::millis(ttl))
+            .ignore()
+            .cmd("RENAMENX")
+            .arg(&staging)
+            .arg(&key)
+            .cmd("DEL")
+            .arg(&staging)
+            .ignore();
+        let (moved,): (i64,) = self
+            .redis
+            .run_transaction(&transaction, Retry::NotIdempotent)
+            .await?;
+        Ok(moved == 1)
     }
 
     async fn update(
@@ -681,8 +793,18 @@ impl SessionStore for RedisSessionStore {
     }
 
     async fn prepare(&self) -> Result<(), StoreError> {
-        self.redis.load_script(&SESSION_WRITE).await?;
+        // The scripts of the default policy: a store that serves it (the
+        // middleware's defaults) has each script loaded from the start.
+        let defaults = crate::config::default_policy();
+        self.prepare_policy(&defaults).await?;
         self.load_user_script().await
+    }
+
+    async fn prepare_policy(&self, policy: &WritePolicy) -> Result<(), StoreError> {
+        for script in scripts::for_policy(policy).all() {
+            self.redis.load_script(script).await?;
+        }
+        Ok(())
     }
 
     async fn check_health(&self) -> Result<(), StoreError> {

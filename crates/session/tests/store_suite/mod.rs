@@ -650,6 +650,90 @@ macro_rules! store_behaviour_suite {
             }
 
             #[tokio::test]
+            async fn with_a_touch_threshold_a_write_slides_the_ttl_only_once_it_is_due() {
+                let harness = make_store().await;
+                let store = &*harness.store;
+                let idle = Duration::from_secs(4);
+                let touchy = policy(idle, None).with_touch_after(Duration::from_millis(1500));
+                let id = created(store, &[("count", "0")], &touchy).await;
+                let ttl = |loaded: Option<session::LoadedSession>| {
+                    loaded.expect("alive").ttl.expect("an expiry")
+                };
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                // Inside the threshold: the write lands, the TTL runs on.
+                assert_eq!(
+                    store.increment(&id, "count", 1, &touchy).await.expect("incr"),
+                    Some(1)
+                );
+                assert!(
+                    store
+                        .update(&id, &sets(&[("x", "y")]), &touchy)
+                        .await
+                        .expect("update")
+                );
+                assert_eq!(
+                    store
+                        .compare_and_set(&id, "x", Some("y"), Some("z"), &touchy)
+                        .await
+                        .expect("cas"),
+                    Some(true)
+                );
+                let loaded = store.load(&id).await.expect("load");
+                let left = ttl(loaded.clone());
+                assert!(left <= idle - Duration::from_millis(600), "not slid: {left:?}");
+                assert_eq!(loaded.expect("alive").fields["x"], "z", "every write landed");
+                // Past it: the next write slides the TTL back to the full idle timeout.
+                tokio::time::sleep(Duration::from_millis(1000)).await;
+                assert_eq!(
+                    store.increment(&id, "count", 1, &touchy).await.expect("incr"),
+                    Some(2)
+                );
+                let left = ttl(store.load(&id).await.expect("load"));
+                assert!(left > idle - Duration::from_millis(400), "slid: {left:?}");
+            }
+
+            #[tokio::test]
+            async fn with_a_touch_threshold_a_refresh_without_changes_always_slides_the_ttl() {
+                let harness = make_store().await;
+                let store = &*harness.store;
+                let idle = Duration::from_secs(4);
+                let touchy = policy(idle, None).with_touch_after(Duration::from_secs(3));
+                let id = created(store, &[("a", "1")], &touchy).await;
+                tokio::time::sleep(Duration::from_millis(800)).await;
+                assert!(store.update(&id, &Changes::default(), &touchy).await.expect("touch"));
+                let left = store
+                    .load(&id)
+                    .await
+                    .expect("load")
+                    .expect("alive")
+                    .ttl
+                    .expect("an expiry");
+                assert!(left > idle - Duration::from_millis(400), "slid: {left:?}");
+            }
+
+            #[tokio::test]
+            async fn with_a_touch_threshold_a_session_written_steadily_never_expires() {
+                // Writes 500 ms apart against an idle timeout of 1.5 s and a
+                // threshold of 0.5 s: each lands before the TTL left by the
+                // last refresh runs out, so the session lives on.
+                let harness = make_store().await;
+                let store = &*harness.store;
+                let touchy = policy(Duration::from_millis(1500), None)
+                    .with_touch_after(Duration::from_millis(500));
+                let id = created(store, &[("count", "0")], &touchy).await;
+                for round in 1..=8 {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    assert_eq!(
+                        store.increment(&id, "count", 1, &touchy).await.expect("incr"),
+                        Some(round),
+                        "round {round}"
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(1700)).await;
+                assert!(is_gone(store, &id).await, "then idleness ends it");
+            }
+
+            #[tokio::test]
             async fn the_absolute_lifetime_ends_even_a_busy_session() {
                 let harness = make_store().await;
                 let store = &*harness.store;
