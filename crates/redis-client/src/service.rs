@@ -409,26 +409,6 @@ impl RedisService {
         self.primary.execute(Request::Script(call), retry).await
     }
 
-    /// Runs `transaction`, a pipeline built with `redis::pipe().atomic()`
-    /// (`MULTI` ... `EXEC`: all or nothing, one round trip). On Redis
-    /// Cluster every key must hash to one slot: it goes to that slot's
-    /// master. `retry` says whether it may run twice: see [`Retry`].
-    ///
-    /// # Errors
-    ///
-    /// [`RedisClientError::Rejected`] if Redis refused a command,
-    /// [`RedisClientError::BadReply`] if the replies are not a `T`, else
-    /// [`RedisClientError::Unavailable`].
-    pub async fn run_transaction<T: FromRedisValue>(
-        &self,
-        transaction: &redis::Pipeline,
-        retry: Retry,
-    ) -> Result<T, RedisClientError> {
-        self.primary
-            .execute(Request::Pipeline(transaction), retry)
-            .await
-    }
-
     /// Loads `script` into Redis's script cache (`SCRIPT LOAD`), so that the
     /// first [`RedisService::run_script`] after start-up costs one round trip.
     ///

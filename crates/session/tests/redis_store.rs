@@ -927,34 +927,3 @@ async fn a_busy_sessions_increment_inside_the_touch_threshold_is_an_hmget_and_an
     store.increment(&id, "count", 1, &LONG).await.expect("incr");
     assert_eq!(calls_of(&server, "pexpire") - after[3], 1);
 }
-
-#[tokio::test]
-async fn a_creation_is_one_transaction_that_leaves_no_staging_key() {
-    let server = RedisServer::start();
-    let store = redis_store(&server, "sid_").await;
-    let mut monitor = server.monitor();
-    let start = monitor.begin();
-    let id = created(&store, &[("count", "1")], &LONG).await;
-    assert_eq!(
-        monitor.commands_since(start),
-        ["multi", "hset", "pexpire", "renamenx", "del", "exec"],
-        "no script: the session is staged and moved in one MULTI"
-    );
-    let key = store.key(&id);
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("*")
-        .query(&mut server.connection())
-        .expect("KEYS");
-    assert_eq!(keys, vec![key.clone()], "only the session's own key");
-    let ttl: i64 = redis::cmd("PTTL")
-        .arg(&key)
-        .query(&mut server.connection())
-        .expect("PTTL");
-    assert!(ttl > 590_000 && ttl <= 600_000, "{ttl}");
-    assert_eq!(stored(&server, &key, "count").as_deref(), Some("1"));
-    assert!(stored(&server, &key, "__created").is_some());
-    assert_eq!(
-        stored(&server, &key, "__created"),
-        stored(&server, &key, "__seen")
-    );
-}

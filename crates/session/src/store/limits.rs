@@ -1,4 +1,4 @@
-//! The session size limits, as the scripts in `lua/` apply them, for the
+//! The session size limits, as `lua/prelude.lua` applies them, for the
 //! writes that are checked in Rust.
 
 use std::collections::HashMap;
@@ -11,8 +11,8 @@ const METADATA_SLACK: usize = 16;
 
 /// `check_limits` in `lua/prelude.lua`: whether `fields` (none: a new
 /// session) stays within the limits after `changes`. The memory store runs
-/// it for every write, the Redis store for a creation, which it sends
-/// without a script.
+/// it for every write, the Redis store for a creation (`create.lua` counts
+/// nothing: a new session holds exactly the fields it is sent).
 pub(crate) fn check_limits(
     fields: Option<&SessionFields>,
     changes: &Changes,

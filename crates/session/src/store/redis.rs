@@ -9,8 +9,8 @@ use redis_client::{RedisClientError, RedisService, RedisSettings, Retry};
 
 use super::scripts::{self, Op, Scripts};
 use super::{
-    CREATED_FIELD, Changes, Limit, LoadedSession, Renewal, SEEN_FIELD, SessionHandle, SessionStore,
-    StoreError, UserEntry, WritePolicy, limits,
+    Changes, Limit, LoadedSession, Renewal, SessionHandle, SessionStore, StoreError, UserEntry,
+    WritePolicy, limits,
 };
 use crate::{ConfigError, SessionId};
 
@@ -256,17 +256,6 @@ impl RedisSessionStore {
         key
     }
 
-    /// The staging key of a creation: the key and `:new`, which the
-    /// store's ACL pattern (`~{prefix}*`) covers. None on a cluster when it
-    /// would land in another slot than the key (a key without a hash tag):
-    /// there a creation runs `create.lua` instead.
-    fn staging_key(&self, key: &str) -> Option<String> {
-        let staging = format!("{key}:new");
-        let same_slot = !self.redis.is_cluster()
-            || crate::slot::key_slot(staging.as_bytes()) == crate::slot::key_slot(key.as_bytes());
-        same_slot.then_some(staging)
-    }
-
     /// Whether the migration switch is on and `id` may still sit under its
     /// raw key.
     fn may_be_raw(&self, id: &SessionId) -> bool {
@@ -359,11 +348,6 @@ impl RedisSessionStore {
             "+hincrby",
             "+pexpire",
             "+rename",
-            // A creation: MULTI, HSET and PEXPIRE of a staging key,
-            // RENAMENX to the session's key, DEL of the staging key, EXEC.
-            "+multi",
-            "+exec",
-            "+renamenx",
             "+del",
             "+time",
             // Inside user_index.lua (its HGET, HSET, HDEL, HINCRBY, EXISTS,
@@ -579,62 +563,22 @@ impl SessionStore for RedisSessionStore {
         changes: &Changes,
         policy: &WritePolicy,
     ) -> Result<bool, StoreError> {
-        let key = self.key(id);
-        // A replay would find its own key and report the id as taken.
-        let Some(staging) = self.staging_key(&key) else {
-            let scripts = scripts::for_policy(policy);
-            let mut call = invocation(&scripts, Op::Create, &[&key]);
-            // Every field it holds: a new session has nothing to delete.
-            for (field, value) in &changes.upserts {
-                call.arg(field).arg(value);
-            }
-            return Ok(self.write(&call, policy, Retry::NotIdempotent).await? == 1);
-        };
-        // Without a script, at half a script's cost in Redis: the session is
-        // written whole under a staging key and moved to its own with
-        // RENAMENX, in one MULTI, so it appears whole or not at all, and
-        // never over a session that holds the id (create-if-absent, as the
-        // script). The staging key never outlives the transaction.
+        // The limits first, in Rust: a new session holds exactly these
+        // fields, so nothing in Redis needs reading, and create.lua need not
+        // count them.
         let fresh = Changes {
             upserts: changes.upserts.clone(),
             ..Changes::default()
         };
         limits::check_limits(None, &fresh, policy)?;
-        let now = now_ms();
-        let ttl = policy
-            .absolute_timeout()
-            .map_or(policy.idle_timeout(), |absolute| {
-                absolute.min(policy.idle_timeout())
-            });
-        let mut transaction = redis_rs::pipe();
-        transaction.atomic();
-        let hset = transaction
-            .cmd("HSET")
-            .arg(&staging)
-            .arg(CREATED_FIELD)
-            .arg(now)
-            .arg(SEEN_FIELD)
-            .arg(now);
+        let key = self.key(id);
+        let scripts = scripts::for_policy(policy);
+        let mut call = invocation(&scripts, Op::Create, &[&key]);
         for (field, value) in &changes.upserts {
-            hset.arg(field).arg(value);
+            call.arg(field).arg(value);
         }
-        hset.ignore();
-        transaction
-            .cmd("PEXPIRE")
-            .arg(&staging)
-            .arg(super::millis(ttl))
-            .ignore()
-            .cmd("RENAMENX")
-            .arg(&staging)
-            .arg(&key)
-            .cmd("DEL")
-            .arg(&staging)
-            .ignore();
-        let (moved,): (i64,) = self
-            .redis
-            .run_transaction(&transaction, Retry::NotIdempotent)
-            .await?;
-        Ok(moved == 1)
+        // A replay would find its own key and report the id as taken.
+        Ok(self.write(&call, policy, Retry::NotIdempotent).await? == 1)
     }
 
     async fn update(

@@ -51,11 +51,19 @@ impl Op {
         }
     }
 
+    /// Whether the op uses the prelude's guards (`live`, `slide`...):
+    /// `create` and `adopt` touch no live session's fields, and Redis
+    /// would charge them for defining what they never call.
+    fn uses_prelude(self) -> bool {
+        !matches!(self, Op::Create | Op::Adopt)
+    }
+
     /// Whether the op takes a whole change, and so needs `change.lua`.
     fn takes_a_change(self) -> bool {
         matches!(self, Op::Update | Op::Renew)
     }
 
+    /// The op's name, as its file is named.
     pub(crate) fn name(self) -> &'static str {
         match self {
             Op::Create => "create",
@@ -71,7 +79,9 @@ impl Op {
 /// The Lua source of `op` under `policy`: exactly what Redis is sent.
 pub(crate) fn source(op: Op, policy: &WritePolicy) -> String {
     let mut text = String::with_capacity(PRELUDE.len() + CHANGE.len() + 2048);
-    text.push_str(PRELUDE);
+    if op.uses_prelude() {
+        text.push_str(PRELUDE);
+    }
     if op.takes_a_change() {
         text.push('\n');
         text.push_str(CHANGE);
@@ -231,7 +241,11 @@ mod tests {
             assert!(text.contains("--   IDLE_MS = 1800000\n"));
             assert!(text.contains("--   ABSOLUTE_MS = 28800000\n"));
             assert!(text.contains("--   TOUCH_MS = 450000\n"));
-            assert!(text.contains("local function live(k, field, now)"));
+            assert_eq!(
+                text.contains("local function live(k, field, now)"),
+                op.uses_prelude(),
+                "{op:?}"
+            );
             assert_eq!(
                 text.contains("local function checked_change"),
                 op.takes_a_change()

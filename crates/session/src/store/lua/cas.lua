@@ -21,9 +21,9 @@ if ARGV[5] == '1' then
   if limit ~= 0 then
     return limit
   end
-  slide(key, {field, ARGV[6]}, created, seen, false, stamp, now, now_text)
+  set_fields(key, {field, ARGV[6]}, due(seen, stamp, now), created, stamp, now, now_text)
 else
   redis.call('HDEL', key, field)
-  slide(key, {}, created, seen, false, stamp, now, now_text)
+  set_fields(key, nil, due(seen, stamp, now), created, stamp, now, now_text)
 end
 return 1

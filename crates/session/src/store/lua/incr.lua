@@ -59,5 +59,7 @@ if longer then
     return {limit}
   end
 end
-slide(key, {}, created, seen, false, stamp, now, now_text)
+if due(seen, stamp, now) then
+  set_fields(key, nil, true, created, stamp, now, now_text)
+end
 return reply

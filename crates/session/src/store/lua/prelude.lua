@@ -1,5 +1,5 @@
--- The session scripts: one per op, each the generated policy header, this
--- prelude, then the op's own file (`store/scripts.rs` joins them). So every
+-- The session scripts: one per op, each this prelude, then the op's own
+-- file (`store/scripts.rs` joins them; create and adopt need none of it). So every
 -- guard is written once, and a call runs only its own op: Redis charges
 -- for every argument, every number parsed and every function defined, so a
 -- script that carried every op cost a third more per call (benches/results/).
@@ -55,7 +55,7 @@ local function live(k, field, now)
   local created, stamp = tonumber(got[1]), false
   if not created then
     -- No stamp: no session, or one a NestJS node wrote. Its absolute
-    -- lifetime starts now; slide() stamps it.
+    -- lifetime starts now; set_fields() stamps it.
     if redis.call('EXISTS', k) == 0 then
       return nil
     end
@@ -117,26 +117,32 @@ local function check_limits(k, clear, removals, upserts)
   return 0
 end
 
--- Sets the flat field, value list `upserts` at k, and slides the TTL (the
--- idle timeout, cut short by the absolute lifetime) and __seen together
--- when `force` is set, when the session needs its stamp, or when __seen
--- (`seen`, as read) is TOUCH_MS or more from now. So a busy session is not
--- refreshed on every request: its idle timeout ends between
--- IDLE_MS - TOUCH_MS and IDLE_MS after its last request. Nothing in it can
--- fail once the checks have passed.
-local function slide(k, upserts, created, seen, force, stamp, now, now_text)
-  local refresh = force or stamp or TOUCH_MS == 0
-  if not refresh then
-    local last = tonumber(seen)
-    refresh = not last or now - last >= TOUCH_MS or last - now >= TOUCH_MS
+-- Whether a write slides the TTL and __seen: when the session needs its
+-- stamp, when TOUCH_MS is 0, or when __seen (`seen`, as read) is TOUCH_MS
+-- or more from now, either way. So a busy session is not refreshed on
+-- every request: its idle timeout ends between IDLE_MS - TOUCH_MS and
+-- IDLE_MS after its last request.
+local function due(seen, stamp, now)
+  if stamp or TOUCH_MS == 0 then
+    return true
   end
+  local last = tonumber(seen)
+  return not last or now - last >= TOUCH_MS or last - now >= TOUCH_MS
+end
+
+-- Sets the flat field, value list `upserts` at k (nil: none), and, if
+-- `refresh`, stamps __seen (and __created if `stamp`) and slides the TTL:
+-- the idle timeout, cut short by the absolute lifetime. Nothing in it can
+-- fail once the checks have passed.
+local function set_fields(k, upserts, refresh, created, stamp, now, now_text)
   if not refresh then
-    if #upserts > 0 then
+    if upserts and #upserts > 0 then
       redis.call('HSET', k, unpack(upserts))
     end
     return
   end
   -- The metadata keeps the hash non-empty even when every user field is gone.
+  upserts = upserts or {}
   if stamp then
     redis.call('HSET', k, '__created', now_text, '__seen', now_text, unpack(upserts))
   else

@@ -20,5 +20,5 @@ if limit ~= 0 then
 end
 redis.call('RENAME', key, new_key)
 delete_fields(new_key, clear, removals)
-slide(new_key, upserts, created, nil, true, stamp, now, now_text)
+set_fields(new_key, upserts, true, created, stamp, now, now_text)
 return 1

@@ -13,5 +13,5 @@ if limit ~= 0 then
 end
 local touch = not clear and #removals == 0 and #upserts == 0
 delete_fields(key, clear, removals)
-slide(key, upserts, created, seen, touch, stamp, now, now_text)
+set_fields(key, upserts, touch or due(seen, stamp, now), created, stamp, now, now_text)
 return 1
