@@ -29,6 +29,9 @@ pub(crate) struct CookieConfig {
     pub(crate) signing: Option<Arc<KeyRing>>,
     /// `session.legacy_ids`.
     pub(crate) legacy_ids: bool,
+    /// What follows `name=value` in a session cookie's `Set-Cookie`, as
+    /// the `cookie` crate writes it: formatted once, not per response.
+    pub(crate) set_suffix: String,
 }
 
 /// Validated settings: only [`Config::new`] makes one.
@@ -278,6 +281,11 @@ fn cookie_config(s: &SessionSettings) -> Result<CookieConfig, ConfigError> {
         )?
         .map(Arc::new),
         legacy_ids: s.legacy_ids,
+        set_suffix: String::new(),
+    })
+    .map(|mut config| {
+        config.set_suffix = crate::cookie::set_cookie_suffix(&config);
+        config
     })
 }
 

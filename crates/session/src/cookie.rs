@@ -104,6 +104,10 @@ fn with_attributes(config: &CookieConfig, value: String) -> Cookie<'static> {
 /// `Domain`, `SameSite`, `Secure` and `HttpOnly`, and in
 /// [`CookieMode::Persistent`](crate::CookieMode::Persistent) a `Max-Age` of
 /// the idle timeout.
+///
+/// Responses send [`session_cookie_header`], its text; this is the
+/// reference a test holds that text to.
+#[cfg(test)]
 pub(crate) fn session_cookie(id: &SessionId, config: &CookieConfig) -> Cookie<'static> {
     let value = match &config.signing {
         Some(ring) => sign_cookie(ring, id.as_str()),
@@ -114,6 +118,39 @@ pub(crate) fn session_cookie(id: &SessionId, config: &CookieConfig) -> Cookie<'s
         cookie.set_max_age(time::Duration::seconds(max_age));
     }
     cookie
+}
+
+/// What follows `name=value` in `session_cookie`'s text: the attributes,
+/// which depend on the settings alone.
+pub(crate) fn set_cookie_suffix(config: &CookieConfig) -> String {
+    let mut template = with_attributes(config, String::new());
+    if let Some(max_age) = config.max_age_secs {
+        template.set_max_age(time::Duration::seconds(max_age));
+    }
+    let text = template.to_string();
+    let start = config.name.len() + 1; // "name="
+    text.get(start..).unwrap_or_default().to_owned()
+}
+
+/// The `Set-Cookie` value that hands `id` to the browser: exactly
+/// `session_cookie(id, config).to_string()`, without formatting the
+/// attributes on every response.
+pub(crate) fn session_cookie_header(id: &SessionId, config: &CookieConfig) -> String {
+    let signed;
+    let value = match &config.signing {
+        Some(ring) => {
+            signed = sign_cookie(ring, id.as_str());
+            signed.as_str()
+        }
+        None => id.as_str(),
+    };
+    let mut text =
+        String::with_capacity(config.name.len() + 1 + value.len() + config.set_suffix.len());
+    text.push_str(&config.name);
+    text.push('=');
+    text.push_str(value);
+    text.push_str(&config.set_suffix);
+    text
 }
 
 /// The cookie that makes the browser forget the session: the same name,
@@ -289,6 +326,42 @@ mod tests {
                 None
             );
         }
+    }
+
+    #[test]
+    fn the_set_cookie_header_is_the_cookie_crates_text_for_every_setting() {
+        let settings = [
+            SessionSettings::default(),
+            SessionSettings {
+                cookie_secure: true,
+                cookie_http_only: false,
+                cookie_same_site: crate::SameSite::Strict,
+                cookie_path: "/app".into(),
+                cookie_domain: Some("example.com".into()),
+                ..SessionSettings::default()
+            },
+            SessionSettings {
+                cookie_mode: CookieMode::BrowserSession,
+                cookie_same_site: crate::SameSite::None,
+                cookie_secure: true,
+                cookie_name: "__Host-s".into(),
+                ..SessionSettings::default()
+            },
+        ];
+        for settings in settings {
+            let config = cookie_config(settings);
+            let id = SessionId::generate();
+            assert_eq!(
+                session_cookie_header(&id, &config),
+                session_cookie(&id, &config).to_string()
+            );
+        }
+        let config = signed(&["c1"], false);
+        let id = SessionId::generate();
+        assert_eq!(
+            session_cookie_header(&id, &config),
+            session_cookie(&id, &config).to_string()
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use actix_web::http::header::{HeaderValue, SET_COOKIE};
 use actix_web::{Error, HttpMessage, HttpRequest, HttpResponse};
 
 use crate::commit::CookieUpdate;
-use crate::cookie::{removal_cookie, session_cookie};
+use crate::cookie::{removal_cookie, session_cookie_header};
 use crate::extractor::RequestSessions;
 use crate::{Session, SessionError, SessionService};
 
@@ -186,14 +186,16 @@ where
                     let cookie = match update {
                         CookieUpdate::Keep => None,
                         CookieUpdate::Set(id) => {
-                            Some(session_cookie(&id, &sessions.config().cookie))
+                            Some(session_cookie_header(&id, &sessions.config().cookie))
                         }
-                        CookieUpdate::Remove => Some(removal_cookie(&sessions.config().cookie)),
+                        CookieUpdate::Remove => {
+                            Some(removal_cookie(&sessions.config().cookie).to_string())
+                        }
                     };
                     if let Some(cookie) = cookie {
                         // Cookie values are ids and fixed attributes: always
                         // a valid header value.
-                        if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
+                        if let Ok(value) = HeaderValue::from_str(&cookie) {
                             response.headers_mut().append(SET_COOKIE, value);
                         }
                     }
@@ -216,8 +218,8 @@ where
                         state.id.clone().filter(|_| state.issued && state.written)
                     };
                     if let Some(id) = created {
-                        let cookie = session_cookie(&id, &sessions.config().cookie);
-                        if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
+                        let cookie = session_cookie_header(&id, &sessions.config().cookie);
+                        if let Ok(value) = HeaderValue::from_str(&cookie) {
                             replacement.headers_mut().append(SET_COOKIE, value);
                         }
                     }
