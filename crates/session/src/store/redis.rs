@@ -737,18 +737,18 @@ impl SessionStore for RedisSessionStore {
     }
 
     async fn prepare(&self) -> Result<(), StoreError> {
-        // The scripts of the default policy: a store that serves it (the
-        // middleware's defaults) has each script loaded from the start.
-        let defaults = crate::config::default_policy();
-        self.prepare_policy(&defaults).await?;
-        self.load_user_script().await
+        // With the scripts of the default policy: a store that serves it
+        // (the middleware's defaults) has each script loaded from the start.
+        let defaults = scripts::for_policy(&crate::config::default_policy());
+        let mut sources: Vec<&str> = defaults.sources().collect();
+        sources.push(self.user_script());
+        Ok(self.redis.load_scripts(&sources).await?)
     }
 
     async fn prepare_policy(&self, policy: &WritePolicy) -> Result<(), StoreError> {
-        for script in scripts::for_policy(policy).all() {
-            self.redis.load_script(script).await?;
-        }
-        Ok(())
+        let scripts = scripts::for_policy(policy);
+        let sources: Vec<&str> = scripts.sources().collect();
+        Ok(self.redis.load_scripts(&sources).await?)
     }
 
     async fn check_health(&self) -> Result<(), StoreError> {

@@ -12,7 +12,8 @@ use super::users::{SessionHandle, UserEntry, user_tag};
 use super::{StoreError, USER_INDEX_KEEP, WritePolicy, millis};
 use crate::SessionId;
 
-static USER_INDEX: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("user_index.lua")));
+const USER_INDEX_SOURCE: &str = include_str!("user_index.lua");
+static USER_INDEX: LazyLock<Script> = LazyLock::new(|| Script::new(USER_INDEX_SOURCE));
 
 /// A user's two keys: `{prefix}user:{<tag>}` and `{prefix}user:{<tag>}:created`.
 struct UserKeys {
@@ -41,8 +42,9 @@ impl RedisSessionStore {
         call
     }
 
-    pub(super) async fn load_user_script(&self) -> Result<(), StoreError> {
-        Ok(self.redis().load_script(&USER_INDEX).await?)
+    /// The user index script's source, for the store to load at start-up.
+    pub(super) fn user_script(&self) -> &'static str {
+        USER_INDEX_SOURCE
     }
 
     pub(super) async fn user_epoch_of(&self, user: &str) -> Result<u64, StoreError> {

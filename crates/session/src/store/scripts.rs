@@ -142,15 +142,23 @@ fn replace_words(text: &str, values: &[(&str, u64)]) -> String {
 #[derive(Debug)]
 pub(crate) struct Scripts {
     policy: WritePolicy,
+    sources: [String; 6],
     scripts: [Script; 6],
 }
 
 impl Scripts {
     fn new(policy: WritePolicy) -> Self {
+        let sources = Op::ALL.map(|op| source(op, &policy));
         Self {
             policy,
-            scripts: Op::ALL.map(|op| Script::new(&source(op, &policy))),
+            scripts: sources.each_ref().map(|text| Script::new(text)),
+            sources,
         }
+    }
+
+    /// Each op's source, to load them all at once.
+    pub(crate) fn sources(&self) -> impl Iterator<Item = &str> {
+        self.sources.iter().map(String::as_str)
     }
 
     pub(crate) fn get(&self, op: Op) -> &Script {
@@ -159,10 +167,6 @@ impl Scripts {
             .position(|candidate| *candidate == op)
             .unwrap_or_default();
         &self.scripts[index]
-    }
-
-    pub(crate) fn all(&self) -> &[Script] {
-        &self.scripts
     }
 }
 
@@ -262,7 +266,16 @@ mod tests {
             let expected = Script::new(&source(op, &policy()));
             assert_eq!(scripts.get(op).get_hash(), expected.get_hash(), "{op:?}");
         }
-        assert_eq!(scripts.all().len(), Op::ALL.len());
+        // What start-up loads is what the calls name.
+        let loaded: Vec<String> = scripts
+            .sources()
+            .map(|text| Script::new(text).get_hash().to_owned())
+            .collect();
+        let called: Vec<String> = Op::ALL
+            .iter()
+            .map(|op| scripts.get(*op).get_hash().to_owned())
+            .collect();
+        assert_eq!(loaded, called);
     }
 
     #[test]
