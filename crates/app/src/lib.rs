@@ -5,11 +5,13 @@
 //! - `startup.rs`: [`startup::Application`], built once, run until stopped.
 //! - `routes/`: every route, registered in [`routes::configure`].
 //! - `error.rs`: [`error::ApiError`], errors mapped to HTTP in one place.
-//! - `telemetry.rs`: `/metrics`, request metrics, the access log.
+//! - `telemetry.rs`: `/metrics`, request metrics.
+//! - `access_log.rs`: the access log, written off the worker threads.
 //! - `inspect.rs`: the `session-inspect` tool (`src/bin/session-inspect.rs`).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod access_log;
 pub mod error;
 pub mod inspect;
 pub mod origin;

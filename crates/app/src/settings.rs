@@ -82,8 +82,11 @@ pub struct ServerSettings {
     /// requests this many seconds to finish before closing their
     /// connections. Default 30.
     pub shutdown_grace_secs: u64,
-    /// Log one line per request (actix's access log, session ids shown only
-    /// as a short hash). Default true.
+    /// Log one line per request to stderr (the access log, in actix
+    /// `Logger`'s format, session ids shown only as a short hash), written
+    /// by a thread of its own: see `access_log.rs`. `RUST_LOG` is read for
+    /// it once, at start-up: a filter that hides `actix_web::middleware::logger`
+    /// at `info` (`RUST_LOG=warn`) turns it off too. Default true.
     pub access_log: bool,
     /// Origins besides the request's own (`scheme://host[:port]`) whose
     /// pages may send state-changing requests (POST, DELETE) here: see

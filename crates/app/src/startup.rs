@@ -10,6 +10,7 @@ use session::{
     MemorySessionStore, RedisSessionStore, SessionMiddleware, SessionMiddlewareBuilder, StoreError,
 };
 
+use crate::access_log::{self, AccessLogMiddleware, AccessLogWriter};
 use crate::routes;
 use crate::settings::{Settings, SettingsError, StoreKind};
 use crate::telemetry::{self, Telemetry};
@@ -57,6 +58,10 @@ pub enum StartupError {
     /// The HTTP server failed while running.
     #[error("the HTTP server failed: {0}")]
     Serve(#[source] std::io::Error),
+
+    /// The access log's writer thread could not be started.
+    #[error("cannot start the access log's writer thread ({0}): set APP__SERVER__ACCESS_LOG=false")]
+    AccessLog(#[source] std::io::Error),
 }
 
 /// This node's name (`server.node_name`), shared with handlers that show it.
@@ -71,6 +76,9 @@ pub struct Application {
     server: Server,
     /// The Redis client, to close its pool after the last request.
     redis: Option<RedisService>,
+    /// The access log's writer thread, finished (every line written) after
+    /// the last request; `None` when the access log is off.
+    access_log: Option<AccessLogWriter>,
 }
 
 impl Application {
@@ -121,11 +129,27 @@ impl Application {
             .map_err(|error| StartupError::Settings(SettingsError::Invalid(error.to_string())))?;
         // One service: the middleware and the handlers share its store.
         let sessions = web::Data::new(session_layer.service());
+        // The store's scripts for this policy, so the first write of every
+        // node is one round trip.
+        sessions.prepare().await.map_err(|error| {
+            let (url, reason) = (settings.redis.redacted_target(), short_reason(&error));
+            match error {
+                StoreError::Misconfigured(_) => StartupError::RedisRefused { url, reason },
+                _ => StartupError::RedisUnreachable { url, reason },
+            }
+        })?;
         let telemetry = web::Data::new(Telemetry::new(redis.clone()));
-        let access_log = settings
-            .server
-            .access_log
-            .then(|| settings.session.cookie_name.clone());
+        // `server.access_log`, and `RUST_LOG` as it hid actix's `Logger`
+        // (`RUST_LOG=warn` hides it), read once: the writer bypasses `log`.
+        let access_log = if settings.server.access_log
+            && log::log_enabled!(target: access_log::TARGET, log::Level::Info)
+        {
+            Some(AccessLogWriter::to_stderr().map_err(StartupError::AccessLog)?)
+        } else {
+            None
+        };
+        let access_log_handle = access_log.as_ref().map(AccessLogWriter::handle);
+        let cookie_name = settings.session.cookie_name.clone();
         let node_name = settings.server.node_name.clone();
         let served_by_header = settings.server.served_by_header;
         let node = web::Data::new(NodeName(node_name.clone()));
@@ -147,9 +171,10 @@ impl Application {
                 ))
                 // Outside the session layer: the time and status include the commit.
                 .wrap(from_fn(telemetry::record_request))
+                // Outermost: the time includes every other layer.
                 .wrap(Condition::new(
-                    access_log.is_some(),
-                    telemetry::access_log(access_log.clone().unwrap_or_default()),
+                    access_log_handle.is_some(),
+                    AccessLogMiddleware::new(access_log_handle.clone(), &cookie_name),
                 ))
                 .app_data(sessions.clone())
                 .app_data(node.clone())
@@ -170,6 +195,7 @@ impl Application {
             port,
             server: server.run(),
             redis,
+            access_log,
         })
     }
 
@@ -180,7 +206,8 @@ impl Application {
 
     /// Serves until the process gets SIGINT or SIGTERM. Then it stops
     /// accepting connections at once, lets in-flight requests finish within
-    /// `server.shutdown_grace_secs`, and closes the Redis pool.
+    /// `server.shutdown_grace_secs`, closes the Redis pool, and writes out
+    /// every access log line still queued.
     ///
     /// # Errors
     ///
@@ -189,6 +216,10 @@ impl Application {
         let served = self.server.await.map_err(StartupError::Serve);
         if let Some(redis) = &self.redis {
             redis.close();
+        }
+        if let Some(access_log) = self.access_log {
+            // The workers are gone: no line comes after these.
+            access_log.finish();
         }
         log::info!("stopped: in-flight requests done, Redis pool closed");
         served

@@ -1,5 +1,5 @@
 //! `/metrics` in the Prometheus text format, the per-request metrics, and
-//! the access log.
+//! the hash the access log (`access_log.rs`) shows for a session cookie.
 //!
 //! The libraries record through the `metrics` facade (names in
 //! `redis_client::metric_names` and `session::metric_names`); this module
@@ -16,7 +16,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::http::header::CONTENT_TYPE;
-use actix_web::middleware::{Logger, Next};
+use actix_web::middleware::Next;
 use actix_web::{Error, HttpResponse, web};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use redis_client::RedisService;
@@ -225,26 +225,19 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
-/// The access log: actix's `Logger`, one line per request, with the session
-/// cookie shown as `sid=<8 hex>`, a hash that tells requests of one session
-/// apart without revealing the id (`-` without a cookie).
-pub(crate) fn access_log(cookie_name: String) -> Logger {
-    Logger::new(r#"%a "%r" %s %b %Dms sid=%{sid}xi "%{User-Agent}i""#).custom_request_replace(
-        "sid",
-        move |request| {
-            request
-                .cookie(&cookie_name)
-                .map_or_else(|| "-".to_owned(), |cookie| short_hash(cookie.value()))
-        },
-    )
-}
-
-/// Eight hex digits of a keyed-by-nothing SipHash: the same on every node,
+/// Eight hex digits of a keyed-by-nothing SipHash, which the access log
+/// shows for the session cookie: the same on every node,
 /// so one session's lines can be followed across nodes, and 32 bits, so
 /// nothing of the 122-bit id can be recovered from it.
 pub fn short_hash(text: &str) -> String {
+    format!("{:08x}", short_hash_bits(text))
+}
+
+/// The 32 bits [`short_hash`] shows in hex.
+pub(crate) fn short_hash_bits(text: &str) -> u32 {
     let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(text);
-    format!("{:08x}", hash >> 32)
+    // The top half of 64 bits: fits.
+    (hash >> 32) as u32
 }
 
 #[cfg(test)]
@@ -252,6 +245,7 @@ mod tests {
     use super::{install_recorder, record_request, short_hash};
     use actix_web::middleware::from_fn;
     use actix_web::{App, HttpResponse, test as actix_test, web};
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 
     /// The value of the `http_requests_total` sample whose labels include
     /// every one of `labels` (rendered as `name="value"`), or 0.
@@ -313,6 +307,12 @@ mod tests {
     #[test]
     fn the_short_hash_is_stable_and_reveals_no_id() {
         let id = "3f2a9c1e-4b7d-4e2a-9c1e-3f2a9c1e4b7d";
+        let top = BuildHasherDefault::<DefaultHasher>::default().hash_one(id) >> 32;
+        assert_eq!(
+            short_hash(id),
+            format!("{top:08x}"),
+            "`{{:08x}}` of the top half"
+        );
         assert_eq!(short_hash(id), short_hash(id));
         assert_eq!(short_hash(id).len(), 8);
         assert!(!id.contains(&short_hash(id)));

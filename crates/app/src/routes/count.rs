@@ -20,12 +20,13 @@ struct CountBody {
 /// `{"count": n}`; the middleware sends the cookie, whose `Max-Age` slides
 /// with the session's TTL.
 ///
-/// [`Session::incr`] is one `EVALSHA` of `session_write.lua` (op `incr`:
-/// alive check, `HINCRBY`, metadata, `PEXPIRE`, atomic), and since it already
-/// slid the TTL the middleware has nothing left to write: ONE Redis round
-/// trip for an existing session, one for a request without a cookie (op
-/// `create`), two for a cookie naming a session that is gone, which is never
-/// adopted: the client gets a fresh id.
+/// [`Session::incr`] is one `EVALSHA` of `crates/session/src/store/lua/incr.lua`
+/// (alive check, `HINCRBY`, and once the TTL is due `HSET __seen` and
+/// `PEXPIRE`, atomic), and since it already handled the TTL the middleware
+/// has nothing left to write: ONE Redis round trip for an existing session,
+/// one for a request without a cookie (`create.lua`), two for a cookie
+/// naming a session that is gone, which is never adopted: the client gets a
+/// fresh id.
 ///
 /// A `count` that is not an integer (written by another app) is not ours to
 /// destroy: that session is left alone and the client gets a fresh one.

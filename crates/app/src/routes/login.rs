@@ -29,9 +29,9 @@ pub(crate) struct Login {
 ///
 /// Four Redis round trips with a session, three without: `HGET` of the
 /// user's epoch; `HGETALL` + `PTTL` of the session (who was signed in, and
-/// since when); `EVALSHA session_write.lua` (op `renew`: alive check,
+/// since when); `EVALSHA` of `store/lua/renew.lua` (alive check,
 /// `RENAME` to a new id in the same cluster slot, `HSET user` and the
-/// sign-in metadata, `PEXPIRE`), or op `create` without a session; `EVALSHA
+/// sign-in metadata, `PEXPIRE`), or `create.lua` without a session; `EVALSHA
 /// user_index.lua` (op `join`). On Sentinel and Cluster the two writes are
 /// pipelined with `WAIT 1`.
 pub(crate) async fn login(

@@ -236,6 +236,9 @@ pub(crate) struct AppProcess {
     pub(crate) base: String,
     pub(crate) port: u16,
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// The thread that copies stderr into `log`; it ends at EOF, when the
+    /// process has exited.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl AppProcess {
@@ -258,7 +261,7 @@ impl AppProcess {
         let stderr = child.stderr.take().expect("piped stderr");
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = std::sync::Arc::clone(&log);
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in std::io::BufReader::new(stderr)
                 .lines()
                 .map_while(Result::ok)
@@ -280,6 +283,7 @@ impl AppProcess {
             base,
             port,
             log,
+            reader: Some(reader),
         }
     }
 
@@ -301,16 +305,32 @@ impl AppProcess {
         assert!(status.success());
     }
 
-    /// Waits up to `limit` for the process to exit; its exit code.
+    /// Waits up to `limit` for the process to exit, and for [`log`] to hold
+    /// everything it wrote; its exit code.
+    ///
+    /// [`log`]: AppProcess::log
     pub(crate) async fn exit_code(&mut self, limit: std::time::Duration) -> Option<i32> {
         let deadline = std::time::Instant::now() + limit;
-        loop {
+        let status = loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status.code();
+                break status;
             }
             assert!(std::time::Instant::now() < deadline, "the app did not exit");
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        // Its last lines may still be in the pipe: read it to the end.
+        while self
+            .reader
+            .as_ref()
+            .is_some_and(|reader| !reader.is_finished())
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the app's stderr stayed open"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
+        status.code()
     }
 }
 

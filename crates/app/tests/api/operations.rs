@@ -271,6 +271,13 @@ async fn sigterm_finishes_in_flight_requests_refuses_new_ones_and_exits_cleanly(
     assert_eq!(body["count"], 2, "it completed its work");
     assert_eq!(app.exit_code(Duration::from_secs(10)).await, Some(0));
     assert!(app.log().contains("Redis pool closed"), "{}", app.log());
+    // The in-flight request ended after SIGTERM: only the access log's
+    // flush at shutdown can have written its line.
+    let log = app.log();
+    let counted = access_lines(&log)
+        .filter(|line| line.request == "GET /count HTTP/1.1")
+        .count();
+    assert_eq!(counted, 2, "the first request and the in-flight one: {log}");
 }
 
 #[tokio::test]
@@ -304,4 +311,151 @@ async fn the_access_log_has_a_line_per_request_and_only_a_short_hash_of_the_sid(
     assert!(lines[2].contains(&format!("sid={hash}")), "{log}");
     assert!(lines[3].contains(r#""GET /me HTTP/1.1" 200"#), "{log}");
     assert!(!log.contains(&sid), "the whole id is never logged: {log}");
+}
+
+/// One access log line, split into its fields (see `crates/app/src/access_log.rs`).
+#[derive(Debug)]
+struct AccessLine<'a> {
+    peer: &'a str,
+    request: &'a str,
+    status: &'a str,
+    bytes: &'a str,
+    millis: &'a str,
+    sid: &'a str,
+    agent: &'a str,
+}
+
+/// The access log lines in `log`, each checked to be whole and well-formed:
+/// `[<timestamp> INFO  actix_web::middleware::logger] <peer> "<request
+/// line>" <status> <bytes> <ms>ms sid=<8 hex or -> "<User-Agent>"`, the peer
+/// an IP address without its port.
+fn access_lines(log: &str) -> impl Iterator<Item = AccessLine<'_>> {
+    log.lines()
+        .filter(|line| line.contains("actix_web::middleware::logger"))
+        .map(|line| {
+            let rest = line.strip_prefix('[').expect(line);
+            let (timestamp, rest) = rest.split_once(' ').expect(line);
+            assert!(
+                timestamp.len() == 24
+                    && timestamp.ends_with('Z')
+                    && timestamp.as_bytes()[10] == b'T',
+                "RFC 3339 with milliseconds: {line}"
+            );
+            let rest = rest
+                .strip_prefix("INFO  actix_web::middleware::logger] ")
+                .expect(line);
+            let (peer, rest) = rest.split_once(" \"").expect(line);
+            let (request, rest) = rest.split_once("\" ").expect(line);
+            let fields: Vec<&str> = rest.splitn(5, ' ').collect();
+            let [status, bytes, millis, sid, agent] = fields[..] else {
+                panic!("five fields after the request line: {line}")
+            };
+            let parsed = AccessLine {
+                peer,
+                request,
+                status,
+                bytes,
+                millis: millis.strip_suffix("ms").expect(line),
+                sid: sid.strip_prefix("sid=").expect(line),
+                agent: agent
+                    .strip_prefix('"')
+                    .and_then(|agent| agent.strip_suffix('"'))
+                    .expect(line),
+            };
+            let digits = |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+            assert!(peer.parse::<std::net::IpAddr>().is_ok(), "{line}");
+            assert!(digits(parsed.status) && digits(parsed.bytes), "{line}");
+            let (whole, fraction) = parsed.millis.split_once('.').expect(line);
+            assert!(
+                digits(whole) && digits(fraction) && fraction.len() == 6,
+                "{line}"
+            );
+            assert!(
+                parsed.sid == "-"
+                    || (parsed.sid.len() == 8 && parsed.sid.bytes().all(|b| b.is_ascii_hexdigit())),
+                "{line}"
+            );
+            parsed
+        })
+}
+
+#[tokio::test]
+async fn every_request_makes_exactly_one_whole_access_line_and_none_shows_the_sid() {
+    // Arrange
+    let redis = RedisServer::start();
+    let mut app = AppProcess::start(&redis.url(), &[]).await;
+    let first = reqwest::get(app.url("/count")).await.expect("GET /count");
+    let sid = sid_of(&first);
+    let (tasks, per_task) = (8, 50);
+
+    // Act: concurrent clients, each on its own connection.
+    let mut clients = Vec::new();
+    for task in 0..tasks {
+        let (url, sid) = (app.url("/count"), sid.clone());
+        clients.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            for n in 0..per_task {
+                let response = client
+                    .get(&url)
+                    .header("cookie", format!("sid={sid}"))
+                    .header("user-agent", format!("access-log-test/{task}.{n}"))
+                    .send()
+                    .await
+                    .expect("GET /count");
+                assert_eq!(response.status(), StatusCode::OK);
+            }
+        }));
+    }
+    for client in clients {
+        client.await.expect("the client task");
+    }
+    app.terminate();
+    assert_eq!(app.exit_code(Duration::from_secs(10)).await, Some(0));
+
+    // Assert
+    let log = app.log();
+    let ours: Vec<AccessLine<'_>> = access_lines(&log)
+        .filter(|line| line.agent.starts_with("access-log-test/"))
+        .collect();
+    assert_eq!(ours.len(), tasks * per_task, "{log}");
+    let hash = app::telemetry::short_hash(&sid);
+    let mut agents = std::collections::BTreeSet::new();
+    for line in &ours {
+        assert_eq!(line.request, "GET /count HTTP/1.1", "{line:?}");
+        assert_eq!(line.status, "200", "{line:?}");
+        assert_eq!(line.sid, hash, "{line:?}");
+        assert_eq!(line.peer, "127.0.0.1", "{line:?}");
+        agents.insert(line.agent);
+    }
+    assert_eq!(
+        agents.len(),
+        tasks * per_task,
+        "one line per request, none twice"
+    );
+    assert!(!log.contains(&sid), "the whole id is never logged");
+}
+
+/// Serves one `/count` with `env`, stops, and returns the whole log.
+async fn log_of_one_count(redis: &RedisServer, env: &[(&str, &str)]) -> String {
+    let mut app = AppProcess::start(&redis.url(), env).await;
+    let response = reqwest::get(app.url("/count")).await.expect("GET /count");
+    assert_eq!(response.status(), StatusCode::OK);
+    app.terminate();
+    assert_eq!(app.exit_code(Duration::from_secs(10)).await, Some(0));
+    app.log()
+}
+
+#[tokio::test]
+async fn with_the_access_log_off_no_request_is_logged() {
+    let redis = RedisServer::start();
+    let log = log_of_one_count(&redis, &[("APP__SERVER__ACCESS_LOG", "false")]).await;
+    assert_eq!(access_lines(&log).count(), 0, "{log}");
+    assert!(log.contains("Redis pool closed"), "{log}");
+}
+
+#[tokio::test]
+async fn rust_log_that_hides_info_hides_the_access_log_as_before() {
+    let redis = RedisServer::start();
+    let log = log_of_one_count(&redis, &[("RUST_LOG", "warn")]).await;
+    assert_eq!(access_lines(&log).count(), 0, "{log}");
 }
