@@ -8,7 +8,8 @@
 //! ```
 //!
 //! the client's IP address, the request line, the status, the body's bytes, the
-//! time to the end of the body, `sid=` with eight hex digits of a hash of the
+//! time (to the end of a streamed body; for a sized body, to when the
+//! response is ready, before it is sent, unlike `Logger`), `sid=` with eight hex digits of a hash of the
 //! session cookie (`-` without one; never the id), and the `User-Agent`.
 //! Same destination (stderr), same header, same target, so log collection,
 //! greps and `RUST_LOG` directives that named actix's logger still work. The
@@ -34,7 +35,12 @@
 //! - **Nothing interleaved.** Each line goes into the buffer with one
 //!   `write_all`, and the buffer ([`BATCH_BYTES`], `PIPE_BUF`) is written out
 //!   only between lines, so every `write(2)` holds whole lines, atomically
-//!   on a pipe, beside other writers of stderr.
+//!   on a pipe, beside other writers of stderr. (A line longer than
+//!   `PIPE_BUF` on its own, from a client sending kilobytes of path or
+//!   `User-Agent`, is still written whole by this thread, but the kernel no
+//!   longer promises that no other writer's bytes land inside it.)
+//! - **Lost only with stderr.** A write that stderr refuses (closed, or
+//!   non-blocking and full) loses its line: there is nowhere to report it.
 //! - **Flushed on shutdown.** [`AccessLogWriter::finish`] (or its `Drop`)
 //!   closes the queue, lets the thread write everything queued, and joins
 //!   it. `Application::run_until_stopped` calls it once the server has
@@ -250,23 +256,30 @@ fn write_lines(
     let mut scratch = Vec::with_capacity(512);
     // Buffers of the lines written since the last flush, to hand back.
     let mut emptied = Vec::new();
+    // Whether a line was written since the last flush: not the same as
+    // `emptied` being non-empty, since a big line's buffer is not kept.
+    let mut wrote = false;
     let mut idle = 0;
     loop {
         let closed = loop {
             match receiver.try_recv() {
-                Ok(line) => write_line(&mut out, &mut header, &mut scratch, line, &mut emptied),
+                Ok(line) => {
+                    write_line(&mut out, &mut header, &mut scratch, line, &mut emptied);
+                    wrote = true;
+                }
                 Err(TryRecvError::Empty) => break false,
                 Err(TryRecvError::Disconnected) => break true,
             }
         };
         // The queue is empty: write out what is buffered.
-        if emptied.is_empty() {
-            idle += 1;
-        } else {
+        if wrote {
             // Errors writing stderr have nowhere to go; the next batch tries again.
             let _ = out.flush();
             give_back(&mut emptied, spares);
+            wrote = false;
             idle = 0;
+        } else {
+            idle += 1;
         }
         if closed {
             return;
@@ -276,7 +289,10 @@ fn write_lines(
             continue;
         }
         match receiver.recv() {
-            Ok(line) => write_line(&mut out, &mut header, &mut scratch, line, &mut emptied),
+            Ok(line) => {
+                write_line(&mut out, &mut header, &mut scratch, line, &mut emptied);
+                wrote = true;
+            }
             // Closed, and everything before written and flushed.
             Err(_) => return,
         }
@@ -839,6 +855,24 @@ mod tests {
             }
         }
         assert_eq!(bodies(&sink.text()), ["round 0", "round 1"]);
+        writer.finish();
+    }
+
+    #[test]
+    fn a_line_too_big_to_keep_its_buffer_is_written_out_too_once_the_queue_is_empty() {
+        let sink = Recorded::default();
+        let writer = AccessLogWriter::spawn(Box::new(sink.clone()), 16).expect("a thread");
+        let big = "y".repeat(super::SPARE_CAPACITY + 100);
+        writer.handle().write(big.clone().into_bytes());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while bodies(&sink.text()).is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the big line is still buffered"
+            );
+            std::thread::yield_now();
+        }
+        assert_eq!(bodies(&sink.text()), [big]);
         writer.finish();
     }
 

@@ -311,6 +311,20 @@ impl RedisService {
         Ok(())
     }
 
+    /// The server's clock (`TIME`), as time since the Unix epoch.
+    ///
+    /// # Errors
+    ///
+    /// [`RedisClientError::Unavailable`] when Redis does not answer,
+    /// [`RedisClientError::BadReply`] for a reply that is not two integers.
+    pub async fn server_time(&self) -> Result<Duration, RedisClientError> {
+        let (seconds, micros): (u64, u64) = self
+            .primary
+            .read(Request::Command(&redis::cmd("TIME")))
+            .await?;
+        Ok(Duration::from_secs(seconds) + Duration::from_micros(micros))
+    }
+
     /// All fields of a hash (`HGETALL`). An absent key gives an empty map.
     ///
     /// # Errors

@@ -86,7 +86,8 @@ impl SessionMiddlewareBuilder {
         self
     }
 
-    /// The share of the idle timeout after which a read refreshes the TTL.
+    /// The share of the idle timeout after which a request (a read or a
+    /// write) slides the TTL; above 0.5 it acts as 0.5.
     /// Default 0.25. `session.touch_after_fraction`.
     pub fn touch_after_fraction(mut self, fraction: f64) -> Self {
         self.settings.touch_after_fraction = fraction;

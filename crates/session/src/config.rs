@@ -103,10 +103,11 @@ impl Config {
         }
         let cookie = cookie_config(s)?;
         let encryption = encryption_ring(&s.encryption)?.map(Arc::new);
-        // Reads and writes follow one rule: a request slides the TTL only
-        // once it has run down by touch_after.
-        let touch_after = policy.idle_timeout().mul_f64(s.touch_after_fraction);
-        let policy = policy.with_touch_after(touch_after);
+        // One threshold for reads and writes: a read refreshes once the TTL
+        // has run down by more than touch_after (commit.rs), a write once
+        // __seen is touch_after or more away (the scripts).
+        let policy = policy.with_touch_after(policy.idle_timeout().mul_f64(s.touch_after_fraction));
+        let touch_after = policy.touch_after();
         Ok(Self {
             encryption,
             touch_after,

@@ -135,7 +135,8 @@ pub(crate) struct State {
     pub(crate) cleared: bool,
     pub(crate) purged: bool,
     pub(crate) renew: bool,
-    /// An immediate write (incr, compare_and_set) already slid the TTL.
+    /// An immediate write (incr, compare_and_set) already saw to the TTL
+    /// (slid it, if it was due).
     pub(crate) written: bool,
     /// The time this request's store calls took so far: the budget counts
     /// time spent waiting on the store, not the handler's own work.
@@ -159,8 +160,9 @@ pub struct SessionTimes {
     /// When the session was created (`None` for a session written by a node
     /// that does not record it, until a Rust node first writes it).
     pub created: Option<SystemTime>,
-    /// When it was last written or had its TTL refreshed: precise to the
-    /// touch interval (`session.touch_after_fraction` of the idle timeout).
+    /// When its TTL was last refreshed: precise to the touch interval
+    /// (`session.touch_after_fraction` of the idle timeout), since a
+    /// request inside it refreshes nothing.
     pub last_seen: Option<SystemTime>,
     /// Time left before it expires unless used again.
     pub expires_in: Option<Duration>,

@@ -81,8 +81,9 @@ pub struct SessionSettings {
     /// inside it writes only its fields (for Redis, an increment is then an
     /// `HMGET` and an `HINCRBY`, with no `PEXPIRE`). A creation, a renewal
     /// and a pure refresh always slide it. 0.0 to 1.0; 0.0 slides it on
-    /// every write (and every read). The default 0.25 costs an idle timeout
-    /// that may end up to 25% early.
+    /// every write (and every read). Values above 0.5 act as 0.5: a
+    /// threshold near the idle timeout would let a busy session expire. The
+    /// default 0.25 costs an idle timeout that may end up to 25% early.
     pub touch_after_fraction: f64,
     /// Most user fields a session may hold: 1 to 1024. Default 64.
     pub max_fields: usize,

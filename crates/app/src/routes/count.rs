@@ -17,8 +17,9 @@ struct CountBody {
 }
 
 /// Increments the session's `count` (1 for a new session) and answers
-/// `{"count": n}`; the middleware sends the cookie, whose `Max-Age` slides
-/// with the session's TTL.
+/// `{"count": n}`; the middleware sends the cookie, with a `Max-Age` of the
+/// idle timeout (it may outlive the session's TTL by up to the touch
+/// threshold, when the increment did not slide it: Redis decides).
 ///
 /// [`Session::incr`] is one `EVALSHA` of `crates/session/src/store/lua/incr.lua`
 /// (alive check, `HINCRBY`, and once the TTL is due `HSET __seen` and

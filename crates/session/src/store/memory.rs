@@ -212,7 +212,7 @@ impl State {
     }
 }
 
-/// `delete_fields` and `slide` in the Lua scripts: the change, then the
+/// `delete_fields`, `due` and `set_fields` in the Lua scripts: the change, then the
 /// metadata and the sliding TTL, when `force` is set, when the session has
 /// no stamp yet, or when its `__seen` is `touch_after` or more from now.
 fn apply(
@@ -292,10 +292,12 @@ impl SessionStore for MemorySessionStore {
             ..Changes::default()
         };
         self.with_state(|state| {
+            // The limits first, as the Redis store checks them before it
+            // sends anything.
+            check_limits(None, &fresh, policy)?;
             if state.live(id, now).is_some() {
                 return Ok(false);
             }
-            check_limits(None, &fresh, policy)?;
             let mut entry = Entry {
                 fields: SessionFields::new(),
                 expires_at: now.instant,

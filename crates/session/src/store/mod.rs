@@ -13,8 +13,9 @@
 //!   one, and only under an unused id. Every other write checks, in the same
 //!   atomic step, that the session is alive, so a session that was purged or
 //!   expired while a request was in flight stays gone.
-//! - **Every write slides the TTL**: to the idle timeout, but never past the
-//!   absolute lifetime counted from `__created`.
+//! - **Writes slide the TTL once it is due** ([`WritePolicy::touch_after`];
+//!   on every write when it is zero): to the idle timeout, but never past
+//!   the absolute lifetime counted from `__created`.
 //! - **Limits or nothing.** A write that would take the session over
 //!   `max_fields` or `max_bytes` fails whole with
 //!   [`StoreError::LimitExceeded`]; nothing of it is written.
@@ -156,7 +157,9 @@ impl WritePolicy {
     }
 
     /// The same policy, sliding the TTL only once it has run down by
-    /// `touch_after` (cut to the idle timeout).
+    /// `touch_after`, cut to half the idle timeout: a threshold near the
+    /// idle timeout itself would let a busy session's TTL run out before
+    /// any write found it due.
     ///
     /// ```
     /// use std::time::Duration;
@@ -168,7 +171,7 @@ impl WritePolicy {
     #[must_use]
     pub fn with_touch_after(self, touch_after: Duration) -> Self {
         Self {
-            touch_after: touch_after.min(self.idle_timeout),
+            touch_after: touch_after.min(self.idle_timeout / 2),
             ..self
         }
     }
@@ -307,7 +310,7 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
         policy: &WritePolicy,
     ) -> Result<bool, StoreError>;
 
-    /// Applies `changes` to the live session `id` and slides its TTL (empty
+    /// Applies `changes` to the live session `id` and slides its TTL when due (empty
     /// `changes`: only the TTL). Returns false, writing nothing, if the
     /// session is gone.
     async fn update(
@@ -330,7 +333,7 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<Renewal, StoreError>;
 
     /// Adds `by` to the integer `field` of the live session `id` (a missing
-    /// field counts as 0) and slides its TTL. Returns the new value, or
+    /// field counts as 0) and slides its TTL when due. Returns the new value, or
     /// `None`, writing nothing, if the session is gone.
     async fn increment(
         &self,
@@ -341,7 +344,7 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<Option<i64>, StoreError>;
 
     /// Sets `field` to `new` (`None`: deletes it) if it now holds `expected`
-    /// (`None`: if it is absent), and then slides the TTL. Returns whether it
+    /// (`None`: if it is absent), and then slides the TTL when due. Returns whether it
     /// swapped, or `None`, writing nothing, if the session is gone.
     async fn compare_and_set(
         &self,

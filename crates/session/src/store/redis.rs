@@ -90,6 +90,9 @@ impl FromRedisValue for IncrReply {
     }
 }
 
+/// How far this node's clock may be from Redis's before start-up warns.
+pub(crate) const CLOCK_SKEW_WARNING: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Now, by this node's clock, in ms since the Unix epoch: every script's
 /// `ARGV[1]` (see `lua/prelude.lua` for the skew it trusts).
 fn now_ms() -> u64 {
@@ -280,9 +283,9 @@ impl RedisSessionStore {
         let policy = match policy {
             Some(policy) => policy,
             None => {
-                // `adopt` reads no limit; any valid policy makes its script.
-                fallback = WritePolicy::new(std::time::Duration::from_secs(1), None, 1, 1)
-                    .map_err(|error| StoreError::Backend(Box::new(error)))?;
+                // `adopt` reads no limit: the default policy's script does,
+                // and `prepare` loaded it.
+                fallback = crate::config::default_policy();
                 &fallback
             }
         };
@@ -291,6 +294,33 @@ impl RedisSessionStore {
         // A replay finds the raw key gone and moves nothing: safe.
         let hashed_now: i64 = self.redis.run_script(&call, Retry::Idempotent).await?;
         Ok(hashed_now == 1)
+    }
+
+    /// Compares this node's clock with Redis's, once, at start-up: the
+    /// scripts trust the app node's clock (see `lua/prelude.lua`), and a
+    /// skew of `d` moves every absolute end and refresh by `d`. Past
+    /// [`CLOCK_SKEW_WARNING`] it says so, at WARN, so that a node with a
+    /// broken clock is found before it ends sessions early.
+    async fn check_clock(&self) -> Result<(), StoreError> {
+        let before = SystemTime::now();
+        let server = self.redis.server_time().await?;
+        let after = SystemTime::now();
+        // The middle of the round trip, against the server's reading.
+        let local = before
+            .checked_add(after.duration_since(before).unwrap_or_default() / 2)
+            .unwrap_or(after)
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let skew = local.abs_diff(server);
+        if skew > CLOCK_SKEW_WARNING {
+            log::warn!(
+                "this node's clock is {} ms {} Redis's: session lifetimes and refreshes \
+                 move by as much (run NTP on every node)",
+                skew.as_millis(),
+                if local > server { "ahead of" } else { "behind" }
+            );
+        }
+        Ok(())
     }
 
     /// The least-privilege Redis ACL rules for a user that only serves
@@ -513,9 +543,13 @@ impl RedisSessionStore {
         let reply: IncrReply = self.redis.run_script(&call, Retry::NotIdempotent).await?;
         match reply {
             IncrReply::Value(value) => Ok(Some(value)),
+            IncrReply::Status(0) => Ok(None),
             IncrReply::Status(status) => {
                 Self::check_status(status, policy)?;
-                Ok(None)
+                // Any other status is a fault of the script.
+                Err(StoreError::Backend(
+                    format!("incr replied with the unknown status {status}").into(),
+                ))
             }
         }
     }
@@ -566,11 +600,9 @@ impl SessionStore for RedisSessionStore {
         // The limits first, in Rust: a new session holds exactly these
         // fields, so nothing in Redis needs reading, and create.lua need not
         // count them.
-        let fresh = Changes {
-            upserts: changes.upserts.clone(),
-            ..Changes::default()
-        };
-        limits::check_limits(None, &fresh, policy)?;
+        // (With no fields to start from, a clear or a removal changes
+        // nothing: the upserts alone are counted.)
+        limits::check_limits(None, changes, policy)?;
         let key = self.key(id);
         let scripts = scripts::for_policy(policy);
         let mut call = invocation(&scripts, Op::Create, &[&key]);
@@ -737,6 +769,7 @@ impl SessionStore for RedisSessionStore {
     }
 
     async fn prepare(&self) -> Result<(), StoreError> {
+        self.check_clock().await?;
         // With the scripts of the default policy: a store that serves it
         // (the middleware's defaults) has each script loaded from the start.
         let defaults = scripts::for_policy(&crate::config::default_policy());

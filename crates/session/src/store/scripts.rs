@@ -51,7 +51,7 @@ impl Op {
         }
     }
 
-    /// Whether the op uses the prelude's guards (`live`, `slide`...):
+    /// Whether the op uses the prelude's guards (`live`, `due`, `set_fields`...):
     /// `create` and `adopt` touch no live session's fields, and Redis
     /// would charge them for defining what they never call.
     fn uses_prelude(self) -> bool {

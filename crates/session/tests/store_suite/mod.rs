@@ -712,6 +712,27 @@ macro_rules! store_behaviour_suite {
             }
 
             #[tokio::test]
+            async fn a_touch_threshold_as_long_as_the_idle_timeout_still_keeps_a_busy_session() {
+                // Asked to slide only once the whole idle timeout has run
+                // down (when the key is already gone), the policy slides at
+                // half of it: writes 400 ms apart keep a 1.5 s session alive.
+                let harness = make_store().await;
+                let store = &*harness.store;
+                let idle = Duration::from_millis(1500);
+                let greedy = policy(idle, None).with_touch_after(idle);
+                assert_eq!(greedy.touch_after(), idle / 2);
+                let id = created(store, &[("count", "0")], &greedy).await;
+                for round in 1..=8 {
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                    assert_eq!(
+                        store.increment(&id, "count", 1, &greedy).await.expect("incr"),
+                        Some(round),
+                        "round {round}"
+                    );
+                }
+            }
+
+            #[tokio::test]
             async fn with_a_touch_threshold_a_session_written_steadily_never_expires() {
                 // Writes 500 ms apart against an idle timeout of 1.5 s and a
                 // threshold of 0.5 s: each lands before the TTL left by the
