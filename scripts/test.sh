@@ -42,12 +42,15 @@ cargo test --workspace
 valkey=$(valkey_bin_dir)
 export TESTKIT_REDIS_SERVER=$valkey/valkey-server TESTKIT_REDIS_CLI=$valkey/valkey-cli
 echo "==> the same suites on $("$TESTKIT_REDIS_SERVER" --version | cut -d' ' -f1-3), TLS tests skipped"
-cargo test -p redis-client --test connection_sharing
-cargo test -p session --test redis_store --test cluster_store --test sentinel_store \
-  --test nest_service --test quickstart_example -- --skip tls
+# `--workspace` with target filters, not `-p`: a `-p` build resolves the
+# dependencies' features for that package alone, which recompiles most of
+# them into a second set of test binaries (minutes, and gigabytes of disk).
+# These filters pick the binaries the run above built.
 # The logout-across-failovers tests take about 4 s a round: 20 rounds on
 # Redis above, 5 here.
-LOGOUT_FAILOVER_ROUNDS=5 cargo test -p app --test api -- --skip tls
+LOGOUT_FAILOVER_ROUNDS=5 cargo test --workspace --test connection_sharing \
+  --test redis_store --test cluster_store --test sentinel_store \
+  --test nest_service --test quickstart_example --test api -- --skip tls
 unset TESTKIT_REDIS_SERVER TESTKIT_REDIS_CLI
 
 # The docker/ files, checked statically (no Docker engine here), and the same
