@@ -24,7 +24,8 @@ root=$(workspace_root)
 cd "$root"
 
 requests=${1:-2000}
-warmup=200
+# A CI smoke run (100 requests) warms up with as many, not 200.
+warmup=$(( requests < 200 ? requests : 200 ))
 live_sessions=50
 
 ensure_command redis-server redis-server
@@ -169,11 +170,11 @@ done
 
 # The id a login moves its session to: any fresh id on a single server or
 # Sentinel, one hashing to the old id's slot on Redis Cluster. Counted in
-# the id draw alone (examples/renewal_ids.rs), as the difference between
-# drawing $renewals ids and none, so start-up is not counted.
+# the id draw alone (crates/app/src/bin/renewal-ids.rs, built with the app),
+# as the difference between drawing $renewals ids and none, so start-up is
+# not counted.
 renewals=$(( requests < 200 ? 20 : 500 ))
-cargo build --release -p session --example renewal_ids --quiet
-renewal_ids=$PWD/target/release/examples/renewal_ids
+renewal_ids=$PWD/target/release/renewal-ids
 echo
 echo "| login's new id | instructions per id |"
 echo "|---|---|"

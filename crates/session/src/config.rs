@@ -312,6 +312,33 @@ mod tests {
         assert_eq!(config.store_timeout, Duration::from_secs(2));
     }
 
+    /// A fraction above 0.5 is accepted but acts as 0.5, for reads (the
+    /// middleware's threshold) and writes (the policy's) alike: a session
+    /// busy every minute could otherwise expire between two refreshes.
+    #[test]
+    fn a_touch_fraction_above_one_half_acts_as_one_half_for_reads_and_writes() {
+        for fraction in [0.5, 0.75, 1.0] {
+            let config = Config::new(SessionSettings {
+                touch_after_fraction: fraction,
+                ..SessionSettings::default()
+            })
+            .expect("valid");
+            assert_eq!(config.touch_after, Duration::from_secs(900), "{fraction}");
+            assert_eq!(
+                config.policy.touch_after(),
+                Duration::from_secs(900),
+                "{fraction}"
+            );
+        }
+        let config = Config::new(SessionSettings {
+            touch_after_fraction: 0.0,
+            ..SessionSettings::default()
+        })
+        .expect("valid");
+        assert_eq!(config.touch_after, Duration::ZERO);
+        assert_eq!(config.policy.touch_after(), Duration::ZERO);
+    }
+
     /// Every value that can never work, with the key its error must name.
     #[test]
     fn impossible_values_are_rejected_with_the_key_name() {

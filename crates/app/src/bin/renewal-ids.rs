@@ -3,9 +3,9 @@
 //! the id must hash to the old id's slot, elsewhere any fresh id will do.
 //!
 //! ```text
-//! cargo run --release -p session --example renewal_ids -- 1000 cluster
-//! cargo run --release -p session --example renewal_ids -- 1000 standalone
-//! cargo run --release -p session --example renewal_ids -- 1000 cluster-hashed
+//! cargo run --release -p app --bin renewal-ids -- 1000 cluster
+//! cargo run --release -p app --bin renewal-ids -- 1000 standalone
+//! cargo run --release -p app --bin renewal-ids -- 1000 cluster-hashed
 //! ```
 //!
 //! `cluster-hashed` is a cluster store with ids hashed at rest
@@ -14,6 +14,13 @@
 //!
 //! No server is needed: the client connects lazily, and drawing an id
 //! sends nothing.
+//!
+//! It exercises only the `session` crate, but lives beside the app's
+//! binaries so that one `cargo build --release -p app` builds it with the
+//! app's dependency features: as an example of `session` it pulled in that
+//! crate's dev-dependencies and rebuilt most of the release tree (2.7 of the
+//! instruction benchmark's 4 minutes in CI). The Docker image copies only
+//! `app`.
 
 use redis_client::{RedisMode, RedisService, RedisSettings};
 use session::{RedisSessionStore, SessionId, SessionStore};
