@@ -50,15 +50,17 @@ stop_and_clean() {
 }
 
 # build_bench_servers: the release builds the benchmarks run, ours and the
-# baselines in benches/baselines; sets app_bin, peer_bin (actix-session),
-# tower_bin (tower-sessions), ceiling_bin and floor_bin. Run from the
-# workspace root.
+# baselines in benches/baselines; sets app_bin, renewal_ids_bin (the id-draw
+# counter of instructions.sh, one of the app's binaries), peer_bin
+# (actix-session), tower_bin (tower-sessions), ceiling_bin and floor_bin.
+# Run from the workspace root.
 build_bench_servers() {
   echo "==> building (release): app, and the baselines in benches/baselines"
   cargo build --release -p app --quiet
   (cd benches/baselines && cargo build --release --quiet)
   local baselines=$PWD/benches/baselines/target/release
   app_bin=$PWD/target/release/app
+  renewal_ids_bin=$PWD/target/release/renewal-ids
   peer_bin=$baselines/peer-actix-session
   tower_bin=$baselines/peer-tower-sessions
   ceiling_bin=$baselines/ceiling

@@ -312,11 +312,12 @@ mod tests {
         assert_eq!(config.store_timeout, Duration::from_secs(2));
     }
 
-    /// A fraction above 0.5 is accepted but acts as 0.5, for reads (the
-    /// middleware's threshold) and writes (the policy's) alike: a session
-    /// busy every minute could otherwise expire between two refreshes.
+    /// 0 slides on every request; a fraction above 0.5 is accepted but acts
+    /// as 0.5, for reads (the middleware's threshold) and writes (the
+    /// policy's) alike: near 1, a busy session could expire between two
+    /// refreshes.
     #[test]
-    fn a_touch_fraction_above_one_half_acts_as_one_half_for_reads_and_writes() {
+    fn touch_fractions_give_zero_to_half_the_idle_timeout_for_reads_and_writes() {
         for fraction in [0.5, 0.75, 1.0] {
             let config = Config::new(SessionSettings {
                 touch_after_fraction: fraction,
