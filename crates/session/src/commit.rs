@@ -97,12 +97,16 @@ impl Session {
                 _ => None,
             };
             if let Some(user) = user {
-                sign_in = Some(self.begin_sign_in(&user).await?);
+                let mut ticket = self.begin_sign_in(&user).await?;
+                ticket.renewal = true;
+                sign_in = Some(ticket);
             }
         }
         if let Some(ticket) = sign_in {
             let changes = self.0.borrow().pending_changes();
-            let id = self.commit_sign_in(ticket, changes).await?;
+            let Some(id) = self.commit_sign_in(ticket, changes).await? else {
+                return Ok(CookieUpdate::Remove);
+            };
             commit_done("renew");
             let mut state = self.0.borrow_mut();
             state.id = Some(id.clone());

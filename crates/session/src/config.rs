@@ -145,6 +145,14 @@ fn encryption_ring(e: &EncryptionSettings) -> Result<Option<KeyRing>, ConfigErro
             ));
         }
     }
+    if !e.seal_writes && !e.accept_plaintext {
+        // Such a node writes plain values and refuses them: every session
+        // it wrote would read as tampered with.
+        return Err(ConfigError::new(
+            "session.encryption.accept_plaintext",
+            "must be true while session.encryption.seal_writes is false (this node writes plain values)",
+        ));
+    }
     e.key_ring()
 }
 

@@ -164,9 +164,14 @@ pub struct EncryptionSettings {
     /// `#` comments skipped), so that keys need not sit in the environment.
     /// Not together with `keys`.
     pub keys_file: Option<PathBuf>,
-    /// Whether values written before encryption was on still read. Default
-    /// true; turning it off is the last step of a migration, after which a
-    /// plain value counts like one that does not decrypt.
+    /// Whether a plain value still reads where a sealed one belongs (the
+    /// user fields not named in `plaintext_fields`, and the signed-in
+    /// user): a migration switch, for the sessions written before
+    /// encryption was on. Default false: with keys, a plain value there
+    /// counts like one that does not decrypt, so that whoever can write to
+    /// Redis cannot forge a value (or a signed-in user) in plain text.
+    /// While it is true, start-up warns that it allows exactly that.
+    /// Must be true while `seal_writes` is false.
     pub accept_plaintext: bool,
     /// Whether writes seal. Default true. Turning encryption on across a
     /// fleet takes two deploys: first keys with `seal_writes = false`
@@ -184,7 +189,7 @@ impl Default for EncryptionSettings {
         Self {
             keys: SecretList::default(),
             keys_file: None,
-            accept_plaintext: true,
+            accept_plaintext: false,
             seal_writes: true,
             plaintext_fields: Vec::new(),
         }

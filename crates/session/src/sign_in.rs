@@ -6,8 +6,8 @@ use std::time::SystemTime;
 
 use crate::session::Snapshot;
 use crate::store::{
-    AGENT_FIELD, Changes, HANDLE_FIELD, Renewal, SIGN_IN_TICKET_LIFETIME, SessionHandle,
-    USER_FIELD, UserEntry, is_valid_user_id,
+    AGENT_FIELD, CREATED_FIELD, Changes, HANDLE_FIELD, Renewal, SIGN_IN_TICKET_LIFETIME,
+    SessionHandle, USER_FIELD, UserEntry, is_valid_user_id,
 };
 use crate::{Session, SessionError, SessionId, SessionService};
 
@@ -24,6 +24,11 @@ pub struct SignIn {
     /// When the epoch was read: a ticket older than a minute is refused,
     /// which bounds how long the epoch must outlive a revocation.
     pub(crate) read_at: std::time::Instant,
+    /// Made by the commit for a [`Session::renew`] of a session already
+    /// signed in, not by [`Session::begin_sign_in`]: no credentials were
+    /// checked, so it may only carry on the session this request read, and
+    /// keeps its age (a sign-in proper starts the absolute lifetime anew).
+    pub(crate) renewal: bool,
 }
 
 impl SignIn {
@@ -63,6 +68,7 @@ impl Session {
             user: user.to_owned(),
             epoch,
             read_at: std::time::Instant::now(),
+            renewal: false,
         })
     }
 
@@ -123,12 +129,15 @@ impl Session {
 
     /// The commit of a sign-in: write the session under a fresh id with its
     /// metadata, join the index, end what the cap pushes out, leave a
-    /// previous user's index. Returns the new id, for the cookie.
+    /// previous user's index. Returns the new id, for the cookie; `None`
+    /// for the renewal of a signed-in session that has ended meanwhile
+    /// (revoked, logged out or past its deadline): nothing was written, and
+    /// nothing may be, since no credentials vouch for a new session.
     pub(crate) async fn commit_sign_in(
         &self,
         ticket: SignIn,
         mut changes: Changes,
-    ) -> Result<SessionId, SessionError> {
+    ) -> Result<Option<SessionId>, SessionError> {
         if ticket.read_at.elapsed() > SIGN_IN_TICKET_LIFETIME {
             log::info!("a sign-in ticket older than a minute was refused");
             return Err(SessionError::SignInRevoked);
@@ -162,6 +171,16 @@ impl Session {
         } else {
             changes.removals.push(AGENT_FIELD.to_owned());
         }
+        // A sign-in proper starts the absolute lifetime anew (OWASP: it
+        // counts from authentication), so that an anonymous session's age,
+        // or one an attacker planted, does not cut the signed-in life
+        // short. A renewal keeps the session's deadline.
+        let signed_in_at = SystemTime::now();
+        if !ticket.renewal {
+            changes
+                .upserts
+                .push((CREATED_FIELD.to_owned(), unix_millis(signed_in_at)));
+        }
         // The session under a fresh id: renewed, or created if there is none.
         let mut written = None;
         if let Some(old) = &old_id {
@@ -171,15 +190,26 @@ impl Session {
                 .await?
             {
                 Renewal::Renewed => written = Some(new),
+                // The session ended while the request ran: a renewal must
+                // not bring it back as a fresh one (that would outlive
+                // "sign out everywhere", a revocation or a logout).
+                Renewal::Missing if ticket.renewal => {
+                    self.mark_gone();
+                    return Ok(None);
+                }
                 Renewal::Missing => {}
                 Renewal::Taken => return Err(SessionError::IdsExhausted),
             }
+        } else if ticket.renewal {
+            self.mark_gone();
+            return Ok(None);
         }
         let (id, created) = match written {
-            // Its creation time, if this request read it; else now, which
-            // is later than the truth: an entry pruned a little late, never
-            // early.
-            Some(id) => (id, known_created.unwrap_or_else(SystemTime::now)),
+            // A sign-in counts from now. A renewal keeps the creation time,
+            // if this request read it; else now, which is later than the
+            // truth: an entry pruned a little late, never early.
+            Some(id) if !ticket.renewal => (id, signed_in_at),
+            Some(id) => (id, known_created.unwrap_or(signed_in_at)),
             None => {
                 let fresh = Changes {
                     upserts: changes.upserts,
@@ -187,7 +217,7 @@ impl Session {
                 };
                 (
                     sessions.create_fresh(&fresh, &policy, self).await?,
-                    SystemTime::now(),
+                    signed_in_at,
                 )
             }
         };
@@ -239,7 +269,7 @@ impl Session {
             log::warn!("could not end the sessions past the per-user cap: {error}");
         }
         metrics::counter!(crate::metric_names::RENEWALS_TOTAL).increment(1);
-        Ok(id)
+        Ok(Some(id))
     }
 }
 
@@ -274,6 +304,13 @@ pub(crate) async fn end_entries<B: crate::service::Budget + ?Sized>(
         dropped?;
     }
     Ok(ended)
+}
+
+/// `at` as `__created` holds it: milliseconds since the Unix epoch.
+fn unix_millis(at: SystemTime) -> String {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis())
+        .to_string()
 }
 
 /// At most [`MAX_USER_AGENT_BYTES`] of the header, cut at a character

@@ -301,11 +301,13 @@ async fn turning_encryption_on_logs_nobody_out_and_turning_plaintext_off_ends_th
         "nobody logged out"
     );
 
-    // The first deploy of a rollout (keys, seal_writes = false) opens what
-    // sealing nodes wrote, and itself writes plain values.
+    // The first deploy of a rollout (keys, seal_writes = false, and so
+    // accept_plaintext = true) opens what sealing nodes wrote, and itself
+    // writes plain values.
     let opening = spawn_app_with(redis.url(), |settings| {
         settings.session.encryption.keys = [key("k1", 1)].into_iter().collect();
         settings.session.encryption.seal_writes = false;
+        settings.session.encryption.accept_plaintext = true;
     })
     .await;
     assert_eq!(
@@ -553,4 +555,64 @@ async fn a_cookie_signed_by_an_older_key_comes_back_signed_by_the_current_one() 
         Some(1),
         "c1 alone: a fresh session"
     );
+}
+
+#[tokio::test]
+async fn a_plain_user_written_into_redis_signs_nobody_in_on_a_sealed_node() {
+    // Keys alone: accept_plaintext is left at its default.
+    let redis = RedisServer::start();
+    let app = spawn_app_with(redis.url(), |settings| {
+        settings.session.encryption.keys = [key("k1", 1)].into_iter().collect();
+    })
+    .await;
+    let visitor = bare_client()
+        .get(app.url("/count"))
+        .send()
+        .await
+        .expect("GET /count");
+    let sid = sid_set(visitor.headers()).expect("a session");
+
+    // Whoever can write to Redis makes their own session ada's, in plain text.
+    hset(&redis, &format!("sid_{sid}"), "__user", "ada");
+    hset(&redis, &format!("sid_{sid}"), "user", "ada");
+
+    let (status, user, cookie) = me_as(&app.url(""), &sid).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(user, None, "a forged plain user is refused");
+    assert_eq!(
+        cookie.as_deref(),
+        Some(""),
+        "the session counts as gone: a removal cookie"
+    );
+    let listed = bare_client()
+        .get(app.url("/sessions"))
+        .header("cookie", format!("sid={sid}"))
+        .send()
+        .await
+        .expect("GET /sessions");
+    assert_eq!(listed.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn accepting_plaintext_is_an_explicit_migration_switch_that_start_up_warns_about() {
+    let redis = RedisServer::start();
+    let keys = key("k1", 1);
+    let strict =
+        AppProcess::start(&redis.url(), &[("APP__SESSION__ENCRYPTION__KEYS", &keys)]).await;
+    let migrating = AppProcess::start(
+        &redis.url(),
+        &[
+            ("APP__SESSION__ENCRYPTION__KEYS", &keys),
+            ("APP__SESSION__ENCRYPTION__ACCEPT_PLAINTEXT", "true"),
+        ],
+    )
+    .await;
+    let warning = "session.encryption.accept_plaintext is on";
+    assert!(!strict.log().contains(warning), "{}", strict.log());
+    let log = migrating.log();
+    let line = log
+        .lines()
+        .find(|line| line.contains(warning))
+        .unwrap_or_else(|| panic!("a warning: {log}"));
+    assert!(line.contains("WARN") && line.contains("forge"), "{line}");
 }

@@ -274,7 +274,17 @@ fn every_bad_protection_setting_ends_start_up_with_one_line_naming_its_key() {
     let keys_file = keys_file.display().to_string();
     // (environment, the key named, the problem stated)
     type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
-    let cases: [Case<'_>; 3] = [
+    let cases: [Case<'_>; 4] = [
+        (
+            // A node that writes plain values must be able to read them.
+            &[
+                ("APP__SESSION__ENCRYPTION__KEYS", &good),
+                ("APP__SESSION__ENCRYPTION__SEAL_WRITES", "false"),
+                ("APP__SESSION__ENCRYPTION__ACCEPT_PLAINTEXT", "false"),
+            ],
+            "session.encryption.accept_plaintext",
+            "must be true while session.encryption.seal_writes is false",
+        ),
         (
             &[("APP__SESSION__ENCRYPTION__PLAINTEXT_FIELDS", "count,__salt")],
             "session.encryption.plaintext_fields",

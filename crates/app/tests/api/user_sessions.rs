@@ -602,23 +602,36 @@ async fn count_and_me_cost_what_they_cost_before_for_a_signed_in_user() {
     assert_eq!(me, ["hgetall", "pttl"], "/me: one pipelined load");
 }
 
-/// A `/test/slow-write` route: reads the session, says so, waits to be
-/// released, then writes to it.
-fn slow_write_route(
+/// What the slow route does once released, to the session it read.
+#[derive(Clone, Copy)]
+enum Then {
+    /// Writes a field.
+    Write,
+    /// Renews the session (a privilege change other than a sign-in).
+    Renew,
+}
+
+/// A `/test/slow` route: reads the session, says so, waits to be released,
+/// then does `then` to it.
+fn slow_route(
     has_read: Arc<Semaphore>,
     release: Arc<Semaphore>,
+    then: Then,
 ) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
     move |routes: &mut web::ServiceConfig| {
         let (has_read, release) = (Arc::clone(&has_read), Arc::clone(&release));
         routes.route(
-            "/test/slow-write",
+            "/test/slow",
             web::post().to(move |session: Session| {
                 let (has_read, release) = (Arc::clone(&has_read), Arc::clone(&release));
                 async move {
                     let user = session.user().await?;
                     has_read.add_permits(1);
                     release.acquire().await.expect("open").forget();
-                    session.insert("last_seen_by", &user)?;
+                    match then {
+                        Then::Write => session.insert("last_seen_by", &user)?,
+                        Then::Renew => session.renew(),
+                    }
                     Ok::<_, SessionError>(HttpResponse::Ok().finish())
                 }
             }),
@@ -626,8 +639,31 @@ fn slow_write_route(
     }
 }
 
-#[tokio::test]
-async fn a_request_in_flight_on_a_revoked_session_writes_nothing_back() {
+/// The session keys in Redis: `sid_<id>`, whatever the user index keys are
+/// named.
+fn session_keys(redis: &RedisServer) -> Vec<String> {
+    all_keys(redis)
+        .into_iter()
+        .filter(|key| key.starts_with("sid_") && !key.starts_with("sid_user:"))
+        .collect()
+}
+
+/// How a session is ended while a request that read it is in flight.
+#[derive(Clone, Copy, Debug)]
+enum Ending {
+    /// The laptop signs out its other devices.
+    SignOutOthers,
+    /// The laptop revokes the phone's session by its handle.
+    RevokeOne,
+    /// A second jar holding the phone's cookie (another tab) logs out.
+    LogoutInAnotherTab,
+}
+
+/// The phone's request reads its signed-in session and is held; the
+/// session is ended meanwhile (`ending`); then the request does `then`.
+/// Whatever it does, the phone is signed out afterwards, nothing of its
+/// session comes back, and the laptop alone is listed.
+async fn a_held_request_cannot_outlive(ending: Ending, then: Then) {
     let redis = RedisServer::start();
     let (has_read, release) = (Arc::new(Semaphore::new(0)), Arc::new(Semaphore::new(0)));
     let nodes = [
@@ -635,33 +671,231 @@ async fn a_request_in_flight_on_a_revoked_session_writes_nothing_back() {
         spawn_app_with_routes(
             redis.url(),
             |_| {},
-            slow_write_route(has_read.clone(), release.clone()),
+            slow_route(has_read.clone(), release.clone(), then),
         )
         .await,
     ];
     let (laptop, phone) = (device("L"), device("P"));
     sign_in(&nodes[0], &laptop, "ada").await;
     sign_in(&nodes[1], &phone, "ada").await;
+    let (_, listed) = list(&nodes[0], &phone).await;
+    let phone_handle = items(&listed)
+        .into_iter()
+        .find(|item| item["current"] == true)
+        .expect("the phone is listed")["handle"]
+        .as_str()
+        .expect("a handle")
+        .to_owned();
     let slow = {
-        let (phone, url) = (phone.clone(), nodes[1].url("/test/slow-write"));
+        let (phone, url) = (phone.clone(), nodes[1].url("/test/slow"));
         tokio::spawn(async move { phone.post(url).send().await.expect("POST") })
     };
     has_read.acquire().await.expect("open").forget();
-    let response = post(&nodes[0], &laptop, "/logout/others").await;
-    assert_eq!(response.status(), StatusCode::OK);
+    match ending {
+        Ending::SignOutOthers => {
+            let response = post(&nodes[0], &laptop, "/logout/others").await;
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+        Ending::RevokeOne => {
+            assert_eq!(
+                delete(&nodes[0], &laptop, &phone_handle).await,
+                StatusCode::NO_CONTENT
+            );
+        }
+        Ending::LogoutInAnotherTab => {
+            let sid = phone_sid(&redis);
+            let tab = bare_client();
+            let response = tab
+                .post(nodes[0].url("/logout"))
+                .header("cookie", format!("sid={sid}"))
+                .send()
+                .await
+                .expect("POST /logout");
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+    }
+    release.add_permits(1);
+    let slow = slow.await.expect("the slow request");
+    assert_eq!(slow.status(), StatusCode::OK, "{ending:?}");
+    let cookie = set_cookie(slow.headers(), "sid");
+    assert!(
+        cookie
+            .as_deref()
+            .is_none_or(|cookie| cookie.starts_with("sid=;")),
+        "{ending:?}: no cookie of a live session: {cookie:?}"
+    );
+    assert_eq!(
+        list(&nodes[0], &phone).await.0,
+        StatusCode::UNAUTHORIZED,
+        "{ending:?}: the phone is signed out"
+    );
+    let (_, body) = list(&nodes[0], &laptop).await;
+    assert_eq!(items(&body).len(), 1, "{ending:?}: only the laptop: {body}");
+    assert_eq!(
+        session_keys(&redis).len(),
+        1,
+        "{ending:?}: the laptop's alone, nothing resurrected: {:?}",
+        session_keys(&redis)
+    );
+}
+
+/// The phone's session id: the session key whose user agent is the
+/// phone's.
+fn phone_sid(redis: &RedisServer) -> String {
+    session_keys(redis)
+        .into_iter()
+        .find(|key| {
+            let agent: Option<String> = testkit::redis::cmd("HGET")
+                .arg(key.as_str())
+                .arg("__ua")
+                .query(&mut redis.connection())
+                .expect("HGET");
+            agent.as_deref() == Some("P")
+        })
+        .expect("the phone's key")
+        .trim_start_matches("sid_")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_request_in_flight_on_a_revoked_session_writes_nothing_back() {
+    a_held_request_cannot_outlive(Ending::SignOutOthers, Then::Write).await;
+}
+
+#[tokio::test]
+async fn a_renewal_in_flight_cannot_outlive_sign_out_of_the_other_devices() {
+    a_held_request_cannot_outlive(Ending::SignOutOthers, Then::Renew).await;
+}
+
+#[tokio::test]
+async fn a_renewal_in_flight_cannot_outlive_the_revocation_of_its_session() {
+    a_held_request_cannot_outlive(Ending::RevokeOne, Then::Renew).await;
+}
+
+#[tokio::test]
+async fn a_renewal_in_flight_cannot_outlive_a_logout_in_another_tab() {
+    a_held_request_cannot_outlive(Ending::LogoutInAnotherTab, Then::Renew).await;
+}
+
+#[tokio::test]
+async fn a_renewal_in_flight_cannot_outlive_the_absolute_deadline() {
+    let redis = RedisServer::start();
+    let (has_read, release) = (Arc::new(Semaphore::new(0)), Arc::new(Semaphore::new(0)));
+    let app = spawn_app_with_routes(
+        redis.url(),
+        |settings| settings.session.absolute_timeout_secs = 2,
+        slow_route(has_read.clone(), release.clone(), Then::Renew),
+    )
+    .await;
+    let phone = device("P");
+    sign_in(&app, &phone, "ada").await;
+    let signed_in_at = Instant::now();
+    let slow = {
+        let (phone, url) = (phone.clone(), app.url("/test/slow"));
+        tokio::spawn(async move { phone.post(url).send().await.expect("POST") })
+    };
+    has_read.acquire().await.expect("open").forget();
+    // Past the deadline, the session is dead whatever its TTL says.
+    tokio::time::sleep(Duration::from_millis(2200).saturating_sub(signed_in_at.elapsed())).await;
     release.add_permits(1);
     let slow = slow.await.expect("the slow request");
     assert_eq!(slow.status(), StatusCode::OK);
-    assert_eq!(user_of(&nodes[0], &phone).await, serde_json::Value::Null);
-    let (_, body) = list(&nodes[0], &laptop).await;
-    assert_eq!(items(&body).len(), 1, "only the laptop: {body}");
-    let sessions: Vec<_> = all_keys(&redis)
-        .into_iter()
-        .filter(|key| !key.starts_with("sid_user:"))
-        .collect();
-    assert_eq!(
-        sessions.len(),
-        1,
-        "the laptop's alone, nothing resurrected: {sessions:?}"
+    let cookie = set_cookie(slow.headers(), "sid");
+    assert!(
+        cookie
+            .as_deref()
+            .is_none_or(|cookie| cookie.starts_with("sid=;")),
+        "no cookie of a live session: {cookie:?}"
     );
+    assert_eq!(list(&app, &phone).await.0, StatusCode::UNAUTHORIZED);
+    assert!(
+        session_keys(&redis).is_empty(),
+        "{:?}",
+        session_keys(&redis)
+    );
+}
+
+/// Milliseconds since the Unix epoch, as `__created` holds them.
+fn now_ms() -> u64 {
+    u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis(),
+    )
+    .expect("fits")
+}
+
+/// `__created` and `PTTL` of the one session key in Redis.
+fn the_session(redis: &RedisServer) -> (String, u64, i64) {
+    let keys = session_keys(redis);
+    assert_eq!(keys.len(), 1, "one session: {keys:?}");
+    let mut connection = redis.connection();
+    let created: String = redis::cmd("HGET")
+        .arg(&keys[0])
+        .arg("__created")
+        .query(&mut connection)
+        .expect("HGET");
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&keys[0])
+        .query(&mut connection)
+        .expect("PTTL");
+    (keys[0].clone(), created.parse().expect("ms"), ttl)
+}
+
+/// Makes the session at `key` `age` old, as if it had been created then.
+fn age_session(redis: &RedisServer, key: &str, age: Duration) -> u64 {
+    let created = now_ms() - u64::try_from(age.as_millis()).expect("fits");
+    let _: () = redis::cmd("HSET")
+        .arg(key)
+        .arg("__created")
+        .arg(created)
+        .query(&mut redis.connection())
+        .expect("HSET");
+    created
+}
+
+#[tokio::test]
+async fn signing_in_starts_the_absolute_lifetime_anew_and_a_renewal_keeps_it() {
+    let redis = RedisServer::start();
+    let app = spawn_app_with_routes(
+        redis.url(),
+        |settings| {
+            settings.session.absolute_timeout_secs = 8 * 3600;
+            settings.session.idle_timeout_secs = 1800;
+        },
+        renew_route,
+    )
+    .await;
+    let visitor = device("V");
+    app.count(&visitor).await;
+    // An anonymous session 7 h 59 min old (or one an attacker planted).
+    let (anonymous, _, _) = the_session(&redis);
+    age_session(&redis, &anonymous, Duration::from_secs(8 * 3600 - 60));
+
+    let before = now_ms();
+    sign_in(&app, &visitor, "ada").await;
+    let (signed_in, created, ttl) = the_session(&redis);
+    assert!(
+        created >= before,
+        "the lifetime counts from the sign-in: __created {created}, sign-in at {before}"
+    );
+    assert!(
+        ttl > 1_700_000,
+        "a fresh idle timeout, not the minute the anonymous session had left: {ttl} ms"
+    );
+
+    // A plain renewal is no new authentication: the deadline stays.
+    let old = age_session(&redis, &signed_in, Duration::from_secs(8 * 3600 - 60));
+    let renewed = visitor
+        .post(app.url("/test/renew"))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(renewed.status(), StatusCode::OK);
+    let (moved, created, ttl) = the_session(&redis);
+    assert_ne!(moved, signed_in, "a fresh id");
+    assert_eq!(created, old, "the renewal keeps the creation time");
+    assert!(ttl <= 60_000, "still ends at the same deadline: {ttl} ms");
+    assert_eq!(user_of(&app, &visitor).await, "ada");
 }

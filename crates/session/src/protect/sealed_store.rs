@@ -84,7 +84,8 @@ impl Unreadable {
 
 impl SealedStore {
     /// `inner` with every user field sealed under `ring`'s first key, plain
-    /// values still accepted, and no plaintext fields.
+    /// values refused where a sealed one belongs (see
+    /// [`SealedStore::accept_plaintext`]), and no plaintext fields.
     pub fn new(inner: impl SessionStore, ring: KeyRing) -> Self {
         Self::over(Arc::new(inner), Arc::new(ring))
     }
@@ -99,7 +100,7 @@ impl SealedStore {
             inner,
             ring,
             plaintext: Arc::new(HashSet::new()),
-            accept_plaintext: true,
+            accept_plaintext: false,
             seal_writes: true,
         }
     }
@@ -568,12 +569,22 @@ pub(crate) fn seal_if_configured(
     settings: &SessionSettings,
 ) -> Arc<dyn SessionStore> {
     match ring {
-        Some(ring) => Arc::new(
-            SealedStore::over(store, ring)
-                .plaintext_fields(settings.encryption.plaintext_fields.iter().cloned())
-                .accept_plaintext(settings.encryption.accept_plaintext)
-                .seal_writes(settings.encryption.seal_writes),
-        ),
+        Some(ring) => {
+            if settings.encryption.accept_plaintext {
+                log::warn!(
+                    "session.encryption.accept_plaintext is on: a plain value where a sealed one \
+                     belongs (a user field, the signed-in user) is accepted, so whoever can write \
+                     to Redis can forge one; turn it off once no session written before \
+                     encryption can be alive (session.absolute_timeout_secs after sealing began)"
+                );
+            }
+            Arc::new(
+                SealedStore::over(store, ring)
+                    .plaintext_fields(settings.encryption.plaintext_fields.iter().cloned())
+                    .accept_plaintext(settings.encryption.accept_plaintext)
+                    .seal_writes(settings.encryption.seal_writes),
+            )
+        }
         None => store,
     }
 }

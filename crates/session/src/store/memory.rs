@@ -337,9 +337,18 @@ impl SessionStore for MemorySessionStore {
     ) -> Result<Renewal, StoreError> {
         let now = Now::read();
         self.with_state(|state| {
-            let Some(created) = state.live_created(old, now, policy) else {
+            let Some(mut created) = state.live_created(old, now, policy) else {
                 return Ok(Renewal::Missing);
             };
+            // A sign-in sends `__created`: the lifetime starts anew.
+            if let Some(restarted) = changes
+                .upserts
+                .iter()
+                .find(|(field, _)| field == CREATED_FIELD)
+                .and_then(|(_, ms)| ms.parse::<u64>().ok())
+            {
+                created = restarted;
+            }
             if state.live(new, now).is_some() {
                 return Ok(Renewal::Taken);
             }

@@ -321,7 +321,9 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<bool, StoreError>;
 
     /// Moves the live session `old` to the unused id `new`, applying
-    /// `changes`, in one atomic step. Take `new` from
+    /// `changes`, in one atomic step. It keeps `old`'s creation time, and
+    /// so its absolute deadline, unless `changes` sets `__created` (a
+    /// sign-in does: the lifetime then counts from that time). Take `new` from
     /// [`SessionStore::id_for_renewal`]: on Redis Cluster it must share
     /// `old`'s slot.
     async fn renew(

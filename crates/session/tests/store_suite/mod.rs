@@ -87,6 +87,14 @@ pub(crate) fn policy(idle: Duration, absolute: Option<Duration>) -> WritePolicy 
     WritePolicy::new(idle, absolute, 64, 16 * 1024).expect("a valid policy")
 }
 
+/// `at` as the `__created` field holds it: ms since the Unix epoch.
+pub(crate) fn millis_since_epoch(at: std::time::SystemTime) -> String {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis()
+        .to_string()
+}
+
 pub(crate) fn sets(fields: &[(&str, &str)]) -> Changes {
     Changes {
         upserts: fields
@@ -124,7 +132,7 @@ macro_rules! store_behaviour_suite {
             use session::{Limit, Renewal};
 
             use super::$make_store as make_store;
-            use $crate::store_suite::{LONG, created, policy, sets};
+            use $crate::store_suite::{LONG, created, millis_since_epoch, policy, sets};
 
             async fn fields_of(store: &dyn SessionStore, id: &SessionId) -> SessionFields {
                 store
@@ -829,6 +837,52 @@ macro_rules! store_behaviour_suite {
                 assert_eq!(
                     loaded.created, created_at,
                     "the absolute lifetime carries over"
+                );
+            }
+
+            #[tokio::test]
+            async fn a_renewal_that_sets_created_restarts_the_absolute_lifetime() {
+                let harness = make_store().await;
+                let store = &*harness.store;
+                // A 60 s lifetime, of which the session has used 55 s.
+                let short = policy(Duration::from_secs(600), Some(Duration::from_secs(60)));
+                let old = created(store, &[("count", "1")], &short).await;
+                let renewed_at = std::time::SystemTime::now();
+                let aged = renewed_at - Duration::from_secs(55);
+                let age = session::Changes {
+                    upserts: vec![("__created".to_owned(), millis_since_epoch(aged))],
+                    ..session::Changes::default()
+                };
+                let new = store.id_for_renewal(&old);
+                assert_eq!(
+                    store.renew(&old, &new, &age, &short).await.expect("renew"),
+                    Renewal::Renewed
+                );
+                let loaded = store.load(&new).await.expect("load").expect("alive");
+                assert!(
+                    loaded.ttl.expect("a TTL") <= Duration::from_secs(5),
+                    "5 s left of the aged lifetime: {:?}",
+                    loaded.ttl
+                );
+                // A sign-in: the lifetime counts from it.
+                let signed_in = session::Changes {
+                    upserts: vec![("__created".to_owned(), millis_since_epoch(renewed_at))],
+                    ..session::Changes::default()
+                };
+                let newer = store.id_for_renewal(&new);
+                assert_eq!(
+                    store.renew(&new, &newer, &signed_in, &short).await.expect("renew"),
+                    Renewal::Renewed
+                );
+                let loaded = store.load(&newer).await.expect("load").expect("alive");
+                assert!(
+                    loaded.ttl.expect("a TTL") > Duration::from_secs(55),
+                    "a whole lifetime again: {:?}",
+                    loaded.ttl
+                );
+                assert_eq!(
+                    loaded.created.map(millis_since_epoch),
+                    Some(millis_since_epoch(renewed_at))
                 );
             }
 
