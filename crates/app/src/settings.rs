@@ -37,6 +37,21 @@ pub struct StoreSettings {
     /// Prefix of every session key in Redis. Default `"sid_"`, the NestJS
     /// design's layout, so that a Nest node and a Rust node share sessions.
     pub key_prefix: String,
+    /// Prefix of each signed-in user's index keys. Default
+    /// `"user_sessions:"`; never under `key_prefix` (a Nest node writes
+    /// `<key_prefix><cookie>` for any cookie it is sent).
+    pub user_index_prefix: String,
+    /// Whether listing and revoking also read the user index where the
+    /// previous version kept it (`<key_prefix>user:{<tag>}`), so that
+    /// sessions signed in before an upgrade stay revocable. Default true;
+    /// off once `session.absolute_timeout_secs` has passed since the last
+    /// old node stopped.
+    pub legacy_user_index: bool,
+    /// Start even when Redis's `maxmemory-policy` can evict keys (every
+    /// policy but `noeviction`): an evicted user index makes "sign out
+    /// everywhere" miss live sessions. Default false: start-up refuses
+    /// such a policy, naming this key; true starts with a warning.
+    pub accept_eviction: bool,
 }
 
 impl Default for StoreSettings {
@@ -44,6 +59,9 @@ impl Default for StoreSettings {
         Self {
             kind: StoreKind::Redis,
             key_prefix: "sid_".to_owned(),
+            user_index_prefix: "user_sessions:".to_owned(),
+            legacy_user_index: true,
+            accept_eviction: false,
         }
     }
 }
@@ -191,6 +209,11 @@ impl Settings {
             // Before any connection: a bad prefix stops start-up at once.
             session::RedisSessionStore::check_key_prefix(&self.store.key_prefix)
                 .map_err(|error| SettingsError::Invalid(error.to_string()))?;
+            session::RedisSessionStore::check_user_index_prefix(
+                &self.store.user_index_prefix,
+                &self.store.key_prefix,
+            )
+            .map_err(|error| SettingsError::Invalid(error.to_string()))?;
         }
         let visible_ascii = |c: char| c.is_ascii_graphic();
         if self.server.node_name.is_empty() || !self.server.node_name.chars().all(visible_ascii) {

@@ -269,16 +269,79 @@ async fn session_builder(
                 .await
                 .map_err(unreachable)?
                 .with_key_prefix(settings.store.key_prefix.clone())
-                .map_err(invalid)?;
+                .map_err(invalid)?
+                .with_user_index_prefix(settings.store.user_index_prefix.clone())
+                .map_err(invalid)?
+                .with_legacy_user_index(settings.store.legacy_user_index);
             if settings.session.hash_ids {
                 store = store
                     .with_hashed_ids(settings.session.accept_raw_keys)
                     .map_err(invalid)?;
                 log::info!("session ids are hashed at rest");
             }
+            check_eviction_policy(store.redis(), settings.store.accept_eviction)
+                .await
+                .map_err(|error| match error {
+                    EvictionCheck::Unavailable(error) => unreachable(error.into()),
+                    EvictionCheck::Evicting(message) => {
+                        StartupError::Settings(SettingsError::Invalid(message))
+                    }
+                })?;
             log::info!("sessions in Redis at {}", store.redis().redacted_url());
             let redis = store.redis().clone();
             Ok((SessionMiddleware::builder(store), Some(redis)))
         }
     }
+}
+
+/// Why [`check_eviction_policy`] stops start-up.
+enum EvictionCheck {
+    /// Redis did not answer.
+    Unavailable(redis_client::RedisClientError),
+    /// A policy that can evict the user index, not accepted: the line to print.
+    Evicting(String),
+}
+
+/// Reads Redis's `maxmemory-policy`. Every policy but `noeviction` can
+/// evict a user's index keys (they always carry a TTL, so `volatile-*`
+/// ones too), and an evicted index makes "sign out everywhere" miss live
+/// sessions. Such a policy stops start-up unless `accept_eviction` says
+/// the operator takes that risk (then a warning). Where `CONFIG` is denied
+/// or renamed, as on managed offerings, it warns and goes on.
+async fn check_eviction_policy(
+    redis: &redis_client::RedisService,
+    accept_eviction: bool,
+) -> Result<(), EvictionCheck> {
+    use redis_client::RedisClientError;
+    let policy = match redis.config_get("maxmemory-policy").await {
+        Ok(Some(policy)) => policy,
+        Ok(None) => return Ok(()),
+        Err(error @ RedisClientError::Unavailable { .. }) => {
+            return Err(EvictionCheck::Unavailable(error));
+        }
+        Err(error) => {
+            log::warn!(
+                "could not read Redis's maxmemory-policy ({error}): make sure it is \
+                 noeviction, or an evicted user index will let sessions outlive \
+                 \"sign out everywhere\""
+            );
+            return Ok(());
+        }
+    };
+    if policy == "noeviction" {
+        return Ok(());
+    }
+    if accept_eviction {
+        log::warn!(
+            "Redis's maxmemory-policy is {policy}: under memory pressure it can evict a \
+             user's index, and \"sign out everywhere\" then misses that user's sessions \
+             (store.accept_eviction = true takes that risk)"
+        );
+        return Ok(());
+    }
+    Err(EvictionCheck::Evicting(format!(
+        "store.accept_eviction is false, and Redis's maxmemory-policy is {policy:?}, which can \
+         evict user index keys (\"sign out everywhere\" would then miss live sessions): set \
+         maxmemory-policy noeviction, or set store.accept_eviction = true to take the risk"
+    )))
 }

@@ -325,6 +325,23 @@ impl RedisService {
         Ok(Duration::from_secs(seconds) + Duration::from_micros(micros))
     }
 
+    /// One server setting (`CONFIG GET <name>`): `None` when the server has
+    /// no such setting. On Redis Cluster, the node the client picks.
+    ///
+    /// # Errors
+    ///
+    /// [`RedisClientError::Misconfigured`] when the ACL denies `CONFIG`
+    /// (managed offerings often do), [`RedisClientError::Rejected`] when
+    /// the server renamed or lacks it, else unavailable.
+    pub async fn config_get(&self, name: &str) -> Result<Option<String>, RedisClientError> {
+        let mut command = redis::cmd("CONFIG");
+        command.arg("GET").arg(name);
+        // A map in RESP3, pairs in RESP2: both read as one.
+        let mut settings: HashMap<String, String> =
+            self.primary.read(Request::Command(&command)).await?;
+        Ok(settings.remove(name))
+    }
+
     /// All fields of a hash (`HGETALL`). An absent key gives an empty map.
     ///
     /// # Errors

@@ -26,7 +26,10 @@ async fn cluster_store(cluster: &RedisCluster, prefix: &str) -> RedisSessionStor
         .expect("the cluster answers");
     let store = RedisSessionStore::new(redis)
         .with_key_prefix(prefix)
-        .expect("a valid prefix");
+        .expect("a valid prefix")
+        // Each test's users apart from every other test's, on one server.
+        .with_user_index_prefix(format!("u{prefix}"))
+        .expect("a valid user index prefix");
     store
         .prepare()
         .await

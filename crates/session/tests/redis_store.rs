@@ -35,6 +35,9 @@ async fn redis_store(server: &RedisServer, prefix: &str) -> RedisSessionStore {
     RedisSessionStore::new(redis)
         .with_key_prefix(prefix)
         .expect("a valid prefix")
+        // Each test's users apart from every other test's, on one server.
+        .with_user_index_prefix(format!("u{prefix}"))
+        .expect("a valid user index prefix")
 }
 
 store_behaviour_suite!(make_store);
@@ -447,7 +450,7 @@ async fn a_lost_reply_never_makes_a_write_run_twice_and_reads_are_retried() {
 
 /// The commands each `+` rule of [`RedisSessionStore::acl_rules`] names.
 fn granted_commands() -> std::collections::BTreeSet<String> {
-    RedisSessionStore::acl_rules("sid_")
+    RedisSessionStore::acl_rules("sid_", "user_sessions:")
         .split(' ')
         .filter_map(|rule| rule.strip_prefix('+'))
         .map(str::to_owned)
@@ -583,7 +586,7 @@ async fn a_user_index_always_has_a_ttl_even_after_joining_an_entry_at_its_deadli
         .await
         .expect("revoke");
     let keys: Vec<String> = testkit::redis::cmd("KEYS")
-        .arg("sid_user:*")
+        .arg("usid_*")
         .query(&mut server.connection())
         .expect("KEYS");
     assert!(!keys.is_empty());

@@ -34,7 +34,10 @@ async fn sentinel_store_with(
         .expect("the master answers");
     let store = RedisSessionStore::new(redis)
         .with_key_prefix(prefix)
-        .expect("a valid prefix");
+        .expect("a valid prefix")
+        // Each test's users apart from every other test's, on one server.
+        .with_user_index_prefix(format!("u{prefix}"))
+        .expect("a valid user index prefix");
     store.prepare().await.expect("the script loads");
     // And the scripts of the policy the tests write with, as the middleware
     // loads its own at start-up: a write is then one EVALSHA.

@@ -19,7 +19,7 @@ const PASSWORD: &str = "s3ssion-pa55word";
 /// user given the store's rules for `prefix`.
 fn tls_server_with_session_user(tls: &TlsFiles, prefix: &str) -> RedisServer {
     let server = RedisServer::start_tls(tls, &["--tls-auth-clients", "yes"]);
-    let rules = RedisSessionStore::acl_rules(prefix);
+    let rules = RedisSessionStore::acl_rules(prefix, &format!("u{prefix}"));
     let mut setuser = redis::cmd("ACL");
     setuser
         .arg("SETUSER")
@@ -55,7 +55,10 @@ async fn tls_acl_store(server: &RedisServer, tls: &TlsFiles, prefix: &str) -> Re
         .expect("redis answers over TLS, as the ACL user");
     let store = RedisSessionStore::new(redis)
         .with_key_prefix(prefix)
-        .expect("a valid prefix");
+        .expect("a valid prefix")
+        // Each test's users apart from every other test's, on one server.
+        .with_user_index_prefix(format!("u{prefix}"))
+        .expect("a valid user index prefix");
     store.prepare().await.expect("SCRIPT LOAD is allowed");
     store
 }

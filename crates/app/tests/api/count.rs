@@ -301,7 +301,8 @@ async fn an_acl_that_denies_a_command_is_a_500_misconfiguration_not_a_503_outage
     // /count is denied inside the script. Before the fix it was a 503 with
     // Retry-After, as if Redis were briefly down.
     let redis = RedisServer::start();
-    let rules = session::RedisSessionStore::acl_rules("sid_").replace(" +hincrby", "");
+    let rules =
+        session::RedisSessionStore::acl_rules("sid_", "user_sessions:").replace(" +hincrby", "");
     let mut command = testkit::redis::cmd("ACL");
     command.arg("SETUSER").arg("counter").arg("on").arg(">pw");
     for rule in rules.split(' ') {

@@ -155,7 +155,7 @@ async fn login_without_a_session_starts_one() {
     );
     assert_eq!(
         keys.iter()
-            .filter(|key| key.starts_with("sid_user:{"))
+            .filter(|key| key.starts_with("user_sessions:{"))
             .count(),
         2,
         "{keys:?}"

@@ -530,3 +530,60 @@ async fn debug_logs_never_contain_a_whole_session_id() {
         "{logs}"
     );
 }
+
+#[test]
+fn a_redis_that_can_evict_the_user_index_ends_start_up_unless_the_risk_is_accepted() {
+    let redis = RedisServer::start();
+    let () = testkit::redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("volatile-lru")
+        .query(&mut redis.connection())
+        .expect("CONFIG SET");
+
+    let (code, stderr) = run_app(&[("APP__REDIS__URL", &redis.url())]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_one_clear_line(&stderr);
+    assert!(
+        stderr.contains("store.accept_eviction") && stderr.contains("\"volatile-lru\""),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn an_accepted_eviction_risk_and_a_denied_config_each_start_with_a_warning() {
+    let redis = RedisServer::start();
+    let mut connection = redis.connection();
+    let () = testkit::redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("allkeys-lru")
+        .query(&mut connection)
+        .expect("CONFIG SET");
+    let accepted =
+        crate::helpers::AppProcess::start(&redis.url(), &[("APP__STORE__ACCEPT_EVICTION", "true")])
+            .await;
+    let log = accepted.log();
+    assert!(
+        log.lines()
+            .any(|line| line.contains("WARN") && line.contains("maxmemory-policy is allkeys-lru")),
+        "{log}"
+    );
+
+    // A managed Redis that denies CONFIG: the store's own ACL rules.
+    let mut setuser = testkit::redis::cmd("ACL");
+    setuser.arg("SETUSER").arg("sessions").arg("on").arg(">pw");
+    for rule in session::RedisSessionStore::acl_rules("sid_", "user_sessions:").split_whitespace() {
+        setuser.arg(rule);
+    }
+    let () = setuser.query(&mut connection).expect("ACL SETUSER");
+    let url = format!("redis://sessions:pw@127.0.0.1:{}", redis.port());
+    let denied = crate::helpers::AppProcess::start(&url, &[]).await;
+    let log = denied.log();
+    assert!(
+        log.lines().any(|line| line.contains("WARN")
+            && line.contains("could not read Redis's maxmemory-policy")),
+        "{log}"
+    );
+    assert!(!log.contains(":pw@"), "no password: {log}");
+}

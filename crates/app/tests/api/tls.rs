@@ -15,7 +15,7 @@ async fn the_app_counts_over_tls_as_a_least_privilege_user() {
         .arg("app")
         .arg("on")
         .arg(">t0p-secret-pw");
-    for rule in session::RedisSessionStore::acl_rules("sid_").split_whitespace() {
+    for rule in session::RedisSessionStore::acl_rules("sid_", "user_sessions:").split_whitespace() {
         setuser.arg(rule);
     }
     let () = setuser

@@ -183,10 +183,7 @@ async fn log_out_others_keeps_this_one_and_everywhere_ends_all_and_clears_the_co
     for d in &devices {
         assert_eq!(user_of(&nodes[1], d).await, serde_json::Value::Null);
     }
-    let leftover: Vec<_> = all_keys(&redis)
-        .into_iter()
-        .filter(|key| !key.starts_with("sid_user:"))
-        .collect();
+    let leftover = session_keys(&redis);
     assert!(leftover.is_empty(), "no session left: {leftover:?}");
 }
 
@@ -353,10 +350,7 @@ async fn a_sign_in_that_began_before_sign_out_everywhere_cannot_become_signed_in
     let body: serde_json::Value = slow.json().await.expect("JSON");
     assert_eq!(body["error"], "sign_in_revoked");
     assert_eq!(user_of(&nodes[0], &thief).await, serde_json::Value::Null);
-    let sessions: Vec<_> = all_keys(&redis)
-        .into_iter()
-        .filter(|key| !key.starts_with("sid_user:"))
-        .collect();
+    let sessions = session_keys(&redis);
     assert!(sessions.is_empty(), "no session survives: {sessions:?}");
 
     // And the other order: a sign-in that completed before is ended. (The
@@ -898,4 +892,169 @@ async fn signing_in_starts_the_absolute_lifetime_anew_and_a_renewal_keeps_it() {
     assert_eq!(created, old, "the renewal keeps the creation time");
     assert!(ttl <= 60_000, "still ends at the same deadline: {ttl} ms");
     assert_eq!(user_of(&app, &visitor).await, "ada");
+}
+
+/// The hash tag of `user`'s index keys: 32 hex digits of SHA-256.
+fn user_tag(user: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(user.as_bytes())[..16]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// The handle of the session `client` holds, from its own list.
+async fn own_handle(app: &TestApp, client: &reqwest::Client) -> String {
+    let (_, body) = list(app, client).await;
+    items(&body)
+        .into_iter()
+        .find(|item| item["current"] == true)
+        .expect("listed")["handle"]
+        .as_str()
+        .expect("a handle")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn no_key_but_a_sessions_starts_with_the_session_prefix() {
+    let redis = RedisServer::start();
+    let app = spawn_app(&redis).await;
+    let (laptop, phone) = (device("L"), device("P"));
+    sign_in(&app, &laptop, "ada").await;
+    sign_in(&app, &phone, "ada").await;
+    for key in all_keys(&redis)
+        .into_iter()
+        .filter(|key| key.starts_with("sid_"))
+    {
+        let created: Option<String> = redis::cmd("HGET")
+            .arg(&key)
+            .arg("__created")
+            .query(&mut redis.connection())
+            .unwrap_or(None);
+        assert!(created.is_some(), "{key} is not a session");
+    }
+
+    // A Nest node sent `Cookie: sid=user:{<tag>}` writes its counter there
+    // (HSET count 1, EXPIRE 1800), and 30 idle minutes later the key is gone.
+    let planted = format!("sid_user:{{{}}}", user_tag("ada"));
+    let mut connection = redis.connection();
+    let _: i64 = redis::cmd("HSET")
+        .arg(&planted)
+        .arg("count")
+        .arg(1)
+        .query(&mut connection)
+        .expect("HSET");
+    let _: i64 = redis::cmd("EXPIRE")
+        .arg(&planted)
+        .arg(1800)
+        .query(&mut connection)
+        .expect("EXPIRE");
+    let _: i64 = redis::cmd("PEXPIRE")
+        .arg(&planted)
+        .arg(1)
+        .query(&mut connection)
+        .expect("PEXPIRE: half an hour later");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    let response = post(&app, &laptop, "/logout/everywhere").await;
+    let body: serde_json::Value = response.json().await.expect("JSON");
+    assert_eq!(body["revoked"], 2, "{body}");
+    assert_eq!(
+        user_of(&app, &phone).await,
+        serde_json::Value::Null,
+        "the phone is signed out"
+    );
+}
+
+#[tokio::test]
+async fn sessions_signed_in_under_the_old_index_layout_are_listed_and_revoked() {
+    let redis = RedisServer::start();
+    let app = spawn_app(&redis).await;
+    let (laptop, phone, tablet, desk) = (device("L"), device("P"), device("T"), device("D"));
+    for client in [&laptop, &phone, &tablet] {
+        sign_in(&app, client, "ada").await;
+    }
+    let tablet_handle = own_handle(&app, &tablet).await;
+    // What the previous version wrote: the same index, under the session
+    // prefix.
+    let tag = user_tag("ada");
+    let mut connection = redis.connection();
+    for suffix in ["", ":created"] {
+        let () = redis::cmd("RENAME")
+            .arg(format!("user_sessions:{{{tag}}}{suffix}"))
+            .arg(format!("sid_user:{{{tag}}}{suffix}"))
+            .query(&mut connection)
+            .expect("RENAME to the old layout");
+    }
+    // Signed in after the upgrade: the new layout.
+    sign_in(&app, &desk, "ada").await;
+
+    let (_, body) = list(&app, &laptop).await;
+    assert_eq!(items(&body).len(), 4, "old and new entries: {body}");
+    assert_eq!(
+        delete(&app, &laptop, &tablet_handle).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(user_of(&app, &tablet).await, serde_json::Value::Null);
+    let response = post(&app, &laptop, "/logout/everywhere").await;
+    let body: serde_json::Value = response.json().await.expect("JSON");
+    assert_eq!(body["revoked"], 3, "laptop, phone and desk: {body}");
+    for client in [&laptop, &phone, &desk] {
+        assert_eq!(user_of(&app, client).await, serde_json::Value::Null);
+    }
+    assert!(session_keys(&redis).is_empty(), "{:?}", all_keys(&redis));
+}
+
+fn config_set(redis: &RedisServer, name: &str, value: &str) {
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg(name)
+        .arg(value)
+        .query(&mut redis.connection())
+        .expect("CONFIG SET");
+}
+
+#[tokio::test]
+async fn revocations_end_every_session_they_name_when_redis_is_full() {
+    let redis = RedisServer::start();
+    let app = spawn_app(&redis).await;
+    let devices = [device("L"), device("P"), device("T"), device("D")];
+    for client in &devices {
+        sign_in(&app, client, "ada").await;
+    }
+    let [laptop, phone, tablet, desk] = &devices;
+    let tablet_handle = own_handle(&app, tablet).await;
+
+    // Full, under noeviction (the default policy): every write that needs
+    // memory is refused.
+    config_set(&redis, "maxmemory", "1");
+    let refused: Result<(), _> = redis::cmd("SET")
+        .arg("probe")
+        .arg("x")
+        .query(&mut redis.connection());
+    let refused = refused.expect_err("a full Redis refuses writes");
+    assert!(refused.to_string().contains("OOM"), "{refused}");
+
+    assert_eq!(
+        delete(&app, laptop, &tablet_handle).await,
+        StatusCode::NO_CONTENT
+    );
+    let others = post(&app, laptop, "/logout/others").await;
+    assert_eq!(others.status(), StatusCode::OK);
+    let others: serde_json::Value = others.json().await.expect("JSON");
+    assert_eq!(others["revoked"], 2, "the phone and the desk: {others}");
+    let everywhere = post(&app, laptop, "/logout/everywhere").await;
+    assert_eq!(everywhere.status(), StatusCode::OK);
+    let everywhere: serde_json::Value = everywhere.json().await.expect("JSON");
+    assert_eq!(everywhere["revoked"], 1, "the laptop: {everywhere}");
+    assert!(
+        session_keys(&redis).is_empty(),
+        "every session named is ended, while Redis is still full: {:?}",
+        session_keys(&redis)
+    );
+
+    config_set(&redis, "maxmemory", "0");
+    for client in [laptop, phone, tablet, desk] {
+        assert_eq!(user_of(&app, client).await, serde_json::Value::Null);
+    }
 }

@@ -16,6 +16,9 @@ use crate::{ConfigError, SessionId};
 
 /// The NestJS design's key layout: `sid_<id>`.
 pub(crate) const DEFAULT_KEY_PREFIX: &str = "sid_";
+/// Where users' indexes live: `user_sessions:{<tag>}`. Never under the
+/// session prefix: a Nest node writes `sid_<whatever the cookie says>`.
+pub(crate) const DEFAULT_USER_INDEX_PREFIX: &str = "user_sessions:";
 
 /// Sessions as Redis hashes at `{key_prefix}{id}` (by default `sid_<id>`,
 /// the NestJS design's layout), one field per attribute, plus the metadata
@@ -43,6 +46,14 @@ pub struct RedisSessionStore {
     /// [`RedisSessionStore::with_key_prefix`] set another. The one place
     /// the prefix lives.
     key_prefix: String,
+    /// Prepended to each user's index keys (see `store/users.rs`):
+    /// `user_sessions:` unless [`RedisSessionStore::with_user_index_prefix`]
+    /// set another. Neither prefix may start with the other.
+    user_index_prefix: String,
+    /// Whether list and revoke also read the user index in the layout
+    /// before this version (`{key_prefix}user:{<tag>}`): see
+    /// [`RedisSessionStore::with_legacy_user_index`].
+    legacy_user_index: bool,
     /// How ids become key names: see [`RedisSessionStore::with_hashed_ids`].
     ids: IdsAtRest,
 }
@@ -110,6 +121,8 @@ impl RedisSessionStore {
         Self {
             redis,
             key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
+            user_index_prefix: DEFAULT_USER_INDEX_PREFIX.to_owned(),
+            legacy_user_index: true,
             ids: IdsAtRest::Raw,
         }
     }
@@ -145,6 +158,7 @@ impl RedisSessionStore {
     pub fn with_key_prefix(self, key_prefix: impl Into<String>) -> Result<Self, ConfigError> {
         let key_prefix = key_prefix.into();
         Self::check_key_prefix(&key_prefix)?;
+        Self::check_user_index_prefix(&self.user_index_prefix, &key_prefix)?;
         let store = Self { key_prefix, ..self };
         store.check_hashed_layout()?;
         Ok(store)
@@ -166,6 +180,107 @@ impl RedisSessionStore {
             ));
         }
         Ok(())
+    }
+
+    /// The same store keeping each user's index at
+    /// `{user_index_prefix}{<tag>}` (and `…:created`) instead of
+    /// `user_sessions:{<tag>}`: for two apps that share a Redis but not
+    /// their users. Same rules as the key prefix, and neither prefix may
+    /// start with the other: no key but a session's may start with the
+    /// session prefix, since a Nest node writes `sid_<cookie>` for any
+    /// cookie it is sent.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = session::RedisSessionStore::connect(&Default::default()).await?;
+    /// let store = store.with_user_index_prefix("shop_users:")?;
+    /// assert!(store.clone().with_user_index_prefix("sid_users:").is_err());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming `store.user_index_prefix`.
+    pub fn with_user_index_prefix(
+        self,
+        user_index_prefix: impl Into<String>,
+    ) -> Result<Self, ConfigError> {
+        let user_index_prefix = user_index_prefix.into();
+        Self::check_user_index_prefix(&user_index_prefix, &self.key_prefix)?;
+        Ok(Self {
+            user_index_prefix,
+            ..self
+        })
+    }
+
+    /// Whether "where you're signed in" also reads the user index in the
+    /// layout before this version, `{key_prefix}user:{<tag>}` (default
+    /// true): sessions signed in before an upgrade stay listed and
+    /// revocable. Those keys are read, pruned and emptied, never created
+    /// or joined. Turn it off (`store.legacy_user_index = false`) once
+    /// `session.absolute_timeout_secs` has passed since the last node of
+    /// the old version stopped: every entry there has expired by then.
+    #[must_use]
+    pub fn with_legacy_user_index(self, read: bool) -> Self {
+        Self {
+            legacy_user_index: read,
+            ..self
+        }
+    }
+
+    /// The rule [`RedisSessionStore::with_user_index_prefix`] applies, for
+    /// an app that checks its settings before it connects.
+    ///
+    /// ```
+    /// use session::RedisSessionStore;
+    /// assert!(RedisSessionStore::check_user_index_prefix("user_sessions:", "sid_").is_ok());
+    /// let error = RedisSessionStore::check_user_index_prefix("sid_users:", "sid_").unwrap_err();
+    /// assert_eq!(error.key(), "store.user_index_prefix");
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming `store.user_index_prefix`, unless it is 1 to
+    /// 64 visible ASCII characters without braces, and neither it nor
+    /// `key_prefix` starts with the other.
+    pub fn check_user_index_prefix(
+        user_index_prefix: &str,
+        key_prefix: &str,
+    ) -> Result<(), ConfigError> {
+        let key = "store.user_index_prefix";
+        if user_index_prefix.is_empty()
+            || user_index_prefix.len() > 64
+            || !user_index_prefix
+                .chars()
+                .all(|c| c.is_ascii_graphic() && c != '{' && c != '}')
+        {
+            return Err(ConfigError::new(
+                key,
+                format!(
+                    "must be 1 to 64 visible ASCII characters without braces, got {user_index_prefix:?}"
+                ),
+            ));
+        }
+        if user_index_prefix.starts_with(key_prefix) || key_prefix.starts_with(user_index_prefix) {
+            return Err(ConfigError::new(
+                key,
+                format!(
+                    "must not start with store.key_prefix {key_prefix:?} nor be its start, got \
+                     {user_index_prefix:?}: a Nest node writes <key_prefix><cookie> for any cookie"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The prefix of every user index key.
+    pub fn user_index_prefix(&self) -> &str {
+        &self.user_index_prefix
+    }
+
+    /// Whether list and revoke read the legacy user index too.
+    pub(super) fn reads_legacy_user_index(&self) -> bool {
+        self.legacy_user_index
     }
 
     /// The rule [`RedisSessionStore::with_key_prefix`] applies, for an app
@@ -324,30 +439,34 @@ impl RedisSessionStore {
     }
 
     /// The least-privilege Redis ACL rules for a user that only serves
-    /// sessions under `key_prefix`: its keys and nothing else, and only the
+    /// sessions under `key_prefix` and user indexes under
+    /// `user_index_prefix`: those keys and nothing else, and only the
     /// commands this store sends, including those its script calls (Redis
     /// checks a script's commands against the caller's ACL too). Give it to
     /// `ACL SETUSER <user> on ><password> <rules>`, or to a `user` line of
     /// an ACL file.
     ///
     /// ```
-    /// let rules = session::RedisSessionStore::acl_rules("sid_");
-    /// assert!(rules.starts_with("resetkeys ~sid_* resetchannels -@all "));
+    /// let rules = session::RedisSessionStore::acl_rules("sid_", "user_sessions:");
+    /// assert!(rules.starts_with("resetkeys ~sid_* ~user_sessions:* resetchannels -@all "));
     /// assert!(rules.contains(" +evalsha ") && !rules.contains("+@"));
     /// ```
     ///
     /// The set is proven by the store behaviour suite, which runs under
     /// exactly these rules over TLS (`tests/tls_acl_store.rs`).
-    pub fn acl_rules(key_prefix: &str) -> String {
-        // Glob characters in the prefix are escaped: a prefix `a*` must not
+    pub fn acl_rules(key_prefix: &str, user_index_prefix: &str) -> String {
+        // Glob characters in a prefix are escaped: a prefix `a*` must not
         // open every key starting with `a`.
-        let mut pattern = String::with_capacity(key_prefix.len() + 1);
-        for c in key_prefix.chars() {
-            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-                pattern.push('\\');
+        let pattern = |prefix: &str| {
+            let mut pattern = String::with_capacity(prefix.len() + 1);
+            for c in prefix.chars() {
+                if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                    pattern.push('\\');
+                }
+                pattern.push(c);
             }
-            pattern.push(c);
-        }
+            pattern
+        };
         let commands = [
             // Health checks. (redis-rs's `CLIENT SETINFO` on connect may be
             // denied: it ignores the answer, and 7.0 has no such command.)
@@ -389,7 +508,9 @@ impl RedisSessionStore {
             "+zrem",
         ];
         format!(
-            "resetkeys ~{pattern}* resetchannels -@all {}",
+            "resetkeys ~{}* ~{}* resetchannels -@all {}",
+            pattern(key_prefix),
+            pattern(user_index_prefix),
             commands.join(" ")
         )
     }

@@ -12,26 +12,52 @@ use super::users::{SessionHandle, UserEntry, user_tag};
 use super::{StoreError, USER_INDEX_KEEP, WritePolicy, millis};
 use crate::SessionId;
 
-const USER_INDEX_SOURCE: &str = include_str!("user_index.lua");
-static USER_INDEX: LazyLock<Script> = LazyLock::new(|| Script::new(USER_INDEX_SOURCE));
+/// `user_index.lua` as Redis runs it: flagged `allow-oom` (Redis 7+,
+/// Valkey 7.2+), so that at `maxmemory` under `noeviction` a revocation
+/// still raises the epoch and drops its entries instead of failing with
+/// `OOM`. What it writes is a few bytes; what it deletes is more.
+static USER_INDEX_SOURCE: LazyLock<String> =
+    LazyLock::new(|| format!("#!lua flags=allow-oom\n{}", include_str!("user_index.lua")));
+static USER_INDEX: LazyLock<Script> = LazyLock::new(|| Script::new(&USER_INDEX_SOURCE));
 
-/// A user's two keys: `{prefix}user:{<tag>}` and `{prefix}user:{<tag>}:created`.
+/// A user's keys: `{user_index_prefix}{<tag>}` and its `:created` sorted
+/// set, and, while the store reads it, the same pair in the layout before
+/// this version (`{key_prefix}user:{<tag>}`), which shares the hash tag and
+/// so the cluster slot.
 struct UserKeys {
     index: String,
     created: String,
+    legacy: Option<(String, String)>,
 }
 
 impl RedisSessionStore {
     fn user_keys(&self, user: &str) -> UserKeys {
-        let index = format!("{}user:{{{}}}", self.key_prefix(), user_tag(user));
+        let tag = user_tag(user);
+        let index = format!("{}{{{tag}}}", self.user_index_prefix());
         let created = format!("{index}:created");
-        UserKeys { index, created }
+        let legacy = self.reads_legacy_user_index().then(|| {
+            let index = format!("{}user:{{{tag}}}", self.key_prefix());
+            let created = format!("{index}:created");
+            (index, created)
+        });
+        UserKeys {
+            index,
+            created,
+            legacy,
+        }
     }
 
     /// The call's first arguments: op, the absolute lifetime entries are
     /// pruned by (`None`: prune nothing), how long the keys stay at least.
+    /// `join` and the epoch read never name the legacy keys: nothing new
+    /// is written there.
     fn user_call(keys: &UserKeys, op: &str, policy: Option<&WritePolicy>) -> ScriptCall<'static> {
-        let mut call = ScriptCall::new(&USER_INDEX, &[&keys.index, &keys.created]);
+        let mut call = match (&keys.legacy, op) {
+            (Some((index, created)), "list" | "revoke" | "drop") => {
+                ScriptCall::new(&USER_INDEX, &[&keys.index, &keys.created, index, created])
+            }
+            _ => ScriptCall::new(&USER_INDEX, &[&keys.index, &keys.created]),
+        };
         call.arg(op)
             .arg(
                 policy
@@ -44,7 +70,7 @@ impl RedisSessionStore {
 
     /// The user index script's source, for the store to load at start-up.
     pub(super) fn user_script(&self) -> &'static str {
-        USER_INDEX_SOURCE
+        &USER_INDEX_SOURCE
     }
 
     pub(super) async fn user_epoch_of(&self, user: &str) -> Result<u64, StoreError> {

@@ -1,11 +1,16 @@
 -- USER_INDEX: a user's index of signed-in sessions (see users.rs). Every
 -- key is the user's, under one hash tag: one slot on Redis Cluster.
 --
--- KEYS[1]  hash <prefix>user:{<tag>}: field "epoch", and "s:<handle>" = the
---          session id, for each entry
--- KEYS[2]  sorted set <prefix>user:{<tag>}:created: each handle, scored by
---          its session's creation time in ms (its absolute deadline counts
---          from there)
+-- KEYS[1]  hash <user_index_prefix>{<tag>}: field "epoch", and
+--          "s:<handle>" = the session id, for each entry
+-- KEYS[2]  sorted set <user_index_prefix>{<tag>}:created: each handle,
+--          scored by its session's creation time in ms (its absolute
+--          deadline counts from there)
+-- KEYS[3], KEYS[4]  optional: the same two keys in the layout before
+--          0.x, <key_prefix>user:{<tag>} (under the session prefix, where
+--          a Nest node could be made to write them). Read, pruned and
+--          emptied, never created: list, revoke and drop see the entries
+--          written there before an upgrade; join writes only KEYS[1..2].
 --
 -- ARGV[1]  op: join | list | revoke | drop
 -- ARGV[2]  absolute lifetime, ms (entries created before now - this are
@@ -24,8 +29,14 @@
 --         {handle, id, created, ...} of every other entry (left in place:
 --         the caller ends the sessions, then drops the entries)
 -- drop:   ARGV[4..] handles -> removes their entries
+--
+-- Memory: the generated text loaded for revoke and drop starts with
+-- `#!lua flags=allow-oom` (see redis_users.rs): at maxmemory under
+-- noeviction a revocation must still run. It writes little (one HINCRBY,
+-- a PEXPIRE) and deletes entries; its caller deleted the sessions first.
 
 local index, created = KEYS[1], KEYS[2]
+local legacy_index, legacy_created = KEYS[3], KEYS[4]
 local op = ARGV[1]
 local absolute_ms = tonumber(ARGV[2])
 local keep_ms = tonumber(ARGV[3])
@@ -37,26 +48,26 @@ local function int(n)
   return string.format('%d', n)
 end
 
--- HDEL / ZREM of any number of entries, in slices: Lua's unpack fails past
--- about 8,000 values.
-local function remove(handles)
+-- HDEL / ZREM of any number of entries from the index ix / cr, in slices:
+-- Lua's unpack fails past about 8,000 values.
+local function remove(ix, cr, handles)
   for first = 1, #handles, 500 do
     local last = math.min(first + 499, #handles)
     local fields = {}
     for i = first, last do
       fields[#fields + 1] = 's:' .. handles[i]
     end
-    redis.call('HDEL', index, unpack(fields))
-    redis.call('ZREM', created, unpack(handles, first, last))
+    redis.call('HDEL', ix, unpack(fields))
+    redis.call('ZREM', cr, unpack(handles, first, last))
   end
 end
 
 -- Entries past their absolute deadline go, whenever the index is touched.
-local function prune()
+local function prune(ix, cr)
   if absolute_ms <= 0 then
     return
   end
-  remove(redis.call('ZRANGE', created, '-inf', '(' .. int(now - absolute_ms), 'BYSCORE'))
+  remove(ix, cr, redis.call('ZRANGE', cr, '-inf', '(' .. int(now - absolute_ms), 'BYSCORE'))
 end
 
 -- Both keys live until the newest entry's deadline; once the epoch was
@@ -86,14 +97,14 @@ local function expire()
   end
 end
 
--- {handle, id, created, ...} of the entries in a ZRANGE ... WITHSCORES
--- reply, but `spare`'s.
-local function entries(handles_with_scores, spare)
-  local out = {}
+-- {handle, id, created, ...} of the entries of ix in a ZRANGE ...
+-- WITHSCORES reply, but `spare`'s, appended to `out` (nil: a new list).
+local function entries(ix, handles_with_scores, spare, out)
+  out = out or {}
   for i = 1, #handles_with_scores, 2 do
     local handle = handles_with_scores[i]
     if handle ~= spare then
-      local id = redis.call('HGET', index, 's:' .. handle)
+      local id = redis.call('HGET', ix, 's:' .. handle)
       if id then
         out[#out + 1] = handle
         out[#out + 1] = id
@@ -109,7 +120,7 @@ if op == 'join' then
   if epoch ~= ARGV[4] then
     return {'0'}
   end
-  prune()
+  prune(index, created)
   local handle = ARGV[5]
   redis.call('HSET', index, 's:' .. handle, ARGV[6])
   redis.call('ZADD', created, ARGV[7], handle)
@@ -117,7 +128,7 @@ if op == 'join' then
   local reply = {'1'}
   if over > 0 then
     -- The oldest others: never the session signing in, however old it is.
-    local oldest = entries(redis.call('ZRANGE', created, 0, over, 'WITHSCORES'), handle)
+    local oldest = entries(index, redis.call('ZRANGE', created, 0, over, 'WITHSCORES'), handle)
     for i = 1, math.min(#oldest, over * 3) do
       reply[#reply + 1] = oldest[i]
     end
@@ -125,16 +136,30 @@ if op == 'join' then
   expire()
   return reply
 elseif op == 'list' then
-  prune()
-  return entries(redis.call('ZRANGE', created, 0, -1, 'REV', 'WITHSCORES'), nil)
+  prune(index, created)
+  local out = entries(index, redis.call('ZRANGE', created, 0, -1, 'REV', 'WITHSCORES'), nil)
+  if legacy_index then
+    prune(legacy_index, legacy_created)
+    entries(legacy_index, redis.call('ZRANGE', legacy_created, 0, -1, 'REV', 'WITHSCORES'), nil, out)
+  end
+  return out
 elseif op == 'revoke' then
   redis.call('HINCRBY', index, 'epoch', 1)
-  prune()
+  prune(index, created)
   local spare = ARGV[4]
   if spare == '' then
     spare = nil
   end
-  local doomed = entries(redis.call('ZRANGE', created, 0, -1, 'REV', 'WITHSCORES'), spare)
+  local doomed = entries(index, redis.call('ZRANGE', created, 0, -1, 'REV', 'WITHSCORES'), spare)
+  if legacy_index then
+    -- Raised only where it exists, never created: it stops a sign-in in
+    -- flight on a node not yet upgraded from joining there.
+    if redis.call('EXISTS', legacy_index) == 1 then
+      redis.call('HINCRBY', legacy_index, 'epoch', 1)
+    end
+    prune(legacy_index, legacy_created)
+    entries(legacy_index, redis.call('ZRANGE', legacy_created, 0, -1, 'REV', 'WITHSCORES'), spare, doomed)
+  end
   expire()
   return doomed
 elseif op == 'drop' then
@@ -142,7 +167,10 @@ elseif op == 'drop' then
   for i = 4, #ARGV do
     handles[#handles + 1] = ARGV[i]
   end
-  remove(handles)
+  remove(index, created, handles)
+  if legacy_index then
+    remove(legacy_index, legacy_created, handles)
+  end
   return {1}
 end
 return redis.error_reply('USER_INDEX: unknown op ' .. tostring(op))
