@@ -401,6 +401,27 @@ impl RedisService {
         Self::fields_and_ttl(&self.primary, key).await
     }
 
+    /// As [`RedisService::hash_get_all_with_ttl`], from the master alone,
+    /// whatever `redis.read_from_replicas` says: for a read whose answer
+    /// authorises a write (who is signed in, before revoking sessions), which
+    /// a replica that has not yet seen a logout must not give.
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisService::hash_get_all`].
+    pub async fn hash_get_all_with_ttl_from_master(
+        &self,
+        key: &str,
+    ) -> Result<Option<(HashMap<String, String>, Option<u64>)>, RedisClientError> {
+        Self::fields_and_ttl(&self.primary, key).await
+    }
+
+    /// Whether loads may be answered by a replica (`redis.read_from_replicas`
+    /// on Sentinel).
+    pub fn reads_from_replicas(&self) -> bool {
+        self.replica.is_some()
+    }
+
     async fn fields_and_ttl(
         lane: &Lane,
         key: &str,

@@ -67,7 +67,11 @@ pub struct RedisSettings {
     /// see a session as it was before the last writes. Writes, and the
     /// guards they carry (alive, absolute lifetime, counters, CAS), always
     /// run on the master, so staleness never loses or resurrects data; it
-    /// can only show a read-only route older values.
+    /// can only show a read-only route older values. A load whose answer
+    /// authorises acting for a user (the session layer's `Session::user`
+    /// and `Session::handle`, before listing or revoking sessions) reads
+    /// the master, so that a replica that missed a logout cannot vouch for
+    /// the logged-out cookie.
     pub read_from_replicas: bool,
     /// Most connections the pool keeps open. Default 16. On Sentinel and
     /// Cluster, durable writes (logouts, logins) have a pool of their own of

@@ -152,6 +152,10 @@ pub(crate) struct State {
     /// The cookie was signed by a key that is no longer current: the
     /// response sends it signed anew, so that the old key can be dropped.
     pub(crate) resign_cookie: bool,
+    /// The snapshot came from the store's source of truth (or this request
+    /// made it), not from a replica that may lag: see
+    /// `ensure_loaded_from_primary`. Only read where loads may be stale.
+    pub(crate) from_primary: bool,
 }
 
 /// When a session was created and last used, for pages like "your session".
@@ -194,6 +198,7 @@ impl Session {
             sign_in: None,
             user_agent: None,
             resign_cookie: false,
+            from_primary: false,
         })))
     }
 
@@ -654,6 +659,7 @@ impl Session {
         // without reading it back.
         created.salt = changes.salt;
         state.snapshot = Snapshot::Live(created);
+        state.from_primary = true;
         state.id = Some(id);
         state.issued = true;
         state.stale_cookie = false;
@@ -674,8 +680,41 @@ impl Session {
             }
         };
         let loaded = self.within(sessions.store().load(&id)).await?;
+        self.record_load(loaded, false);
+        Ok(())
+    }
+
+    /// As [`Session::ensure_loaded`], for a read whose answer authorises a
+    /// write to other keys (who is signed in, before that user's sessions
+    /// are listed or revoked): where loads may come from a replica, from
+    /// the master, once, even if the request already read a replica's
+    /// copy. A replica that has not yet seen a logout must not let the
+    /// logged-out cookie revoke the user's other sessions.
+    pub(crate) async fn ensure_loaded_from_primary(&self) -> Result<(), SessionError> {
+        let stale_possible = self.0.borrow().sessions.store().reads_from_replicas();
+        if !stale_possible {
+            return self.ensure_loaded().await;
+        }
+        let (id, sessions) = {
+            let state = self.0.borrow();
+            match (&state.snapshot, &state.id) {
+                (Snapshot::Unknown, Some(id)) => (id.clone(), state.sessions.clone()),
+                (Snapshot::Live(_), Some(id)) if !state.from_primary => {
+                    (id.clone(), state.sessions.clone())
+                }
+                _ => return Ok(()),
+            }
+        };
+        let loaded = self.within(sessions.store().load_from_primary(&id)).await?;
+        self.record_load(loaded, true);
+        Ok(())
+    }
+
+    /// Keeps what a load found as the request's snapshot.
+    fn record_load(&self, loaded: Option<LoadedSession>, from_primary: bool) {
         metrics::counter!(names::LOADS_TOTAL).increment(1);
         let mut state = self.0.borrow_mut();
+        state.from_primary = from_primary;
         match loaded {
             Some(loaded) => {
                 state.snapshot = Snapshot::Live(loaded);
@@ -686,7 +725,6 @@ impl Session {
                 state.stale_cookie = !state.issued;
             }
         }
-        Ok(())
     }
 }
 

@@ -97,13 +97,16 @@ impl Session {
         Ok(())
     }
 
-    /// The signed-in user, if any: loads the session on first use.
+    /// The signed-in user, if any: loads the session on first use. Its
+    /// answer authorises acting for that user, so with
+    /// `redis.read_from_replicas` it reads from the master (once per
+    /// request), never from a replica that may not have seen a logout.
     ///
     /// # Errors
     ///
     /// A store failure.
     pub async fn user(&self) -> Result<Option<String>, SessionError> {
-        self.ensure_loaded().await?;
+        self.ensure_loaded_from_primary().await?;
         let state = self.0.borrow();
         Ok(match &state.snapshot {
             Snapshot::Live(loaded) if !state.purged => loaded.user.clone(),
@@ -111,13 +114,14 @@ impl Session {
         })
     }
 
-    /// This session's handle in its user's index, if signed in.
+    /// This session's handle in its user's index, if signed in; read as
+    /// [`Session::user`] is.
     ///
     /// # Errors
     ///
     /// A store failure.
     pub async fn handle(&self) -> Result<Option<SessionHandle>, SessionError> {
-        self.ensure_loaded().await?;
+        self.ensure_loaded_from_primary().await?;
         let state = self.0.borrow();
         Ok(match &state.snapshot {
             Snapshot::Live(loaded) if !state.purged && loaded.user.is_some() => {

@@ -1043,3 +1043,90 @@ async fn sentinels_that_die_and_come_back_stall_no_request_and_are_followed_agai
         "the resubscribed watchers followed the switch"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_missed_a_revocation_cannot_authorise_the_revoked_cookie() {
+    // Loads go to the replica (redis.read_from_replicas), whose link to the
+    // master stalls. The laptop revokes the phone (a stolen cookie); the
+    // master ends it, the replica never hears of it. The phone's cookie
+    // then asks to sign out "the other devices": were the replica's copy
+    // to decide who is signed in, the thief would end the laptop's session.
+    let group = SentinelGroup::start();
+    let link = ReplyCutter::start(group.master.port());
+    {
+        let mut replica = group.replica.connection();
+        let () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("repl-timeout")
+            .arg("60")
+            .query(&mut replica)
+            .expect("CONFIG SET repl-timeout");
+        let () = redis::cmd("REPLICAOF")
+            .arg("127.0.0.1")
+            .arg(link.port())
+            .query(&mut replica)
+            .expect("REPLICAOF the proxy");
+    }
+    let sentinels = group.sentinel_urls().join(",");
+    let mut env = sentinel_env(&sentinels);
+    env.push(("APP__REDIS__READ_FROM_REPLICAS", "true"));
+    // The replica is cut off on purpose: nothing waits for it.
+    env.push(("APP__REDIS__DURABLE_WRITE_TIMEOUT_MS", "0"));
+    let app = AppProcess::start("redis://127.0.0.1:1", &env).await;
+    let (laptop, _) = sign_in(&app).await;
+    let (phone, phone_sid) = sign_in(&app).await;
+    let listed: serde_json::Value = phone
+        .get(app.url("/sessions"))
+        .send()
+        .await
+        .expect("GET /sessions")
+        .json()
+        .await
+        .expect("JSON");
+    let phone_handle = listed["sessions"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|item| item["current"] == true)
+        .expect("the phone")["handle"]
+        .as_str()
+        .expect("a handle")
+        .to_owned();
+    wait_for_replication([&group.master]);
+    let on_replica = |sid: &str| -> i64 {
+        redis::cmd("EXISTS")
+            .arg(format!("sid_{sid}"))
+            .query(&mut group.replica.connection())
+            .expect("EXISTS")
+    };
+    assert_eq!(on_replica(&phone_sid), 1, "replicated");
+
+    link.stall_open_connections();
+    let revoked = laptop
+        .delete(app.url(&format!("/sessions/{phone_handle}")))
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(revoked.status(), StatusCode::NO_CONTENT);
+    assert_eq!(on_replica(&phone_sid), 1, "the replica missed it");
+
+    let theft = phone
+        .post(app.url("/logout/others"))
+        .send()
+        .await
+        .expect("POST /logout/others");
+    assert_eq!(
+        theft.status(),
+        StatusCode::UNAUTHORIZED,
+        "the revoked cookie is signed out, whatever the replica says"
+    );
+    let me: serde_json::Value = laptop
+        .get(app.url("/me"))
+        .send()
+        .await
+        .expect("GET /me")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(me["user"], "ada", "the laptop is still signed in");
+}

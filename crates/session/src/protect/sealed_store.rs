@@ -390,6 +390,18 @@ impl SessionStore for SealedStore {
             .and_then(|loaded| self.open_session(id, loaded)))
     }
 
+    async fn load_from_primary(&self, id: &SessionId) -> Result<Option<LoadedSession>, StoreError> {
+        Ok(self
+            .inner
+            .load_from_primary(id)
+            .await?
+            .and_then(|loaded| self.open_session(id, loaded)))
+    }
+
+    fn reads_from_replicas(&self) -> bool {
+        self.inner.reads_from_replicas()
+    }
+
     async fn create(
         &self,
         id: &SessionId,

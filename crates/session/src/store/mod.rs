@@ -300,6 +300,23 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     /// The live session `id`, or `None` if it does not exist or expired.
     async fn load(&self, id: &SessionId) -> Result<Option<LoadedSession>, StoreError>;
 
+    /// As [`SessionStore::load`], from the store's source of truth: never a
+    /// replica that may lag behind a logout. The session layer uses it for
+    /// a load whose answer authorises a write to other keys (who is signed
+    /// in, before listing or revoking that user's sessions), and only when
+    /// [`SessionStore::reads_from_replicas`] says plain loads may be stale.
+    /// The default is [`SessionStore::load`].
+    async fn load_from_primary(&self, id: &SessionId) -> Result<Option<LoadedSession>, StoreError> {
+        self.load(id).await
+    }
+
+    /// Whether [`SessionStore::load`] may be answered by a replica, and so
+    /// be stale (the Redis store with `redis.read_from_replicas`). Default
+    /// false.
+    fn reads_from_replicas(&self) -> bool {
+        false
+    }
+
     /// Creates session `id` holding `changes.upserts` (the rest of `changes`
     /// is moot for a new session), only if `id` is unused. Returns false,
     /// writing nothing, if it is taken.

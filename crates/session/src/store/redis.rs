@@ -589,17 +589,23 @@ impl From<RedisClientError> for StoreError {
 /// Each write once, on the key `key(id)` names: the trait's methods add
 /// the hash_ids migration around them.
 impl RedisSessionStore {
-    async fn load_once(&self, id: &SessionId) -> Result<Option<LoadedSession>, StoreError> {
-        let found = self
-            .redis
-            .hash_get_all_with_ttl(&self.key(id))
-            .await
-            .map_err(|error| match error {
-                // The fields could not be read as text: bytes that are not
-                // UTF-8, which another writer put in this one session.
-                RedisClientError::BadReply(_) => StoreError::InvalidData(Box::new(error)),
-                other => other.into(),
-            })?;
+    async fn load_once(
+        &self,
+        id: &SessionId,
+        from_master: bool,
+    ) -> Result<Option<LoadedSession>, StoreError> {
+        let key = self.key(id);
+        let found = if from_master {
+            self.redis.hash_get_all_with_ttl_from_master(&key).await
+        } else {
+            self.redis.hash_get_all_with_ttl(&key).await
+        };
+        let found = found.map_err(|error| match error {
+            // The fields could not be read as text: bytes that are not
+            // UTF-8, which another writer put in this one session.
+            RedisClientError::BadReply(_) => StoreError::InvalidData(Box::new(error)),
+            other => other.into(),
+        })?;
         Ok(found.map(|(fields, ttl_ms)| {
             LoadedSession::from_stored(fields, ttl_ms.map(std::time::Duration::from_millis))
         }))
@@ -705,11 +711,23 @@ impl RedisSessionStore {
 #[async_trait]
 impl SessionStore for RedisSessionStore {
     async fn load(&self, id: &SessionId) -> Result<Option<LoadedSession>, StoreError> {
-        let found = self.load_once(id).await?;
+        let found = self.load_once(id, false).await?;
         if found.is_none() && self.adopt_raw(id, None).await? {
-            return self.load_once(id).await;
+            return self.load_once(id, false).await;
         }
         Ok(found)
+    }
+
+    async fn load_from_primary(&self, id: &SessionId) -> Result<Option<LoadedSession>, StoreError> {
+        let found = self.load_once(id, true).await?;
+        if found.is_none() && self.adopt_raw(id, None).await? {
+            return self.load_once(id, true).await;
+        }
+        Ok(found)
+    }
+
+    fn reads_from_replicas(&self) -> bool {
+        self.redis.reads_from_replicas()
     }
 
     async fn create(
