@@ -40,40 +40,7 @@ impl Session {
         };
         let store = sessions.store();
         if purged {
-            // After a purge nothing changes `id` any more. It is the
-            // cookie's session, or one this request made; the cookie's own
-            // id is deleted too if `start_over` had let go of it.
-            let cookie_id = self.0.borrow().cookie_id.clone();
-            let mut doomed: Vec<SessionId> = id.into_iter().collect();
-            if let Some(cookie_id) = cookie_id
-                && !doomed.contains(&cookie_id)
-            {
-                doomed.push(cookie_id);
-            }
-            if doomed.is_empty() {
-                return Ok(CookieUpdate::Keep);
-            }
-            for id in &doomed {
-                let existed = self.within(store.delete(id)).await?;
-                commit_done("purge");
-                log::debug!("purged session {id} (existed: {existed})");
-            }
-            metrics::counter!(names::PURGES_TOTAL).increment(1);
-            // A signed-in session this request read leaves its user's
-            // index. (One it did not read leaves a stale entry, dropped
-            // when the list is next read: a logout costs no extra read.)
-            let signed_in = match &self.0.borrow().snapshot {
-                Snapshot::Live(loaded) => loaded.user.clone().zip(loaded.handle.clone()),
-                _ => None,
-            };
-            if let Some((user, handle)) = signed_in
-                && let Err(error) = self.within(store.drop_user_entries(&user, &[handle])).await
-            {
-                log::warn!(
-                    "a logout could not drop its index entry (dropped at the next list): {error}"
-                );
-            }
-            return Ok(CookieUpdate::Remove);
+            return self.commit_purge(id).await;
         }
         if failed {
             let state = self.0.borrow();
@@ -160,6 +127,60 @@ impl Session {
                 Err(SessionError::IdsExhausted)
             }
         }
+    }
+
+    /// The commit of a purge: the cookie's session ends, and with it its
+    /// user index entry. A signed-in session's entry is marked as being
+    /// ended BEFORE the session is deleted, in the step that reads it, so a
+    /// renewal of the same session racing this logout (from another tab,
+    /// or a thief holding the same cookie) either fails to move the entry
+    /// or has moved it, and then its new id is read here and ended too.
+    /// So the session is read first unless the handler did: one more round
+    /// trip for a logout that never looked at its session.
+    async fn commit_purge(&self, id: Option<SessionId>) -> Result<CookieUpdate, SessionError> {
+        // After a purge nothing changes `id` any more. It is the cookie's
+        // session, or one this request made; the cookie's own id is
+        // deleted too if `start_over` had let go of it.
+        let cookie_id = self.0.borrow().cookie_id.clone();
+        let mut doomed: Vec<SessionId> = id.into_iter().collect();
+        if let Some(cookie_id) = cookie_id
+            && !doomed.contains(&cookie_id)
+        {
+            doomed.push(cookie_id);
+        }
+        if doomed.is_empty() {
+            return Ok(CookieUpdate::Keep);
+        }
+        self.ensure_loaded().await?;
+        let sessions = self.0.borrow().sessions.clone();
+        let store = sessions.store();
+        let signed_in = match &self.0.borrow().snapshot {
+            Snapshot::Live(loaded) => loaded.user.clone().zip(loaded.handle.clone()),
+            _ => None,
+        };
+        if let Some((user, handle)) = &signed_in {
+            match self.within(store.take_user_entry(user, handle)).await {
+                Ok(Some(entry)) if !doomed.contains(&entry.id) => doomed.push(entry.id),
+                Ok(_) => {}
+                Err(error) => log::warn!(
+                    "a logout could not mark its index entry (a renewal racing it may outlive it): {error}"
+                ),
+            }
+        }
+        for id in &doomed {
+            let existed = self.within(store.delete(id)).await?;
+            commit_done("purge");
+            log::debug!("purged session {id} (existed: {existed})");
+        }
+        metrics::counter!(names::PURGES_TOTAL).increment(1);
+        if let Some((user, handle)) = signed_in
+            && let Err(error) = self.within(store.drop_user_entries(&user, &[handle])).await
+        {
+            log::warn!(
+                "a logout could not drop its index entry (dropped at the next list): {error}"
+            );
+        }
+        Ok(CookieUpdate::Remove)
     }
 
     /// The commit found the session gone. A request that read it drops its

@@ -137,8 +137,9 @@
 //! | reads, then writes | `HGETALL`+`PTTL` | `EVALSHA` (update) | 2 |
 //! | `incr` / `compare_and_set` | `EVALSHA` (at the call) | - | 1 |
 //! | `renew` (+ writes) | - | `HGETALL`+`PTTL` (is it signed in?) unless read, then `EVALSHA` (renew), pipelined with `WAIT 1` on Sentinel / Cluster | 2 |
-//! | `renew` of a signed-in session, or `sign_in` | `HGET` (the user's epoch, at `begin_sign_in`) | the load unless read, `EVALSHA` (renew), `EVALSHA` (join the user's index), each write pipelined with `WAIT 1` on Sentinel / Cluster | 4 |
-//! | `purge` | - | `UNLINK`, pipelined with `WAIT 1` on Sentinel / Cluster; if the session was read and signed in, `EVALSHA` (leave the user's index) | 1 (2) |
+//! | `sign_in` | `HGET` (the user's epoch, at `begin_sign_in`) | the load unless read, `EVALSHA` (renew), `EVALSHA` (join the user's index), each write pipelined with `WAIT 1` on Sentinel / Cluster | 4 |
+//! | `renew` of a signed-in session | - | the load unless read, `HGET` (the epoch), `EVALSHA` (renew), `EVALSHA` (move its index entry to the new id, if nothing ended it), each write pipelined with `WAIT 1` on Sentinel / Cluster | 4 |
+//! | `purge` | - | the load unless read; if signed in, `EVALSHA` (mark its index entry as being ended); `UNLINK`, pipelined with `WAIT 1` on Sentinel / Cluster; if signed in, `EVALSHA` (drop the entry) | 2 (4) |
 //! | any write with no session yet | - | `EVALSHA` (create) | 1 |
 //!
 //! A cookie naming a session that is gone costs one more: the write that

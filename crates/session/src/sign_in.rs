@@ -163,6 +163,14 @@ impl Session {
         };
         let store = sessions.store();
         let policy = sessions.config().policy;
+        if ticket.renewal
+            && let (Some(old), Some((user, handle))) = (&old_id, &previous)
+            && *user == ticket.user
+        {
+            return self
+                .commit_renewal(&sessions, &ticket, old, handle, changes)
+                .await;
+        }
         let handle = SessionHandle::generate();
         changes
             .upserts
@@ -274,6 +282,66 @@ impl Session {
         }
         metrics::counter!(crate::metric_names::RENEWALS_TOTAL).increment(1);
         Ok(Some(id))
+    }
+}
+
+impl Session {
+    /// The commit of a [`Session::renew`] of a signed-in session that has
+    /// its index entry: the session moves to a fresh id, and its entry,
+    /// under the same handle, to that id. The move of the entry is atomic
+    /// and guarded: by the epoch read before the rename (a "sign out
+    /// everywhere" since fails it), and by the entry still naming the old
+    /// id and not being ended (a revocation by handle, or a logout that
+    /// read the session, marks it first, so it fails too). A failed move
+    /// deletes the new session: the renewal does not stand, whatever
+    /// moment the revocation hit. A revocation that marked the entry after
+    /// the move reads the new id, and ends that.
+    async fn commit_renewal(
+        &self,
+        sessions: &SessionService,
+        ticket: &SignIn,
+        old: &SessionId,
+        handle: &SessionHandle,
+        changes: Changes,
+    ) -> Result<Option<SessionId>, SessionError> {
+        let store = sessions.store();
+        let policy = sessions.config().policy;
+        let new = store.id_for_renewal(old);
+        match self
+            .within(store.renew(old, &new, &changes, &policy))
+            .await?
+        {
+            Renewal::Renewed => {}
+            Renewal::Missing => {
+                self.mark_gone();
+                return Ok(None);
+            }
+            Renewal::Taken => return Err(SessionError::IdsExhausted),
+        }
+        let moved = self
+            .within(store.rejoin_user(&ticket.user, ticket.epoch, handle, old, &new))
+            .await;
+        match moved {
+            Ok(true) => {
+                metrics::counter!(crate::metric_names::RENEWALS_TOTAL).increment(1);
+                Ok(Some(new))
+            }
+            Ok(false) => {
+                // Ended while the renewal ran: its new id was sent to
+                // nobody, and must not outlive the revocation.
+                self.within(store.delete(&new)).await?;
+                log::info!("a renewal raced the end of its session, and lost");
+                self.mark_gone();
+                Ok(None)
+            }
+            Err(error) => {
+                // Not reachable by the index under the new id: it must not
+                // stand. The old id is gone (renamed): the user signs in
+                // again.
+                let _ = self.within(store.delete(&new)).await;
+                Err(error.into())
+            }
+        }
     }
 }
 

@@ -111,9 +111,10 @@ impl SessionService {
             return Err(SessionError::InvalidUser);
         }
         let budget = self.call_budget();
-        let policy = self.config().policy;
-        let entries = spend(&budget, self.store().user_entries(user, &policy)).await?;
-        let Some(entry) = entries.into_iter().find(|entry| &entry.handle == handle) else {
+        // Marked as being ended first, in the same step that reads it: a
+        // renewal of that session racing this call can no longer move the
+        // entry, and one that already did left its new id here.
+        let Some(entry) = spend(&budget, self.store().take_user_entry(user, handle)).await? else {
             return Ok(false);
         };
         end_entries(self, &budget, user, std::slice::from_ref(&entry)).await?;

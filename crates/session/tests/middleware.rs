@@ -150,6 +150,25 @@ impl SessionStore for CountingStore {
         self.wrote().await?;
         self.inner.revoke_user(user, spare, p).await
     }
+    async fn rejoin_user(
+        &self,
+        user: &str,
+        epoch: u64,
+        handle: &SessionHandle,
+        old: &SessionId,
+        new: &SessionId,
+    ) -> Result<bool, StoreError> {
+        self.wrote().await?;
+        self.inner.rejoin_user(user, epoch, handle, old, new).await
+    }
+    async fn take_user_entry(
+        &self,
+        user: &str,
+        handle: &SessionHandle,
+    ) -> Result<Option<UserEntry>, StoreError> {
+        self.wrote().await?;
+        self.inner.take_user_entry(user, handle).await
+    }
     async fn drop_user_entries(
         &self,
         user: &str,

@@ -126,8 +126,9 @@ async fn each_request_kind_costs_one_round_trip_per_phase() {
     .await;
     assert_eq!(
         logout.1,
-        vec!["hgetall", "pttl", "unlink", "evalsha"],
-        "a load to learn the user, the delete, the index entry dropped"
+        vec!["hgetall", "pttl", "evalsha", "unlink", "evalsha"],
+        "a load to learn the user, its index entry marked as being ended (so that no \
+         renewal racing the logout can move it), the delete, the entry dropped"
     );
     let fresh_login = commands_of(&redis, async { post_login().await.expect("login") }).await;
     assert_eq!(

@@ -552,6 +552,25 @@ impl SessionStore for SealedStore {
         self.inner.revoke_user(user, spare, policy).await
     }
 
+    async fn rejoin_user(
+        &self,
+        user: &str,
+        epoch: u64,
+        handle: &SessionHandle,
+        old: &SessionId,
+        new: &SessionId,
+    ) -> Result<bool, StoreError> {
+        self.inner.rejoin_user(user, epoch, handle, old, new).await
+    }
+
+    async fn take_user_entry(
+        &self,
+        user: &str,
+        handle: &SessionHandle,
+    ) -> Result<Option<UserEntry>, StoreError> {
+        self.inner.take_user_entry(user, handle).await
+    }
+
     async fn drop_user_entries(
         &self,
         user: &str,

@@ -50,10 +50,21 @@ struct Entry {
 #[derive(Debug, Default)]
 struct UserIndex {
     epoch: u64,
-    /// Handle -> (session id, created in ms since the Unix epoch).
-    entries: BTreeMap<SessionHandle, (SessionId, u64)>,
+    /// Handle -> the entry.
+    entries: BTreeMap<SessionHandle, IndexEntry>,
     /// The index is forgotten after this (as the Redis keys expire).
     expires_at: Option<Instant>,
+}
+
+/// One entry of a user's index, as `user_index.lua` keeps it.
+#[derive(Debug)]
+struct IndexEntry {
+    id: SessionId,
+    /// When its session was created, in ms since the Unix epoch.
+    created: u64,
+    /// Being ended (`x:<handle>` in Redis): no renewal moves it, and list
+    /// hides it.
+    doomed: bool,
 }
 
 impl UserIndex {
@@ -61,20 +72,21 @@ impl UserIndex {
         if let Some(absolute) = policy.and_then(WritePolicy::absolute_timeout) {
             let oldest_alive = now.ms.saturating_sub(millis(absolute));
             self.entries
-                .retain(|_, (_, created)| *created >= oldest_alive);
+                .retain(|_, entry| entry.created >= oldest_alive);
         }
     }
 
     /// Newest first; ties by handle, as Redis's ZRANGE ... REV orders them.
-    fn listed(&self, spare: Option<&SessionHandle>) -> Vec<UserEntry> {
+    /// Entries being ended only `with_doomed`.
+    fn listed(&self, spare: Option<&SessionHandle>, with_doomed: bool) -> Vec<UserEntry> {
         let mut listed: Vec<UserEntry> = self
             .entries
             .iter()
-            .filter(|(handle, _)| Some(*handle) != spare)
-            .map(|(handle, (id, created))| UserEntry {
+            .filter(|(handle, entry)| Some(*handle) != spare && (with_doomed || !entry.doomed))
+            .map(|(handle, entry)| UserEntry {
                 handle: handle.clone(),
-                id: id.clone(),
-                created: UNIX_EPOCH + Duration::from_millis(*created),
+                id: entry.id.clone(),
+                created: UNIX_EPOCH + Duration::from_millis(entry.created),
             })
             .collect();
         listed.sort_by(|a, b| b.created.cmp(&a.created).then(b.handle.cmp(&a.handle)));
@@ -89,7 +101,7 @@ impl UserIndex {
         } else {
             Duration::ZERO
         };
-        if let Some(newest) = self.entries.values().map(|(_, created)| *created).max() {
+        if let Some(newest) = self.entries.values().map(|entry| entry.created).max() {
             ttl = ttl.max(match policy.absolute_timeout() {
                 Some(absolute) => {
                     Duration::from_millis((newest + millis(absolute)).saturating_sub(now.ms))
@@ -480,11 +492,16 @@ impl SessionStore for MemorySessionStore {
                     .as_millis(),
             )
             .unwrap_or(u64::MAX);
-            index
-                .entries
-                .insert(entry.handle.clone(), (entry.id.clone(), created));
+            index.entries.insert(
+                entry.handle.clone(),
+                IndexEntry {
+                    id: entry.id.clone(),
+                    created,
+                    doomed: false,
+                },
+            );
             // The oldest others: never the session signing in.
-            let mut oldest_first = index.listed(Some(&entry.handle));
+            let mut oldest_first = index.listed(Some(&entry.handle), false);
             oldest_first.reverse();
             let over = index.entries.len().saturating_sub(cap);
             oldest_first.truncate(over);
@@ -502,9 +519,52 @@ impl SessionStore for MemorySessionStore {
         Ok(self.with_state(|state| match state.user(user, now) {
             Some(index) => {
                 index.prune(now, Some(policy));
-                index.listed(None)
+                index.listed(None, false)
             }
             None => Vec::new(),
+        }))
+    }
+
+    async fn rejoin_user(
+        &self,
+        user: &str,
+        epoch: u64,
+        handle: &SessionHandle,
+        old: &SessionId,
+        new: &SessionId,
+    ) -> Result<bool, StoreError> {
+        let now = Now::read();
+        Ok(self.with_state(|state| {
+            let Some(index) = state.user(user, now) else {
+                return false;
+            };
+            if index.epoch != epoch {
+                return false;
+            }
+            match index.entries.get_mut(handle) {
+                Some(entry) if !entry.doomed && entry.id == *old => {
+                    entry.id = new.clone();
+                    true
+                }
+                _ => false,
+            }
+        }))
+    }
+
+    async fn take_user_entry(
+        &self,
+        user: &str,
+        handle: &SessionHandle,
+    ) -> Result<Option<UserEntry>, StoreError> {
+        let now = Now::read();
+        Ok(self.with_state(|state| {
+            let entry = state.user(user, now)?.entries.get_mut(handle)?;
+            entry.doomed = true;
+            Some(UserEntry {
+                handle: handle.clone(),
+                id: entry.id.clone(),
+                created: UNIX_EPOCH + Duration::from_millis(entry.created),
+            })
         }))
     }
 
@@ -519,7 +579,12 @@ impl SessionStore for MemorySessionStore {
             let index = state.user_or_new(user, now);
             index.epoch += 1;
             index.prune(now, Some(policy));
-            let doomed = index.listed(spare);
+            let doomed = index.listed(spare, true);
+            for (handle, entry) in &mut index.entries {
+                if Some(handle) != spare {
+                    entry.doomed = true;
+                }
+            }
             index.expire(now, policy);
             doomed
         }))

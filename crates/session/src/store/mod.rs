@@ -431,17 +431,47 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
         cap: usize,
     ) -> Result<Option<Vec<UserEntry>>, StoreError>;
 
+    /// Moves `user`'s entry `handle` from the session `old` to `new` (a
+    /// renewal keeps its handle), in one atomic step, only if the epoch is
+    /// still `epoch` and the entry still names `old` and is not being
+    /// ended. `false`: nothing was written, and the renewal must not stand
+    /// (the session was revoked, logged out or signed out everywhere while
+    /// it ran).
+    async fn rejoin_user(
+        &self,
+        user: &str,
+        epoch: u64,
+        handle: &SessionHandle,
+        old: &SessionId,
+        new: &SessionId,
+    ) -> Result<bool, StoreError>;
+
+    /// Marks `user`'s entry `handle` as being ended and returns it, in one
+    /// atomic step: from then on no renewal can move it
+    /// ([`SessionStore::rejoin_user`] fails), and the caller ends the
+    /// session it names (whatever renewal moved it there first), then
+    /// drops it. `None` if there is no such entry. Entries so marked are
+    /// no longer listed, and [`SessionStore::revoke_user`] still returns
+    /// them.
+    async fn take_user_entry(
+        &self,
+        user: &str,
+        handle: &SessionHandle,
+    ) -> Result<Option<UserEntry>, StoreError>;
+
     /// `user`'s entries, newest first, after pruning those past `policy`'s
-    /// absolute lifetime.
+    /// absolute lifetime; none being ended.
     async fn user_entries(
         &self,
         user: &str,
         policy: &WritePolicy,
     ) -> Result<Vec<UserEntry>, StoreError>;
 
-    /// Raises `user`'s epoch, then returns every entry but `spare`'s, left
-    /// in place: the caller ends their sessions, then drops them. A sign-in
-    /// that read the old epoch can no longer join.
+    /// Raises `user`'s epoch, then returns every entry but `spare`'s
+    /// (those already being ended included), each marked as being ended
+    /// and left in place: the caller ends their sessions, then drops them.
+    /// A sign-in that read the old epoch can no longer join, nor a renewal
+    /// move its entry.
     async fn revoke_user(
         &self,
         user: &str,

@@ -505,6 +505,7 @@ impl RedisSessionStore {
             "+zadd",
             "+zcard",
             "+zrange",
+            "+zscore",
             "+zrem",
         ];
         format!(
@@ -888,6 +889,25 @@ impl SessionStore for RedisSessionStore {
         policy: &WritePolicy,
     ) -> Result<Vec<UserEntry>, StoreError> {
         self.user_index_entries(user, policy).await
+    }
+
+    async fn rejoin_user(
+        &self,
+        user: &str,
+        epoch: u64,
+        handle: &SessionHandle,
+        old: &SessionId,
+        new: &SessionId,
+    ) -> Result<bool, StoreError> {
+        self.rejoin_user_index(user, epoch, handle, old, new).await
+    }
+
+    async fn take_user_entry(
+        &self,
+        user: &str,
+        handle: &SessionHandle,
+    ) -> Result<Option<UserEntry>, StoreError> {
+        self.take_user_index_entry(user, handle).await
     }
 
     async fn revoke_user(

@@ -53,7 +53,7 @@ impl RedisSessionStore {
     /// is written there.
     fn user_call(keys: &UserKeys, op: &str, policy: Option<&WritePolicy>) -> ScriptCall<'static> {
         let mut call = match (&keys.legacy, op) {
-            (Some((index, created)), "list" | "revoke" | "drop") => {
+            (Some((index, created)), "rejoin" | "take" | "list" | "revoke" | "drop") => {
                 ScriptCall::new(&USER_INDEX, &[&keys.index, &keys.created, index, created])
             }
             _ => ScriptCall::new(&USER_INDEX, &[&keys.index, &keys.created]),
@@ -106,6 +106,46 @@ impl RedisSessionStore {
             Some((status, _)) if status == "0" => Ok(None),
             _ => Err(StoreError::Backend("user_index.lua join: odd reply".into())),
         }
+    }
+
+    pub(super) async fn rejoin_user_index(
+        &self,
+        user: &str,
+        epoch: u64,
+        handle: &SessionHandle,
+        old: &SessionId,
+        new: &SessionId,
+    ) -> Result<bool, StoreError> {
+        let keys = self.user_keys(user);
+        let mut call = Self::user_call(&keys, "rejoin", None);
+        call.arg(epoch)
+            .arg(handle.as_str())
+            .arg(self.index_name(old))
+            .arg(self.index_name(new));
+        // Durable, as a join: a move that a failover lost would leave the
+        // entry naming a dead id, and the live session out of reach.
+        let reply: Vec<String> = self.redis().run_script_durably(&call, &keys.index).await?;
+        match reply.first().map(String::as_str) {
+            Some("1") => Ok(true),
+            Some("0") => Ok(false),
+            _ => Err(StoreError::Backend(
+                "user_index.lua rejoin: odd reply".into(),
+            )),
+        }
+    }
+
+    pub(super) async fn take_user_index_entry(
+        &self,
+        user: &str,
+        handle: &SessionHandle,
+    ) -> Result<Option<UserEntry>, StoreError> {
+        let keys = self.user_keys(user);
+        let mut call = Self::user_call(&keys, "take", None);
+        call.arg(handle.as_str());
+        // Durable: a mark that a failover lost would let a renewal move
+        // the entry away from the revocation. Marking twice marks the same.
+        let reply: Vec<String> = self.redis().run_script_durably(&call, &keys.index).await?;
+        Ok(parse_entries(&reply)?.into_iter().next())
     }
 
     pub(super) async fn user_index_entries(

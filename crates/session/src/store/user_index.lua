@@ -12,7 +12,12 @@
 --          emptied, never created: list, revoke and drop see the entries
 --          written there before an upgrade; join writes only KEYS[1..2].
 --
--- ARGV[1]  op: join | list | revoke | drop
+-- An entry being ended is "x:<handle>" instead of "s:<handle>" (revoke and
+-- take mark it so, atomically with reading it): no renewal can move it any
+-- more, list hides it, and revoke still returns it, so that a crash between
+-- marking and ending leaves it revocable. drop removes either form.
+--
+-- ARGV[1]  op: join | rejoin | take | list | revoke | drop
 -- ARGV[2]  absolute lifetime, ms (entries created before now - this are
 --          pruned); 0 = none
 -- ARGV[3]  once the epoch was raised, how long the keys live at least, ms:
@@ -24,10 +29,19 @@
 --         -> {'0'} if the epoch moved (nothing written), else {'1',
 --            handle, id, created, ...}: the oldest entries past the cap,
 --            for the caller to end and then drop (listed until then)
--- list:   -> {handle, id, created, ...}, newest first
+-- rejoin: ARGV[4] the epoch read before the renewal, ARGV[5] handle,
+--         ARGV[6] the session's old id, ARGV[7] its new id -> {'1'} if the
+--         epoch is unchanged and the entry still names the old id (it now
+--         names the new one), else {'0'} and nothing is written: a renewal
+--         of a session that was revoked, logged out or signed out
+--         everywhere while it ran must not stand.
+-- take:   ARGV[4] handle -> {handle, id, created} of that entry, marked as
+--         being ended (the caller ends the session, then drops it), or {}
+-- list:   -> {handle, id, created, ...}, newest first, none being ended
 -- revoke: ARGV[4] a handle to spare, or "" -> raises the epoch, then
---         {handle, id, created, ...} of every other entry (left in place:
---         the caller ends the sessions, then drops the entries)
+--         {handle, id, created, ...} of every other entry, each marked as
+--         being ended (left in place: the caller ends the sessions, then
+--         drops the entries)
 -- drop:   ARGV[4..] handles -> removes their entries
 --
 -- Memory: the generated text loaded for revoke and drop starts with
@@ -56,6 +70,7 @@ local function remove(ix, cr, handles)
     local fields = {}
     for i = first, last do
       fields[#fields + 1] = 's:' .. handles[i]
+      fields[#fields + 1] = 'x:' .. handles[i]
     end
     redis.call('HDEL', ix, unpack(fields))
     redis.call('ZREM', cr, unpack(handles, first, last))
@@ -97,14 +112,32 @@ local function expire()
   end
 end
 
+-- Marks the entry `handle` of ix as being ended; its session id, or nil.
+local function doom(ix, handle)
+  local id = redis.call('HGET', ix, 's:' .. handle)
+  if id then
+    redis.call('HDEL', ix, 's:' .. handle)
+    redis.call('HSET', ix, 'x:' .. handle, id)
+    return id
+  end
+  return redis.call('HGET', ix, 'x:' .. handle)
+end
+
 -- {handle, id, created, ...} of the entries of ix in a ZRANGE ...
 -- WITHSCORES reply, but `spare`'s, appended to `out` (nil: a new list).
-local function entries(ix, handles_with_scores, spare, out)
+-- With `dooming`, every entry is marked as being ended, and entries
+-- already so marked are included.
+local function entries(ix, handles_with_scores, spare, out, dooming)
   out = out or {}
   for i = 1, #handles_with_scores, 2 do
     local handle = handles_with_scores[i]
     if handle ~= spare then
-      local id = redis.call('HGET', ix, 's:' .. handle)
+      local id
+      if dooming then
+        id = doom(ix, handle)
+      else
+        id = redis.call('HGET', ix, 's:' .. handle)
+      end
       if id then
         out[#out + 1] = handle
         out[#out + 1] = id
@@ -135,6 +168,33 @@ if op == 'join' then
   end
   expire()
   return reply
+elseif op == 'rejoin' then
+  local epoch = redis.call('HGET', index, 'epoch') or '0'
+  if epoch ~= ARGV[4] then
+    return {'0'}
+  end
+  local field = 's:' .. ARGV[5]
+  -- The entry is in the new layout, or (signed in before an upgrade) in
+  -- the legacy one: it is moved where it is.
+  for _, ix in ipairs({index, legacy_index}) do
+    if redis.call('HGET', ix, field) == ARGV[6] then
+      redis.call('HSET', ix, field, ARGV[7])
+      return {'1'}
+    end
+  end
+  return {'0'}
+elseif op == 'take' then
+  local handle = ARGV[4]
+  for _, pair in ipairs({{index, created}, {legacy_index, legacy_created}}) do
+    local ix, cr = pair[1], pair[2]
+    if ix then
+      local id = doom(ix, handle)
+      if id then
+        return {handle, id, redis.call('ZSCORE', cr, handle) or '0'}
+      end
+    end
+  end
+  return {}
 elseif op == 'list' then
   prune(index, created)
   local out = entries(index, redis.call('ZRANGE', created, 0, -1, 'REV', 'WITHSCORES'), nil)
@@ -150,7 +210,7 @@ elseif op == 'revoke' then
   if spare == '' then
     spare = nil
   end
-  local doomed = entries(index, redis.call('ZRANGE', created, 0, -1, 'REV', 'WITHSCORES'), spare)
+  local doomed = entries(index, redis.call('ZRANGE', created, 0, -1, 'REV', 'WITHSCORES'), spare, nil, true)
   if legacy_index then
     -- Raised only where it exists, never created: it stops a sign-in in
     -- flight on a node not yet upgraded from joining there.
@@ -158,7 +218,7 @@ elseif op == 'revoke' then
       redis.call('HINCRBY', legacy_index, 'epoch', 1)
     end
     prune(legacy_index, legacy_created)
-    entries(legacy_index, redis.call('ZRANGE', legacy_created, 0, -1, 'REV', 'WITHSCORES'), spare, doomed)
+    entries(legacy_index, redis.call('ZRANGE', legacy_created, 0, -1, 'REV', 'WITHSCORES'), spare, doomed, true)
   end
   expire()
   return doomed

@@ -1095,8 +1095,18 @@ macro_rules! store_behaviour_suite {
                 assert_eq!(revoked.len(), 1);
                 assert_eq!(revoked[0].handle, doomed.handle, "all but the spared one");
                 assert_eq!(store.user_epoch("ada").await.expect("epoch"), epoch + 1);
-                // Left in place until the caller has ended the sessions.
-                assert_eq!(store.user_entries("ada", &p).await.expect("list").len(), 2);
+                // Marked as being ended: no longer listed, but left in
+                // place until the caller has ended the sessions, so that a
+                // crash in between leaves them revocable: the next
+                // revocation returns them again.
+                let listed = store.user_entries("ada", &p).await.expect("list");
+                assert_eq!(listed.len(), 1);
+                assert_eq!(listed[0].handle, kept.handle);
+                let again = store
+                    .revoke_user("ada", Some(&kept.handle), &p)
+                    .await
+                    .expect("revoke");
+                assert_eq!(again, revoked, "still there to end");
                 let late = entry(&SessionId::generate(), 0);
                 let joined = store
                     .join_user("ada", epoch, &late, &p, 100)
@@ -1111,6 +1121,70 @@ macro_rules! store_behaviour_suite {
                 // A user never seen before has epoch 0; a revoke makes it 1.
                 store.revoke_user("new", None, &p).await.expect("revoke");
                 assert_eq!(store.user_epoch("new").await.expect("epoch"), 1);
+            }
+
+            #[tokio::test]
+            async fn a_renewal_moves_its_entry_only_while_nothing_has_ended_it() {
+                let harness = make_store().await;
+                let store = &*harness.store;
+                let p = eight_hours();
+                let epoch = store.user_epoch("ada").await.expect("epoch");
+                let (old, new, newer) = (
+                    SessionId::generate(),
+                    SessionId::generate(),
+                    SessionId::generate(),
+                );
+                let signed_in = entry(&old, 10);
+                let handle = signed_in.handle.clone();
+                store
+                    .join_user("ada", epoch, &signed_in, &p, 100)
+                    .await
+                    .expect("join");
+                let rejoin = |from: &SessionId, to: &SessionId, epoch: u64| {
+                    let (from, to, handle) = (from.clone(), to.clone(), handle.clone());
+                    async move {
+                        store
+                            .rejoin_user("ada", epoch, &handle, &from, &to)
+                            .await
+                            .expect("rejoin")
+                    }
+                };
+                assert!(!rejoin(&new, &newer, epoch).await, "not from an id it does not name");
+                assert!(!rejoin(&old, &new, epoch + 1).await, "not under another epoch");
+                assert!(rejoin(&old, &new, epoch).await, "the handle stays, the id moves");
+                let listed = store.user_entries("ada", &p).await.expect("list");
+                assert_eq!(listed.len(), 1);
+                assert_eq!(listed[0].handle, handle);
+
+                // Taken: marked as being ended, with the id it names now.
+                let taken = store
+                    .take_user_entry("ada", &handle)
+                    .await
+                    .expect("take")
+                    .expect("an entry");
+                assert_eq!(taken.handle, handle);
+                assert!(
+                    store.user_entries("ada", &p).await.expect("list").is_empty(),
+                    "no longer listed"
+                );
+                assert!(
+                    !rejoin(&new, &newer, epoch).await,
+                    "a renewal cannot move an entry being ended"
+                );
+                let unknown = session::SessionHandle::generate();
+                assert_eq!(
+                    store.take_user_entry("ada", &unknown).await.expect("take"),
+                    None
+                );
+                store
+                    .drop_user_entries("ada", std::slice::from_ref(&handle))
+                    .await
+                    .expect("drop");
+                assert_eq!(
+                    store.revoke_user("ada", None, &p).await.expect("revoke"),
+                    vec![],
+                    "dropped for good"
+                );
             }
 
             #[tokio::test]
