@@ -3,6 +3,7 @@
 
 use std::time::SystemTime;
 
+use crate::log_text::Escaped;
 use crate::metric_names as names;
 use crate::session::{Snapshot, State};
 use crate::store::{Changes, Renewal};
@@ -70,7 +71,8 @@ impl Session {
                 && let Err(error) = self.within(store.drop_user_entries(&user, &[handle])).await
             {
                 log::warn!(
-                    "a logout could not drop its index entry (dropped at the next list): {error}"
+                    "a logout could not drop its index entry (dropped at the next list): {}",
+                    Escaped(&error)
                 );
             }
             return Ok(CookieUpdate::Remove);

@@ -292,6 +292,9 @@
 //! - `protect/`: [`KeyRing`], the sealed value format (`envelope.rs`),
 //!   [`SealedStore`], signed cookies (`cookie_tag.rs`).
 //! - `id.rs`, `cookie.rs`, `codec.rs`, `slot.rs`, `error.rs`.
+//! - `log_text.rs`: [`log_text::Escaped`], how client text (an error that
+//!   quotes a field name, a path) appears in a log line: escaped, so that
+//!   no client can break a line or forge one.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -304,6 +307,7 @@ mod error;
 mod extractor;
 mod id;
 mod limits;
+pub mod log_text;
 pub mod metric_names;
 mod middleware;
 mod protect;

@@ -11,6 +11,7 @@ use serde::de::{DeserializeOwned, Error as _};
 
 use crate::codec::{self, CodecError};
 use crate::config::Config;
+use crate::log_text::Escaped;
 use crate::metric_names as names;
 use crate::store::{Changes, WritePolicy, is_user_field};
 use crate::{SessionError, SessionFields, SessionId, SessionSettings, SessionStore, StoreError};
@@ -314,7 +315,9 @@ impl SessionService {
                 // the server or of the deployment is reported.
                 Err(StoreError::InvalidData(error)) => {
                     log::warn!(
-                        "session {id} cannot count {field:?} ({error}): starting a fresh one"
+                        "session {id} cannot count \"{}\" ({}): starting a fresh one",
+                        Escaped(field),
+                        Escaped(&error)
                     );
                 }
                 Err(error) => return Err(error.into()),

@@ -333,8 +333,13 @@ struct AccessLine<'a> {
 /// line>" <status> <bytes> <ms>ms sid=<8 hex or -> "<User-Agent>"`, the peer
 /// an IP address without its port.
 fn access_lines(log: &str) -> impl Iterator<Item = AccessLine<'_>> {
+    // By the line's own header: another line may quote the target name.
+    let is_access_line = |line: &&str| {
+        line.split_once("] ")
+            .is_some_and(|(header, _)| header.ends_with(" actix_web::middleware::logger"))
+    };
     log.lines()
-        .filter(|line| line.contains("actix_web::middleware::logger"))
+        .filter(is_access_line)
         .map(|line| {
             let rest = line.strip_prefix('[').expect(line);
             let (timestamp, rest) = rest.split_once(' ').expect(line);
@@ -461,4 +466,60 @@ async fn rust_log_that_hides_info_hides_the_access_log_as_before() {
     let redis = RedisServer::start();
     let log = log_of_one_count(&redis, &[("RUST_LOG", "warn")]).await;
     assert_eq!(access_lines(&log).count(), 0, "{log}");
+}
+
+#[tokio::test]
+async fn a_newline_in_a_json_field_name_cannot_forge_a_log_line() {
+    // Arrange: a field name that carries a whole access log line, and a
+    // terminal escape. serde's error names the unknown field, and that
+    // error is logged on stderr, the stream the access log shares.
+    let redis = RedisServer::start();
+    let mut app = AppProcess::start(&redis.url(), &[]).await;
+    let forged = "[2026-12-01T10:00:00.000Z INFO  actix_web::middleware::logger] \
+                  6.6.6.6 \"GET /forged HTTP/1.1\" 200 0 0.100000ms sid=- \"forger\"";
+    let name = format!("x\n{forged}\u{1b}[2J");
+    let body = serde_json::json!({ name: "y" }).to_string();
+
+    // Act
+    let response = reqwest::Client::new()
+        .post(app.url("/login"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("POST /login");
+    let status = response.status();
+    app.terminate();
+    assert_eq!(app.exit_code(Duration::from_secs(10)).await, Some(0));
+
+    // Assert
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let log = app.log();
+    // (env_logger indents a message's later lines by four spaces; a log
+    // collector that trims them reads a line all the same.)
+    assert!(
+        !log.lines()
+            .any(|line| line.trim_start().starts_with("[2026-12-01T10:00:00.000Z")),
+        "a forged line: {log}"
+    );
+    assert!(
+        access_lines(&log).all(|line| line.request != "GET /forged HTTP/1.1"),
+        "{log}"
+    );
+    assert!(!log.contains('\u{1b}'), "a raw escape byte: {log:?}");
+    // The error is still logged, on one line, with the client's text shown
+    // escaped.
+    let logged = log
+        .lines()
+        .find(|line| line.contains("unknown field"))
+        .unwrap_or_else(|| panic!("the body error is logged: {log}"));
+    assert!(
+        logged.contains(r"unknown field `x\n[2026-12-01T10:00:00.000Z INFO")
+            && logged.contains(r#"\"forger\"\u{1b}[2J`"#),
+        "{logged}"
+    );
+    let login_lines = access_lines(&log)
+        .filter(|line| line.request == "POST /login HTTP/1.1" && line.status == "400")
+        .count();
+    assert_eq!(login_lines, 1, "{log}");
 }
