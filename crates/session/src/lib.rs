@@ -212,7 +212,11 @@
 //!
 //! Each write op runs its own script, `store/lua/<op>.lua` after
 //! `store/lua/prelude.lua`, generated for the policy by `store/scripts.rs`;
-//! each file's header documents its arguments and replies.
+//! each file's header documents its arguments and replies. Redis keeps
+//! every script it loads, so the scripts a deployment loads are bounded by
+//! its settings: the TTLs callers pass to [`SessionService::set_session`]
+//! share one set of scripts that take the TTL as an argument (6 scripts,
+//! of which `set_session` runs 2), whatever the number of distinct TTLs.
 //!
 //! # `renew` on Redis Cluster
 //!

@@ -113,8 +113,10 @@ mod tests {
 
     #[test]
     fn nothing_that_ends_or_disguises_a_line_is_written_raw() {
-        let hostile = "a\nb\rc\td\u{0}e\u{1b}[31mf\u{7f}g\u{85}h\u{2028}i\u{2029}j\u{202e}k\u{2066}l";
-        let expected = r"a\nb\rc\td\u{0}e\u{1b}[31mf\u{7f}g\u{85}h\u{2028}i\u{2029}j\u{202e}k\u{2066}l";
+        let hostile =
+            "a\nb\rc\td\u{0}e\u{1b}[31mf\u{7f}g\u{85}h\u{2028}i\u{2029}j\u{202e}k\u{2066}l";
+        let expected =
+            r"a\nb\rc\td\u{0}e\u{1b}[31mf\u{7f}g\u{85}h\u{2028}i\u{2029}j\u{202e}k\u{2066}l";
         assert_eq!(Escaped(hostile).to_string(), expected);
         assert_eq!(pushed(hostile), expected, "one rule for both");
         for shown in [Escaped(hostile).to_string(), pushed(hostile)] {
