@@ -66,7 +66,7 @@ fn sid_of(response: &reqwest::Response) -> String {
 }
 
 async fn scrape(app: &AppProcess) -> Vec<Sample> {
-    let response = reqwest::get(app.url("/metrics"))
+    let response = reqwest::get(app.metrics_url("/metrics"))
         .await
         .expect("GET /metrics");
     assert_eq!(response.status(), StatusCode::OK);
@@ -338,53 +338,49 @@ fn access_lines(log: &str) -> impl Iterator<Item = AccessLine<'_>> {
         line.split_once("] ")
             .is_some_and(|(header, _)| header.ends_with(" actix_web::middleware::logger"))
     };
-    log.lines()
-        .filter(is_access_line)
-        .map(|line| {
-            let rest = line.strip_prefix('[').expect(line);
-            let (timestamp, rest) = rest.split_once(' ').expect(line);
-            assert!(
-                timestamp.len() == 24
-                    && timestamp.ends_with('Z')
-                    && timestamp.as_bytes()[10] == b'T',
-                "RFC 3339 with milliseconds: {line}"
-            );
-            let rest = rest
-                .strip_prefix("INFO  actix_web::middleware::logger] ")
-                .expect(line);
-            let (peer, rest) = rest.split_once(" \"").expect(line);
-            let (request, rest) = rest.split_once("\" ").expect(line);
-            let fields: Vec<&str> = rest.splitn(5, ' ').collect();
-            let [status, bytes, millis, sid, agent] = fields[..] else {
-                panic!("five fields after the request line: {line}")
-            };
-            let parsed = AccessLine {
-                peer,
-                request,
-                status,
-                bytes,
-                millis: millis.strip_suffix("ms").expect(line),
-                sid: sid.strip_prefix("sid=").expect(line),
-                agent: agent
-                    .strip_prefix('"')
-                    .and_then(|agent| agent.strip_suffix('"'))
-                    .expect(line),
-            };
-            let digits = |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
-            assert!(peer.parse::<std::net::IpAddr>().is_ok(), "{line}");
-            assert!(digits(parsed.status) && digits(parsed.bytes), "{line}");
-            let (whole, fraction) = parsed.millis.split_once('.').expect(line);
-            assert!(
-                digits(whole) && digits(fraction) && fraction.len() == 6,
-                "{line}"
-            );
-            assert!(
-                parsed.sid == "-"
-                    || (parsed.sid.len() == 8 && parsed.sid.bytes().all(|b| b.is_ascii_hexdigit())),
-                "{line}"
-            );
-            parsed
-        })
+    log.lines().filter(is_access_line).map(|line| {
+        let rest = line.strip_prefix('[').expect(line);
+        let (timestamp, rest) = rest.split_once(' ').expect(line);
+        assert!(
+            timestamp.len() == 24 && timestamp.ends_with('Z') && timestamp.as_bytes()[10] == b'T',
+            "RFC 3339 with milliseconds: {line}"
+        );
+        let rest = rest
+            .strip_prefix("INFO  actix_web::middleware::logger] ")
+            .expect(line);
+        let (peer, rest) = rest.split_once(" \"").expect(line);
+        let (request, rest) = rest.split_once("\" ").expect(line);
+        let fields: Vec<&str> = rest.splitn(5, ' ').collect();
+        let [status, bytes, millis, sid, agent] = fields[..] else {
+            panic!("five fields after the request line: {line}")
+        };
+        let parsed = AccessLine {
+            peer,
+            request,
+            status,
+            bytes,
+            millis: millis.strip_suffix("ms").expect(line),
+            sid: sid.strip_prefix("sid=").expect(line),
+            agent: agent
+                .strip_prefix('"')
+                .and_then(|agent| agent.strip_suffix('"'))
+                .expect(line),
+        };
+        let digits = |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+        assert!(peer.parse::<std::net::IpAddr>().is_ok(), "{line}");
+        assert!(digits(parsed.status) && digits(parsed.bytes), "{line}");
+        let (whole, fraction) = parsed.millis.split_once('.').expect(line);
+        assert!(
+            digits(whole) && digits(fraction) && fraction.len() == 6,
+            "{line}"
+        );
+        assert!(
+            parsed.sid == "-"
+                || (parsed.sid.len() == 8 && parsed.sid.bytes().all(|b| b.is_ascii_hexdigit())),
+            "{line}"
+        );
+        parsed
+    })
 }
 
 #[tokio::test]
@@ -522,4 +518,53 @@ async fn a_newline_in_a_json_field_name_cannot_forge_a_log_line() {
         .filter(|line| line.request == "POST /login HTTP/1.1" && line.status == "400")
         .count();
     assert_eq!(login_lines, 1, "{log}");
+}
+
+#[tokio::test]
+async fn metrics_are_served_on_the_metrics_listener_never_on_the_public_one() {
+    // Arrange
+    let redis = RedisServer::start();
+    let app = AppProcess::start(&redis.url(), &[]).await;
+    reqwest::get(app.url("/count")).await.expect("GET /count");
+
+    // Act
+    let public = reqwest::get(app.url("/metrics"))
+        .await
+        .expect("GET /metrics");
+    let public_status = public.status();
+    let public_body = public.text().await.expect("a body");
+    let samples = scrape(&app).await;
+    let other = reqwest::get(app.metrics_url("/count"))
+        .await
+        .expect("GET /count on the metrics listener");
+
+    // Assert: what fronts the public port cannot reach the metrics; the
+    // metrics listener has them, and serves nothing else.
+    assert_eq!(public_status, StatusCode::NOT_FOUND);
+    assert!(
+        !public_body.contains("http_requests_total"),
+        "{public_body}"
+    );
+    let counted = value(
+        &samples,
+        "http_requests_total",
+        &[("route", "/count"), ("status", "200")],
+    );
+    assert_eq!(counted, 1.0);
+    assert_eq!(other.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn an_empty_metrics_address_opens_no_metrics_listener() {
+    let redis = RedisServer::start();
+    let app = AppProcess::start(&redis.url(), &[("APP__SERVER__METRICS_ADDR", "")]).await;
+
+    let metrics = std::net::TcpStream::connect(("127.0.0.1", app.metrics_port));
+    let public = reqwest::get(app.url("/metrics"))
+        .await
+        .expect("GET /metrics");
+
+    assert!(metrics.is_err(), "nothing listens on the metrics port");
+    assert_eq!(public.status(), StatusCode::NOT_FOUND);
+    assert!(!app.log().contains("metrics on"), "{}", app.log());
 }
