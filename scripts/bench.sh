@@ -79,17 +79,19 @@ pids+=($redis_pid)
 rcli() { redis-cli -p "$redis_port" "$@"; }
 wait_for redis rcli ping
 
+# APP__SERVER__METRICS_ADDR= (empty): no metrics listener. Nothing here
+# scrapes, the baselines have none, and several nodes share this host.
 app_port=$(free_port); peer_port=$(free_port); ceiling_port=$(free_port); floor_port=$(free_port)
 sealed_port=$(free_port); tower_port=$(free_port); logged_port=$(free_port)
 APP__REDIS__URL="redis://127.0.0.1:$redis_port" APP__SERVER__PORT=$app_port \
-  APP__SERVER__WORKERS=$workers APP__SERVER__ACCESS_LOG=false RUST_LOG=warn \
+  APP__SERVER__WORKERS=$workers APP__SERVER__METRICS_ADDR= APP__SERVER__ACCESS_LOG=false RUST_LOG=warn \
   "$app_bin" >"$dir/app.log" 2>&1 &
 app_pid=$!
 pids+=($app_pid)
 # The same app with session values encrypted at rest (a random bench key)
 # and its own key prefix: the cost of encryption, in this run.
 APP__REDIS__URL="redis://127.0.0.1:$redis_port" APP__SERVER__PORT=$sealed_port \
-  APP__SERVER__WORKERS=$workers APP__SERVER__ACCESS_LOG=false RUST_LOG=warn \
+  APP__SERVER__WORKERS=$workers APP__SERVER__METRICS_ADDR= APP__SERVER__ACCESS_LOG=false RUST_LOG=warn \
   APP__SESSION__ENCRYPTION__KEYS="bench:$(head -c 32 /dev/urandom | base64)" \
   APP__STORE__KEY_PREFIX=sealed_sid_ \
   "$app_bin" >"$dir/sealed.log" 2>&1 &
@@ -99,7 +101,7 @@ pids+=($sealed_pid)
 # written to a file: what the access log costs, in this run. Same Redis, same
 # key prefix: ours.cookies are its sessions too.
 APP__REDIS__URL="redis://127.0.0.1:$redis_port" APP__SERVER__PORT=$logged_port \
-  APP__SERVER__WORKERS=$workers APP__SERVER__ACCESS_LOG=true RUST_LOG=info \
+  APP__SERVER__WORKERS=$workers APP__SERVER__METRICS_ADDR= APP__SERVER__ACCESS_LOG=true RUST_LOG=info \
   "$app_bin" >"$dir/logged.log" 2>&1 &
 logged_pid=$!
 pids+=($logged_pid)

@@ -29,4 +29,20 @@ trap 'rm -rf "$tmp"' EXIT
 sed 's/app1:8080/127.0.0.1:8081/; s/app2:8080/127.0.0.1:8082/; s/listen 80;/listen 127.0.0.1:18080;/' \
   docker/nginx.conf >"$tmp/nginx.conf"
 nginx -t -q -c "$tmp/nginx.conf" -p "$tmp" -g "pid $tmp/nginx.pid; error_log $tmp/error.log;"
-echo "docker: 3 passed, 0 failed"
+
+echo "==> docker/nginx.conf answers /metrics with 404, without asking a node"
+# No node listens on 8081/8082: a forwarded request would be a 502.
+port=$(free_port)
+sed -i "s/listen 127.0.0.1:18080;/listen 127.0.0.1:$port;/" "$tmp/nginx.conf"
+nginx -c "$tmp/nginx.conf" -p "$tmp" -g "daemon off; pid $tmp/nginx.pid; error_log $tmp/error.log;" &
+nginx_pid=$!
+trap 'kill "$nginx_pid" 2>/dev/null; wait "$nginx_pid" 2>/dev/null; rm -rf "$tmp"' EXIT
+status=""
+for _ in $(seq 1 100); do
+  status=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/metrics") && break
+  sleep 0.1
+done
+[ "$status" = 404 ] || { echo "FAIL: /metrics through docker/nginx.conf answered $status, not 404" >&2; exit 1; }
+forwarded=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/count")
+[ "$forwarded" = 502 ] || { echo "FAIL: /count was not forwarded (answered $forwarded)" >&2; exit 1; }
+echo "docker: 4 passed, 0 failed"

@@ -58,10 +58,15 @@ redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
 pids+=($!)
 wait_for "redis-server" redis-cli -p "$redis_port" ping
 
-declare -A node_port node_pid
+# Each node serves /metrics on a listener of its own (server.metrics_addr),
+# which nginx does not front: operators scrape the nodes, the public only
+# reaches the app's routes.
+declare -A node_port metrics_port node_pid
 for node in node-1 node-2; do
   node_port[$node]=$(free_port)
+  metrics_port[$node]=$(free_port)
   APP__SERVER__HOST=127.0.0.1 APP__SERVER__PORT=${node_port[$node]} APP__SERVER__NODE_NAME=$node \
+    APP__SERVER__METRICS_ADDR=127.0.0.1:${metrics_port[$node]} \
     APP__SERVER__WORKERS=2 APP__REDIS__URL="redis://127.0.0.1:$redis_port" RUST_LOG=warn \
     target/release/app >"$dir/$node.log" 2>&1 &
   node_pid[$node]=$!
@@ -96,6 +101,12 @@ http {
   }
   server {
     listen 127.0.0.1:$lb_port;
+    # Metrics are for operators, on each node's metrics listener: never
+    # through the public entry point, even from a node that still serves
+    # them beside its routes.
+    location = /metrics {
+      return 404;
+    }
     location / {
       proxy_pass http://app;
       proxy_http_version 1.1;
@@ -118,6 +129,7 @@ if ! $check; then
   echo
   echo "Two nodes behind nginx: open $url/ (or: curl -c jar -b jar $url/count)"
   echo "node-1 :${node_port[node-1]}  node-2 :${node_port[node-2]}  redis :$redis_port  logs: $dir"
+  echo "metrics: http://127.0.0.1:${metrics_port[node-1]}/metrics (node-1)  http://127.0.0.1:${metrics_port[node-2]}/metrics (node-2)"
   echo "Ctrl-C stops everything."
   wait
   exit 0
@@ -148,6 +160,23 @@ for i in $(seq 1 10); do
   [ "$last_node" != "$previous_node" ] || fail "request $i: $last_node served twice in a row"
   previous_node=$last_node
 done
+
+echo "==> /metrics: refused through nginx and on the nodes' public ports; served on their metrics ports"
+status_of() { curl -sS -o /dev/null -w '%{http_code}' "$1"; }
+status=$(status_of "$url/metrics")
+[ "$status" = 404 ] || fail "/metrics through nginx answered $status, not 404"
+for node in node-1 node-2; do
+  status=$(status_of "http://127.0.0.1:${node_port[$node]}/metrics")
+  [ "$status" = 404 ] || fail "/metrics on $node's public port answered $status, not 404"
+  # Each node served some of the counts above: its own series show them.
+  curl -fsS "http://127.0.0.1:${metrics_port[$node]}/metrics" >"$dir/metrics-$node" \
+    || fail "$node's metrics listener did not answer"
+  grep -q '^http_requests_total{.*route="/count".*status="200"' "$dir/metrics-$node" \
+    || fail "$node's metrics show no /count: $(head -c 300 "$dir/metrics-$node")"
+  echo "  $node: metrics on :${metrics_port[$node]}, 404 on :${node_port[$node]}"
+done
+echo "  nginx: 404"
+passed=$((passed + 1))
 
 if $browser; then
   echo "==> the page in headless Chromium"

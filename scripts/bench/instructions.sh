@@ -77,9 +77,11 @@ wait_for redis "$cli_bin" -p "$redis_port" ping
 echo "==> $("$server_bin" --version | cut -d' ' -f1-3)"
 redis_url="redis://127.0.0.1:$redis_port"
 
+# APP__SERVER__METRICS_ADDR= (empty): no metrics listener. Nothing here
+# scrapes, the baselines have none, and several nodes share this host.
 app_port=$(free_port); peer_port=$(free_port); ceiling_port=$(free_port); floor_port=$(free_port)
 tower_port=$(free_port)
-APP__REDIS__URL=$redis_url APP__SERVER__PORT=$app_port APP__SERVER__WORKERS=1 \
+APP__REDIS__URL=$redis_url APP__SERVER__PORT=$app_port APP__SERVER__WORKERS=1 APP__SERVER__METRICS_ADDR= \
   APP__SERVER__ACCESS_LOG=false RUST_LOG=warn counted app "$app_bin"
 app_pid=$started
 REDIS_URL=$redis_url PORT=$peer_port WORKERS=1 counted peer "$peer_bin"
@@ -92,7 +94,7 @@ REDIS_URL=$redis_url PORT=$floor_port WORKERS=1 counted floor "$floor_bin"
 floor_pid=$started
 # The app with values encrypted at rest (a random bench key).
 sealed_port=$(free_port)
-APP__REDIS__URL=$redis_url APP__SERVER__PORT=$sealed_port APP__SERVER__WORKERS=1 \
+APP__REDIS__URL=$redis_url APP__SERVER__PORT=$sealed_port APP__SERVER__WORKERS=1 APP__SERVER__METRICS_ADDR= \
   APP__SERVER__ACCESS_LOG=false RUST_LOG=warn \
   APP__SESSION__ENCRYPTION__KEYS="bench:$(head -c 32 /dev/urandom | base64)" \
   APP__STORE__KEY_PREFIX=sealed_sid_ counted sealed "$app_bin"

@@ -13,9 +13,11 @@
 //! session cookie (`-` without one; never the id), and the `User-Agent`.
 //! Same destination (stderr), same header, same target, so log collection,
 //! greps and `RUST_LOG` directives that named actix's logger still work. The
-//! only differences: no colours on a terminal, and `"`, `\` and control bytes
-//! in the request line or the `User-Agent` are escaped (`\"`, `\\`, `\x09`),
-//! so a client cannot forge a field.
+//! only differences: no colours on a terminal, and `"`, `\`, control
+//! characters and line separators in the request line or the `User-Agent`
+//! are escaped (`\"`, `\\`, `\t`, `\u{1b}`: [`session::log_text`], the
+//! rule every log line of the app follows), so a client cannot forge a
+//! field or a line.
 //!
 //! Why not `Logger`: it interprets its format string per request (a
 //! `String` per field) and writes each line through env_logger, a
@@ -66,6 +68,8 @@ use actix_web::http::Version;
 use actix_web::http::header::{COOKIE, HeaderMap, USER_AGENT};
 use actix_web::web::Bytes;
 use actix_web::{Error, HttpRequest};
+
+use session::log_text::{Escaped, push_escaped};
 
 use crate::telemetry::short_hash_bits;
 
@@ -462,7 +466,11 @@ where
                 Err(error) => {
                     // Only a middleware fails this way (a handler's error is
                     // already a response); actix answers with its status.
-                    log::debug!(target: TARGET, "a request failed without a response: {error}");
+                    log::debug!(
+                        target: TARGET,
+                        "a request failed without a response: {}",
+                        Escaped(&error)
+                    );
                     return Err(error);
                 }
             };
@@ -553,10 +561,10 @@ impl PendingLine {
         text.extend_from_slice(b" \"");
         text.extend_from_slice(request.method().as_str().as_bytes());
         text.push(b' ');
-        push_escaped(&mut text, path.as_bytes());
+        push_escaped(&mut text, path);
         if !query.is_empty() {
             text.push(b'?');
-            push_escaped(&mut text, query.as_bytes());
+            push_escaped(&mut text, query);
         }
         text.push(b' ');
         text.extend_from_slice(version_name(request.version()).as_bytes());
@@ -571,7 +579,7 @@ impl PendingLine {
         }
         text.extend_from_slice(b" \"");
         match agent {
-            Some(agent) => push_escaped(&mut text, String::from_utf8_lossy(agent).as_bytes()),
+            Some(agent) => push_escaped(&mut text, &String::from_utf8_lossy(agent)),
             None => text.push(b'-'),
         }
         text.push(b'"');
@@ -647,30 +655,6 @@ fn version_name(version: Version) -> &'static str {
         Version::HTTP_2 => "HTTP/2.0",
         Version::HTTP_3 => "HTTP/3.0",
         _ => "HTTP/?",
-    }
-}
-
-/// `text` (UTF-8) with `"`, `\` and ASCII control bytes escaped (`\"`,
-/// `\\`, `\xHH`), so that a field never ends early and a line never breaks.
-fn push_escaped(out: &mut Vec<u8>, text: &[u8]) {
-    let needs_escape = |byte: u8| byte == b'"' || byte == b'\\' || byte.is_ascii_control();
-    if !text.iter().any(|&byte| needs_escape(byte)) {
-        out.extend_from_slice(text);
-        return;
-    }
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for &byte in text {
-        match byte {
-            b'"' | b'\\' => out.extend_from_slice(&[b'\\', byte]),
-            byte if byte.is_ascii_control() => out.extend_from_slice(&[
-                b'\\',
-                b'x',
-                HEX[usize::from(byte >> 4)],
-                HEX[usize::from(byte & 0xf)],
-            ]),
-            // UTF-8 sequences pass whole: none of their bytes is ASCII.
-            byte => out.push(byte),
-        }
     }
 }
 
@@ -1105,7 +1089,7 @@ mod tests {
 
         let lines = bodies(&text);
         assert_eq!(lines.len(), 1, "{text}");
-        assert_eq!(fields(lines[0]).agent, r#"a\" 500 \\ \x09b"#, "{text}");
+        assert_eq!(fields(lines[0]).agent, r#"a\" 500 \\ \tb"#, "{text}");
         assert_eq!(fields(lines[0]).status, "200");
     }
 
@@ -1146,8 +1130,8 @@ mod tests {
         let finished = line.finish(11, Duration::from_nanos(1_253_412));
         assert_eq!(finished, b"a 11 1.253412ms b", "Logger's `%b %Dms`");
         assert_eq!(
-            text(&|out| super::push_escaped(out, "é\"\\\u{7f}".as_bytes())),
-            r#"é\"\\\x7f"#,
+            text(&|out| super::push_escaped(out, "é\"\\\u{7f}")),
+            r#"é\"\\\u{7f}"#,
             "UTF-8 whole, the rest escaped"
         );
     }

@@ -6,6 +6,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{CACHE_CONTROL, RETRY_AFTER};
 use actix_web::{HttpResponse, ResponseError};
 use session::SessionError;
+use session::log_text::Escaped;
 
 /// Seconds a client should wait before retrying after a 503.
 const RETRY_AFTER_SECS: &str = "1";
@@ -96,25 +97,26 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         // The log gets the whole cause chain, once; the client a short
-        // sentence.
+        // sentence. The chain may quote the client (serde names the field a
+        // body got wrong), so it is escaped: one line, whatever was sent.
+        let chain = Escaped(cause_chain(self));
         match self {
             Self::BadRequest(_) | Self::NotSignedIn | Self::NotFound | Self::CrossSite => {
-                log::info!("{}", cause_chain(self));
+                log::info!("{chain}");
             }
-            Self::Session(error) if error.is_limit_exceeded() => {
-                log::info!("{}", cause_chain(self));
-            }
+            Self::Session(error) if error.is_limit_exceeded() => log::info!("{chain}"),
             Self::Session(error) if error.is_unavailable() || error.is_invalid_data() => {
-                log::warn!("{} ({})", cause_chain(self), self.code());
+                log::warn!("{chain} ({})", self.code());
             }
-            Self::Session(_) => log::error!("{} ({})", cause_chain(self), self.code()),
+            Self::Session(_) => log::error!("{chain} ({})", self.code()),
         }
         respond(self.status_code(), self.code(), &self.to_string())
     }
 }
 
-/// `error: cause: cause ...`, one line. Session ids never appear in our
-/// errors' texts (they print as 8-character prefixes), nor passwords.
+/// `error: cause: cause ...`. Session ids never appear in our errors'
+/// texts (they print as 8-character prefixes), nor passwords. A cause may
+/// quote the client: log it through [`Escaped`].
 pub fn cause_chain(error: &dyn std::error::Error) -> String {
     let mut line = error.to_string();
     let mut source = error.source();

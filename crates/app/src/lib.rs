@@ -5,7 +5,8 @@
 //! - `startup.rs`: [`startup::Application`], built once, run until stopped.
 //! - `routes/`: every route, registered in [`routes::configure`].
 //! - `error.rs`: [`error::ApiError`], errors mapped to HTTP in one place.
-//! - `telemetry.rs`: `/metrics`, request metrics.
+//! - `telemetry.rs`: `/metrics` on its own listener (`server.metrics_addr`),
+//!   request metrics.
 //! - `access_log.rs`: the access log, written off the worker threads.
 //! - `inspect.rs`: the `session-inspect` tool (`src/bin/session-inspect.rs`).
 #![forbid(unsafe_code)]

@@ -1,5 +1,6 @@
 //! `Settings { server, redis, session }`, loaded in layers by the `config` crate.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use config::{Config, Environment, File};
@@ -111,6 +112,13 @@ pub struct ServerSettings {
     /// `origin.rs`. Env: `APP__SERVER__ALLOWED_ORIGINS`, comma-separated.
     /// Default none.
     pub allowed_origins: Vec<String>,
+    /// Where `GET /metrics` is served: `<ip>:<port>`, a listener of its own
+    /// that serves nothing else, so that a load balancer fronting `port`
+    /// never exposes the metrics to the public; empty for no metrics
+    /// listener. Port 0 picks a free one (tests do). Default
+    /// `127.0.0.1:9464`: scraped from the same host; a container binds
+    /// `0.0.0.0:9464` and leaves the port unpublished.
+    pub metrics_addr: String,
 }
 
 impl Default for ServerSettings {
@@ -124,7 +132,32 @@ impl Default for ServerSettings {
             shutdown_grace_secs: 30,
             access_log: true,
             allowed_origins: Vec::new(),
+            metrics_addr: DEFAULT_METRICS_ADDR.to_owned(),
         }
+    }
+}
+
+/// `server.metrics_addr`'s default: this host only. 9464, the port
+/// OpenTelemetry's Prometheus exporter registered, is clear of Prometheus
+/// itself (9090) and of the node exporter (9100) on a shared host.
+const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
+
+impl ServerSettings {
+    /// `metrics_addr` parsed: `None` for no metrics listener.
+    ///
+    /// # Errors
+    ///
+    /// [`SettingsError::Invalid`] naming `server.metrics_addr`.
+    pub fn metrics_socket(&self) -> Result<Option<SocketAddr>, SettingsError> {
+        if self.metrics_addr.is_empty() {
+            return Ok(None);
+        }
+        self.metrics_addr.parse().map(Some).map_err(|_| {
+            SettingsError::Invalid(format!(
+                "server.metrics_addr must be <ip>:<port> (e.g. 127.0.0.1:9464), or empty for no metrics listener, got {:?}",
+                self.metrics_addr
+            ))
+        })
     }
 }
 
@@ -227,6 +260,7 @@ impl Settings {
                 "server.host must not be empty".to_owned(),
             ));
         }
+        self.server.metrics_socket()?;
         for origin in &self.server.allowed_origins {
             if !crate::origin::is_origin(origin) {
                 return Err(SettingsError::Invalid(format!(
@@ -282,6 +316,30 @@ mod tests {
             "{}",
             config_dir().display()
         );
+    }
+
+    #[test]
+    fn the_metrics_address_is_an_ip_and_port_or_empty_for_none() {
+        let mut server = ServerSettings::default();
+        assert_eq!(
+            server.metrics_socket().expect("the default"),
+            Some(SocketAddr::from(([127, 0, 0, 1], 9464)))
+        );
+        server.metrics_addr = String::new();
+        assert_eq!(server.metrics_socket().expect("off"), None);
+        server.metrics_addr = "[::1]:0".to_owned();
+        assert!(server.metrics_socket().expect("IPv6").is_some());
+        for bad in [
+            "9464",
+            "localhost:9464",
+            "127.0.0.1",
+            "127.0.0.1:99999",
+            " ",
+        ] {
+            server.metrics_addr = bad.to_owned();
+            let message = server.metrics_socket().expect_err(bad).to_string();
+            assert!(message.contains("server.metrics_addr"), "{message}");
+        }
     }
 
     #[test]

@@ -55,6 +55,17 @@ pub enum StartupError {
         reason: String,
     },
 
+    /// The metrics listener could not be opened.
+    #[error(
+        "cannot listen for metrics on {address} ({source}): set APP__SERVER__METRICS_ADDR (server.metrics_addr; empty: no metrics listener)"
+    )]
+    MetricsBind {
+        /// `ip:port` as configured.
+        address: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+
     /// The HTTP server failed while running.
     #[error("the HTTP server failed: {0}")]
     Serve(#[source] std::io::Error),
@@ -74,6 +85,10 @@ pub struct Application {
     port: u16,
     /// The actix server; runs when awaited.
     server: Server,
+    /// The metrics listener's server and the port it bound; `None` when
+    /// `server.metrics_addr` is empty. Runs beside `server`, and stops
+    /// after it, so that metrics can be scraped during the grace period.
+    metrics: Option<(Server, u16)>,
     /// The Redis client, to close its pool after the last request.
     redis: Option<RedisService>,
     /// The access log's writer thread, finished (every line written) after
@@ -117,6 +132,20 @@ impl Application {
             .local_addr()
             .map_err(|source| StartupError::Bind { address, source })?
             .port();
+        // Bound as early, for the same reasons (port 0; a port in use stops
+        // start-up before anything else is built).
+        let metrics_listener = match settings.server.metrics_socket()? {
+            Some(metrics_address) => {
+                let bind_error = |source| StartupError::MetricsBind {
+                    address: metrics_address.to_string(),
+                    source,
+                };
+                let bound = TcpListener::bind(metrics_address).map_err(bind_error)?;
+                let local = bound.local_addr().map_err(bind_error)?;
+                Some((bound, local))
+            }
+            None => None,
+        };
 
         telemetry::install_recorder(); // before the first Redis call
         let (builder, redis) = session_builder(&settings).await?;
@@ -139,6 +168,15 @@ impl Application {
             }
         })?;
         let telemetry = web::Data::new(Telemetry::new(redis.clone()));
+        let metrics = match metrics_listener {
+            Some((bound, local)) => {
+                log::info!("metrics on http://{local}/metrics");
+                let server = telemetry::metrics_server(bound, telemetry.clone())
+                    .map_err(StartupError::Serve)?;
+                Some((server, local.port()))
+            }
+            None => None,
+        };
         // `server.access_log`, and `RUST_LOG` as it hid actix's `Logger`
         // (`RUST_LOG=warn` hides it), read once: the writer bypasses `log`.
         let access_log = if settings.server.access_log
@@ -194,6 +232,7 @@ impl Application {
         Ok(Self {
             port,
             server: server.run(),
+            metrics,
             redis,
             access_log,
         })
@@ -202,6 +241,12 @@ impl Application {
     /// The port the server listens on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port the metrics listener bound, if `server.metrics_addr` asks
+    /// for one (differs from the setting when that says port 0).
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics.as_ref().map(|(_, port)| *port)
     }
 
     /// Serves until the process gets SIGINT or SIGTERM. Then it stops
@@ -213,7 +258,18 @@ impl Application {
     ///
     /// [`StartupError::Serve`] if the server fails.
     pub async fn run_until_stopped(self) -> Result<(), StartupError> {
+        // The metrics listener handles no signal of its own: it serves until
+        // the main server is done, in-flight requests included.
+        let metrics = self.metrics.map(|(server, _)| {
+            let handle = server.handle();
+            (handle, tokio::spawn(server))
+        });
         let served = self.server.await.map_err(StartupError::Serve);
+        if let Some((handle, running)) = metrics {
+            handle.stop(true).await;
+            // It ends once stopped; a failure of its own changes nothing now.
+            let _ = running.await;
+        }
         if let Some(redis) = &self.redis {
             redis.close();
         }
@@ -321,9 +377,10 @@ async fn check_eviction_policy(
         }
         Err(error) => {
             log::warn!(
-                "could not read Redis's maxmemory-policy ({error}): make sure it is \
+                "could not read Redis's maxmemory-policy ({}): make sure it is \
                  noeviction, or an evicted user index will let sessions outlive \
-                 \"sign out everywhere\""
+                 \"sign out everywhere\"",
+                session::log_text::Escaped(&error)
             );
             return Ok(());
         }

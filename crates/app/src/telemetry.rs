@@ -1,5 +1,6 @@
-//! `/metrics` in the Prometheus text format, the per-request metrics, and
-//! the hash the access log (`access_log.rs`) shows for a session cookie.
+//! `/metrics` in the Prometheus text format, on a listener of its own
+//! (`server.metrics_addr`), the per-request metrics, and the hash the
+//! access log (`access_log.rs`) shows for a session cookie.
 //!
 //! The libraries record through the `metrics` facade (names in
 //! `redis_client::metric_names` and `session::metric_names`); this module
@@ -9,15 +10,17 @@
 
 use std::cell::RefCell;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::net::TcpListener;
 use std::sync::OnceLock;
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
+use actix_web::dev::Server;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::http::header::CONTENT_TYPE;
 use actix_web::middleware::Next;
-use actix_web::{Error, HttpResponse, web};
+use actix_web::{App, Error, HttpResponse, HttpServer, web};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use redis_client::RedisService;
 
@@ -110,8 +113,36 @@ impl Telemetry {
     }
 }
 
+/// The metrics listener (`server.metrics_addr`): `GET /metrics` and nothing
+/// else, apart from the public routes, so that a load balancer fronting
+/// those never exposes the metrics. One worker: a scrape every few seconds
+/// needs no more. It handles no signal: `Application::run_until_stopped`
+/// stops it after the main server.
+///
+/// # Errors
+///
+/// The listener cannot be served (the OS refused it).
+pub(crate) fn metrics_server(
+    listener: TcpListener,
+    telemetry: web::Data<Telemetry>,
+) -> std::io::Result<Server> {
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(telemetry.clone())
+            .route("/metrics", web::get().to(metrics_endpoint))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(METRICS_SHUTDOWN_SECS)
+    .listen(listener)?;
+    Ok(server.run())
+}
+
+/// A scrape in flight when the app stops gets this long to finish.
+const METRICS_SHUTDOWN_SECS: u64 = 1;
+
 /// `GET /metrics`: the Prometheus text format. Touches no session.
-pub(crate) async fn metrics_endpoint(telemetry: web::Data<Telemetry>) -> HttpResponse {
+async fn metrics_endpoint(telemetry: web::Data<Telemetry>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8"))
         .body(telemetry.render())

@@ -3,6 +3,7 @@
 
 use std::time::SystemTime;
 
+use crate::log_text::Escaped;
 use crate::metric_names as names;
 use crate::session::{Snapshot, State};
 use crate::store::{Changes, Renewal};
@@ -163,7 +164,8 @@ impl Session {
                 Ok(Some(entry)) if !doomed.contains(&entry.id) => doomed.push(entry.id),
                 Ok(_) => {}
                 Err(error) => log::warn!(
-                    "a logout could not mark its index entry (a renewal racing it may outlive it): {error}"
+                    "a logout could not mark its index entry (a renewal racing it may outlive it): {}",
+                    Escaped(&error)
                 ),
             }
         }
@@ -177,7 +179,8 @@ impl Session {
             && let Err(error) = self.within(store.drop_user_entries(&user, &[handle])).await
         {
             log::warn!(
-                "a logout could not drop its index entry (dropped at the next list): {error}"
+                "a logout could not drop its index entry (dropped at the next list): {}",
+                Escaped(&error)
             );
         }
         Ok(CookieUpdate::Remove)

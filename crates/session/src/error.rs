@@ -5,6 +5,7 @@ use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AF
 use actix_web::{HttpResponse, ResponseError};
 
 use crate::codec::CodecError;
+use crate::log_text::Escaped;
 use crate::{ConfigError, StoreError};
 
 /// Why a session operation failed.
@@ -145,11 +146,13 @@ impl SessionError {
     }
 
     /// Logs it once, with its cause chain and `context` (a request line).
+    /// Both may quote the client (a path, a field name): escaped.
     pub(crate) fn log(&self, context: &str) {
         log::log!(
             self.log_level(),
-            "{context}: {} ({})",
-            error_chain(self),
+            "{}: {} ({})",
+            Escaped(context),
+            Escaped(error_chain(self)),
             self.code()
         );
     }

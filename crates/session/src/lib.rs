@@ -213,7 +213,11 @@
 //!
 //! Each write op runs its own script, `store/lua/<op>.lua` after
 //! `store/lua/prelude.lua`, generated for the policy by `store/scripts.rs`;
-//! each file's header documents its arguments and replies.
+//! each file's header documents its arguments and replies. Redis keeps
+//! every script it loads, so the scripts a deployment loads are bounded by
+//! its settings: the TTLs callers pass to [`SessionService::set_session`]
+//! share one set of scripts that take the TTL as an argument (6 scripts,
+//! of which `set_session` runs 2), whatever the number of distinct TTLs.
 //!
 //! # `renew` on Redis Cluster
 //!
@@ -293,6 +297,9 @@
 //! - `protect/`: [`KeyRing`], the sealed value format (`envelope.rs`),
 //!   [`SealedStore`], signed cookies (`cookie_tag.rs`).
 //! - `id.rs`, `cookie.rs`, `codec.rs`, `slot.rs`, `error.rs`.
+//! - `log_text.rs`: [`log_text::Escaped`], how client text (an error that
+//!   quotes a field name, a path) appears in a log line: escaped, so that
+//!   no client can break a line or forge one.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -305,6 +312,7 @@ mod error;
 mod extractor;
 mod id;
 mod limits;
+pub mod log_text;
 pub mod metric_names;
 mod middleware;
 mod protect;

@@ -11,6 +11,7 @@ use serde::de::{DeserializeOwned, Error as _};
 
 use crate::codec::{self, CodecError};
 use crate::config::Config;
+use crate::log_text::Escaped;
 use crate::metric_names as names;
 use crate::store::{Changes, WritePolicy, is_user_field};
 use crate::{SessionError, SessionFields, SessionId, SessionSettings, SessionStore, StoreError};
@@ -224,6 +225,8 @@ impl SessionService {
     /// with a fresh id is created instead and that id is returned: a client
     /// can never choose its own id. One round trip (two for an unknown id;
     /// one more with encryption at rest, to read the session's salt).
+    /// Every `ttl` runs the same Redis scripts, which take it as an
+    /// argument: distinct TTLs load nothing more into Redis.
     ///
     /// # Errors
     ///
@@ -254,13 +257,16 @@ impl SessionService {
         let defaults = self.config.policy;
         // The caller's TTL is this session's idle timeout, as in the Nest
         // design; checked like the setting, so no store meets a TTL it
-        // cannot hold.
+        // cannot hold. Per call: callers' TTLs share one set of Redis
+        // scripts, rather than loading a set per TTL that Redis keeps for
+        // good.
         let policy = WritePolicy::new(
             ttl,
             defaults.absolute_timeout(),
             defaults.max_fields(),
             defaults.max_bytes(),
-        )?;
+        )?
+        .with_ttl_per_call();
         if let Some(id) = sid.and_then(SessionId::parse)
             && self.call(self.store.update(&id, &changes, &policy)).await?
         {
@@ -314,7 +320,9 @@ impl SessionService {
                 // the server or of the deployment is reported.
                 Err(StoreError::InvalidData(error)) => {
                     log::warn!(
-                        "session {id} cannot count {field:?} ({error}): starting a fresh one"
+                        "session {id} cannot count \"{}\" ({}): starting a fresh one",
+                        Escaped(field),
+                        Escaped(&error)
                     );
                 }
                 Err(error) => return Err(error.into()),

@@ -4,6 +4,7 @@
 
 use std::time::SystemTime;
 
+use crate::log_text::Escaped;
 use crate::session::Snapshot;
 use crate::store::{
     AGENT_FIELD, CREATED_FIELD, Changes, HANDLE_FIELD, Renewal, SIGN_IN_TICKET_LIFETIME,
@@ -247,7 +248,10 @@ impl Session {
                 .within(store.drop_user_entries(&user, &[old_handle]))
                 .await
             {
-                log::warn!("could not drop a previous sign-in's index entry: {error}");
+                log::warn!(
+                    "could not drop a previous sign-in's index entry: {}",
+                    Escaped(&error)
+                );
             }
         }
         let cap = sessions.config().max_sessions_per_user;
@@ -278,7 +282,10 @@ impl Session {
         // Best effort: the sign-in stands either way, and entries past the
         // cap are named again at the next join.
         if let Err(error) = end_entries(&sessions, self, &ticket.user, &over).await {
-            log::warn!("could not end the sessions past the per-user cap: {error}");
+            log::warn!(
+                "could not end the sessions past the per-user cap: {}",
+                Escaped(&error)
+            );
         }
         metrics::counter!(crate::metric_names::RENEWALS_TOTAL).increment(1);
         Ok(Some(id))

@@ -4,6 +4,7 @@
 
 use std::time::SystemTime;
 
+use crate::log_text::Escaped;
 use crate::service::Budget;
 use crate::sign_in::end_entries;
 use crate::store::{SessionHandle, is_valid_user_id};
@@ -90,7 +91,7 @@ impl SessionService {
         if !stale.is_empty()
             && let Err(error) = spend(&budget, store.drop_user_entries(user, &stale)).await
         {
-            log::warn!("could not drop stale index entries: {error}");
+            log::warn!("could not drop stale index entries: {}", Escaped(&error));
         }
         Ok(listed)
     }

@@ -168,6 +168,79 @@ async fn reserved_names_are_refused_by_set_session_and_increment_and_nothing_is_
     assert_eq!(hash(&server, &id), before, "nothing written");
 }
 
+/// `number_of_cached_scripts` from `INFO memory`: the scripts Redis holds,
+/// which it never evicts (only `SCRIPT FLUSH` empties the cache).
+fn cached_scripts(server: &RedisServer) -> usize {
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query(&mut server.connection())
+        .expect("INFO memory");
+    info.lines()
+        .find_map(|line| line.strip_prefix("number_of_cached_scripts:"))
+        .expect("Redis 7 reports number_of_cached_scripts")
+        .trim()
+        .parse()
+        .expect("a count")
+}
+
+/// Creates a session with `ttl`, then updates it with the same `ttl`: the
+/// two scripts `set_session` runs. Returns the id.
+async fn create_then_update(sessions: &SessionService, ttl: Duration) -> SessionId {
+    let value = serde_json::json!({"count": 1});
+    let id = sessions
+        .set_session(None, &value, ttl)
+        .await
+        .expect("create");
+    let again = sessions
+        .set_session(Some(id.as_str()), &value, ttl)
+        .await
+        .expect("update");
+    assert_eq!(again, id, "the update found the session");
+    id
+}
+
+#[tokio::test]
+async fn distinct_ttls_through_set_session_load_no_script_per_ttl() {
+    // Arrange: the configured scripts loaded, as at start-up.
+    let server = RedisServer::start();
+    let sessions = service(&server).await;
+    sessions
+        .prepare()
+        .await
+        .expect("the configured scripts load");
+    let configured = cached_scripts(&server);
+
+    // Act: 50 TTLs, distinct down to the millisecond, then 50 more.
+    let ttl = |n: u64| Duration::from_millis(60_000 + n * 7);
+    let mut last = None;
+    for n in 0..50 {
+        last = Some((create_then_update(&sessions, ttl(n)).await, ttl(n)));
+    }
+    let after_50 = cached_scripts(&server);
+    for n in 50..100 {
+        create_then_update(&sessions, ttl(n)).await;
+    }
+    let after_100 = cached_scripts(&server);
+
+    // Assert: at most the two scripts set_session runs (create, update)
+    // join the configured set, whatever the TTLs; and each TTL still holds.
+    println!(
+        "cached scripts: configured {configured}, after 50 TTLs {after_50}, after 100 {after_100}"
+    );
+    assert!(
+        after_50 <= configured + 2,
+        "configured {configured}, after 50 TTLs {after_50}"
+    );
+    assert_eq!(after_100, after_50, "50 more TTLs load nothing more");
+    let (id, ttl) = last.expect("50 sessions");
+    let left = u64::try_from(pttl(&server, &id)).expect("a TTL");
+    let asked = u64::try_from(ttl.as_millis()).expect("ms");
+    assert!(
+        left <= asked && left + 5_000 > asked,
+        "{left} of {asked} ms"
+    );
+}
+
 #[tokio::test]
 async fn a_ttl_a_store_cannot_hold_is_refused_before_any_write() {
     let server = RedisServer::start();

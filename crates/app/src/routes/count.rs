@@ -4,6 +4,7 @@ use actix_web::HttpResponse;
 use actix_web::http::header::CACHE_CONTROL;
 use serde::Serialize;
 use session::Session;
+use session::log_text::Escaped;
 
 use crate::error::ApiError;
 
@@ -35,8 +36,10 @@ pub(crate) async fn count(session: Session) -> Result<HttpResponse, ApiError> {
     let count = match session.incr(COUNT_FIELD, 1).await {
         Err(error) if error.is_invalid_data() => {
             if let Some(id) = session.id() {
+                // The error may quote what another writer stored: escaped.
                 log::warn!(
-                    "session {id} cannot count {COUNT_FIELD:?} ({error}): starting a fresh one"
+                    "session {id} cannot count {COUNT_FIELD:?} ({}): starting a fresh one",
+                    Escaped(&error)
                 );
             }
             session.start_over();

@@ -25,7 +25,10 @@ use actix_web::web;
 /// | `POST /logout/everywhere` | `routes/sessions.rs` | ends all, this one too |
 /// | `GET /healthz` | `routes/health.rs` | 200 while the process is up |
 /// | `GET /readyz` | `routes/health.rs` | 200 if the session store answers, else 503 |
-/// | `GET /metrics` | `telemetry.rs` | Prometheus text format |
+///
+/// `GET /metrics` (Prometheus text format) is not among them: it is served
+/// on a listener of its own, `server.metrics_addr` (`telemetry.rs`), so
+/// that what fronts these routes never exposes it.
 pub fn configure(routes: &mut web::ServiceConfig) {
     routes
         .app_data(json_config())
@@ -42,11 +45,7 @@ pub fn configure(routes: &mut web::ServiceConfig) {
             web::post().to(sessions::log_out_everywhere),
         )
         .route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
-        .route(
-            "/metrics",
-            web::get().to(crate::telemetry::metrics_endpoint),
-        );
+        .route("/readyz", web::get().to(health::readyz));
 }
 
 /// Bodies are small JSON objects: 4 KiB is plenty, and a body that is not

@@ -47,3 +47,39 @@ async fn the_memory_store_needs_no_redis_and_is_always_ready() {
     assert_eq!(app.count(&client).await.count, Some(1));
     assert_eq!(app.count(&client).await.count, Some(2));
 }
+
+#[tokio::test]
+async fn health_checks_stay_on_the_public_listener_and_metrics_are_apart() {
+    // Arrange
+    let redis = RedisServer::start();
+    let app = spawn_app(&redis).await;
+    let client = browser();
+    let metrics = app
+        .metrics_address
+        .clone()
+        .expect("spawn_app opens a metrics listener");
+
+    // Act
+    let healthz = app.status_of(&client, "/healthz").await;
+    let readyz = app.status_of(&client, "/readyz").await;
+    let public_metrics = app.status_of(&client, "/metrics").await;
+    let scraped = client
+        .get(format!("{metrics}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics");
+    let health_on_metrics = client
+        .get(format!("{metrics}/healthz"))
+        .send()
+        .await
+        .expect("GET /healthz");
+
+    // Assert: the load balancer's checks answer where it sends traffic;
+    // the metrics only where operators scrape them.
+    assert_eq!((healthz, readyz), (StatusCode::OK, StatusCode::OK));
+    assert_eq!(public_metrics, StatusCode::NOT_FOUND);
+    assert_eq!(scraped.status(), StatusCode::OK);
+    let text = scraped.text().await.expect("a body");
+    assert!(text.contains("route=\"/healthz\""), "{text}");
+    assert_eq!(health_on_metrics.status(), StatusCode::NOT_FOUND);
+}

@@ -14,6 +14,8 @@ pub(crate) struct TestApp {
     pub(crate) address: String,
     /// What it sends as `X-Served-By`.
     pub(crate) node_name: String,
+    /// `http://127.0.0.1:<port>` of its metrics listener, if it has one.
+    pub(crate) metrics_address: Option<String>,
 }
 
 /// What `GET /count` answered.
@@ -63,14 +65,23 @@ where
     settings.server.workers = 2;
     settings.server.node_name = format!("node-{}", &SessionId::generate().as_str()[..6]);
     settings.redis.url = redis_url;
+    // Port 0 here too: tests run in parallel.
+    settings.server.metrics_addr = "127.0.0.1:0".to_owned();
     customize(&mut settings);
     let node_name = settings.server.node_name.clone();
     let application = Application::build_with_routes(settings, extra_routes)
         .await
         .expect("the app starts");
     let address = format!("http://127.0.0.1:{}", application.port());
+    let metrics_address = application
+        .metrics_port()
+        .map(|port| format!("http://127.0.0.1:{port}"));
     tokio::spawn(application.run_until_stopped());
-    TestApp { address, node_name }
+    TestApp {
+        address,
+        node_name,
+        metrics_address,
+    }
 }
 
 /// A client that keeps cookies, as a browser does.
@@ -235,6 +246,8 @@ pub(crate) struct AppProcess {
     /// `http://127.0.0.1:<port>`.
     pub(crate) base: String,
     pub(crate) port: u16,
+    /// The port given to its metrics listener (`server.metrics_addr`).
+    pub(crate) metrics_port: u16,
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     /// The thread that copies stderr into `log`; it ends at EOF, when the
     /// process has exited.
@@ -242,14 +255,20 @@ pub(crate) struct AppProcess {
 }
 
 impl AppProcess {
-    /// Starts the binary on a free port with `env` (on top of Redis at
-    /// `redis_url` and one worker) and waits until `/healthz` answers.
+    /// Starts the binary on a free port, and its metrics listener on
+    /// another, with `env` (on top of Redis at `redis_url` and one worker)
+    /// and waits until `/healthz` answers.
     pub(crate) async fn start(redis_url: &str, env: &[(&str, &str)]) -> Self {
         use std::io::BufRead;
         let port = testkit::free_port();
+        let metrics_port = testkit::free_port();
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_app"))
             .env("APP__REDIS__URL", redis_url)
             .env("APP__SERVER__PORT", port.to_string())
+            .env(
+                "APP__SERVER__METRICS_ADDR",
+                format!("127.0.0.1:{metrics_port}"),
+            )
             .env("APP__SERVER__WORKERS", "1")
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
@@ -282,6 +301,7 @@ impl AppProcess {
             child,
             base,
             port,
+            metrics_port,
             log,
             reader: Some(reader),
         }
@@ -289,6 +309,11 @@ impl AppProcess {
 
     pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// `path` on its metrics listener.
+    pub(crate) fn metrics_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.metrics_port)
     }
 
     /// Everything the process has logged so far.

@@ -66,7 +66,7 @@ fn sid_of(response: &reqwest::Response) -> String {
 }
 
 async fn scrape(app: &AppProcess) -> Vec<Sample> {
-    let response = reqwest::get(app.url("/metrics"))
+    let response = reqwest::get(app.metrics_url("/metrics"))
         .await
         .expect("GET /metrics");
     assert_eq!(response.status(), StatusCode::OK);
@@ -333,53 +333,54 @@ struct AccessLine<'a> {
 /// line>" <status> <bytes> <ms>ms sid=<8 hex or -> "<User-Agent>"`, the peer
 /// an IP address without its port.
 fn access_lines(log: &str) -> impl Iterator<Item = AccessLine<'_>> {
-    log.lines()
-        .filter(|line| line.contains("actix_web::middleware::logger"))
-        .map(|line| {
-            let rest = line.strip_prefix('[').expect(line);
-            let (timestamp, rest) = rest.split_once(' ').expect(line);
-            assert!(
-                timestamp.len() == 24
-                    && timestamp.ends_with('Z')
-                    && timestamp.as_bytes()[10] == b'T',
-                "RFC 3339 with milliseconds: {line}"
-            );
-            let rest = rest
-                .strip_prefix("INFO  actix_web::middleware::logger] ")
-                .expect(line);
-            let (peer, rest) = rest.split_once(" \"").expect(line);
-            let (request, rest) = rest.split_once("\" ").expect(line);
-            let fields: Vec<&str> = rest.splitn(5, ' ').collect();
-            let [status, bytes, millis, sid, agent] = fields[..] else {
-                panic!("five fields after the request line: {line}")
-            };
-            let parsed = AccessLine {
-                peer,
-                request,
-                status,
-                bytes,
-                millis: millis.strip_suffix("ms").expect(line),
-                sid: sid.strip_prefix("sid=").expect(line),
-                agent: agent
-                    .strip_prefix('"')
-                    .and_then(|agent| agent.strip_suffix('"'))
-                    .expect(line),
-            };
-            let digits = |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
-            assert!(peer.parse::<std::net::IpAddr>().is_ok(), "{line}");
-            assert!(digits(parsed.status) && digits(parsed.bytes), "{line}");
-            let (whole, fraction) = parsed.millis.split_once('.').expect(line);
-            assert!(
-                digits(whole) && digits(fraction) && fraction.len() == 6,
-                "{line}"
-            );
-            assert!(
-                parsed.sid == "-"
-                    || (parsed.sid.len() == 8 && parsed.sid.bytes().all(|b| b.is_ascii_hexdigit())),
-                "{line}"
-            );
-            parsed
-        })
+    // By the line's own header: another line may quote the target name.
+    let is_access_line = |line: &&str| {
+        line.split_once("] ")
+            .is_some_and(|(header, _)| header.ends_with(" actix_web::middleware::logger"))
+    };
+    log.lines().filter(is_access_line).map(|line| {
+        let rest = line.strip_prefix('[').expect(line);
+        let (timestamp, rest) = rest.split_once(' ').expect(line);
+        assert!(
+            timestamp.len() == 24 && timestamp.ends_with('Z') && timestamp.as_bytes()[10] == b'T',
+            "RFC 3339 with milliseconds: {line}"
+        );
+        let rest = rest
+            .strip_prefix("INFO  actix_web::middleware::logger] ")
+            .expect(line);
+        let (peer, rest) = rest.split_once(" \"").expect(line);
+        let (request, rest) = rest.split_once("\" ").expect(line);
+        let fields: Vec<&str> = rest.splitn(5, ' ').collect();
+        let [status, bytes, millis, sid, agent] = fields[..] else {
+            panic!("five fields after the request line: {line}")
+        };
+        let parsed = AccessLine {
+            peer,
+            request,
+            status,
+            bytes,
+            millis: millis.strip_suffix("ms").expect(line),
+            sid: sid.strip_prefix("sid=").expect(line),
+            agent: agent
+                .strip_prefix('"')
+                .and_then(|agent| agent.strip_suffix('"'))
+                .expect(line),
+        };
+        let digits = |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+        assert!(peer.parse::<std::net::IpAddr>().is_ok(), "{line}");
+        assert!(digits(parsed.status) && digits(parsed.bytes), "{line}");
+        let (whole, fraction) = parsed.millis.split_once('.').expect(line);
+        assert!(
+            digits(whole) && digits(fraction) && fraction.len() == 6,
+            "{line}"
+        );
+        assert!(
+            parsed.sid == "-"
+                || (parsed.sid.len() == 8 && parsed.sid.bytes().all(|b| b.is_ascii_hexdigit())),
+            "{line}"
+        );
+        parsed
+    })
 }
 
 #[tokio::test]
@@ -461,4 +462,109 @@ async fn rust_log_that_hides_info_hides_the_access_log_as_before() {
     let redis = RedisServer::start();
     let log = log_of_one_count(&redis, &[("RUST_LOG", "warn")]).await;
     assert_eq!(access_lines(&log).count(), 0, "{log}");
+}
+
+#[tokio::test]
+async fn a_newline_in_a_json_field_name_cannot_forge_a_log_line() {
+    // Arrange: a field name that carries a whole access log line, and a
+    // terminal escape. serde's error names the unknown field, and that
+    // error is logged on stderr, the stream the access log shares.
+    let redis = RedisServer::start();
+    let mut app = AppProcess::start(&redis.url(), &[]).await;
+    let forged = "[2026-12-01T10:00:00.000Z INFO  actix_web::middleware::logger] \
+                  6.6.6.6 \"GET /forged HTTP/1.1\" 200 0 0.100000ms sid=- \"forger\"";
+    let name = format!("x\n{forged}\u{1b}[2J");
+    let body = serde_json::json!({ name: "y" }).to_string();
+
+    // Act
+    let response = reqwest::Client::new()
+        .post(app.url("/login"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("POST /login");
+    let status = response.status();
+    app.terminate();
+    assert_eq!(app.exit_code(Duration::from_secs(10)).await, Some(0));
+
+    // Assert
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let log = app.log();
+    // (env_logger indents a message's later lines by four spaces; a log
+    // collector that trims them reads a line all the same.)
+    assert!(
+        !log.lines()
+            .any(|line| line.trim_start().starts_with("[2026-12-01T10:00:00.000Z")),
+        "a forged line: {log}"
+    );
+    assert!(
+        access_lines(&log).all(|line| line.request != "GET /forged HTTP/1.1"),
+        "{log}"
+    );
+    assert!(!log.contains('\u{1b}'), "a raw escape byte: {log:?}");
+    // The error is still logged, on one line, with the client's text shown
+    // escaped.
+    let logged = log
+        .lines()
+        .find(|line| line.contains("unknown field"))
+        .unwrap_or_else(|| panic!("the body error is logged: {log}"));
+    assert!(
+        logged.contains(r"unknown field `x\n[2026-12-01T10:00:00.000Z INFO")
+            && logged.contains(r#"\"forger\"\u{1b}[2J`"#),
+        "{logged}"
+    );
+    let login_lines = access_lines(&log)
+        .filter(|line| line.request == "POST /login HTTP/1.1" && line.status == "400")
+        .count();
+    assert_eq!(login_lines, 1, "{log}");
+}
+
+#[tokio::test]
+async fn metrics_are_served_on_the_metrics_listener_never_on_the_public_one() {
+    // Arrange
+    let redis = RedisServer::start();
+    let app = AppProcess::start(&redis.url(), &[]).await;
+    reqwest::get(app.url("/count")).await.expect("GET /count");
+
+    // Act
+    let public = reqwest::get(app.url("/metrics"))
+        .await
+        .expect("GET /metrics");
+    let public_status = public.status();
+    let public_body = public.text().await.expect("a body");
+    let samples = scrape(&app).await;
+    let other = reqwest::get(app.metrics_url("/count"))
+        .await
+        .expect("GET /count on the metrics listener");
+
+    // Assert: what fronts the public port cannot reach the metrics; the
+    // metrics listener has them, and serves nothing else.
+    assert_eq!(public_status, StatusCode::NOT_FOUND);
+    assert!(
+        !public_body.contains("http_requests_total"),
+        "{public_body}"
+    );
+    let counted = value(
+        &samples,
+        "http_requests_total",
+        &[("route", "/count"), ("status", "200")],
+    );
+    assert_eq!(counted, 1.0);
+    assert_eq!(other.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn an_empty_metrics_address_opens_no_metrics_listener() {
+    let redis = RedisServer::start();
+    let app = AppProcess::start(&redis.url(), &[("APP__SERVER__METRICS_ADDR", "")]).await;
+
+    let metrics = std::net::TcpStream::connect(("127.0.0.1", app.metrics_port));
+    let public = reqwest::get(app.url("/metrics"))
+        .await
+        .expect("GET /metrics");
+
+    assert!(metrics.is_err(), "nothing listens on the metrics port");
+    assert_eq!(public.status(), StatusCode::NOT_FOUND);
+    assert!(!app.log().contains("metrics on"), "{}", app.log());
 }

@@ -365,7 +365,7 @@ async fn a_value_moved_to_another_field_or_session_does_not_decrypt() {
 
 /// `session_decrypt_failures_total{reason}` from the app's `/metrics`.
 async fn decrypt_failures(app: &AppProcess, reason: &str) -> u64 {
-    let text = reqwest::get(app.url("/metrics"))
+    let text = reqwest::get(app.metrics_url("/metrics"))
         .await
         .expect("GET /metrics")
         .text()

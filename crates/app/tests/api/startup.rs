@@ -9,10 +9,11 @@ use testkit::RedisServer;
 
 /// Runs the app binary with `env` until it exits; returns (code, stderr).
 fn run_app(env: &[(&str, &str)]) -> (Option<i32>, String) {
-    // Port 0 unless the case sets one: tests run in parallel, and two of
-    // them on the default 8080 would fail each other's bind.
+    // Ports 0 unless the case sets one: tests run in parallel, and two of
+    // them on the default 8080 (or 9464) would fail each other's bind.
     let output = Command::new(env!("CARGO_BIN_EXE_app"))
         .env("APP__SERVER__PORT", "0")
+        .env("APP__SERVER__METRICS_ADDR", "127.0.0.1:0")
         .envs(env.iter().copied())
         .env("RUST_LOG", "off")
         .stdin(Stdio::null())
@@ -119,6 +120,12 @@ fn every_bad_session_or_store_value_ends_start_up_with_one_line_naming_its_key()
             "https://a.example:443",
             "server.allowed_origins",
         ),
+        (
+            "APP__SERVER__METRICS_ADDR",
+            "localhost:9464",
+            "server.metrics_addr",
+        ),
+        ("APP__SERVER__METRICS_ADDR", "9464", "server.metrics_addr"),
         (
             "APP__SERVER__ALLOWED_ORIGINS",
             "https://a.example,https://b.example/path",
@@ -432,6 +439,22 @@ fn tls_files_with_a_plain_redis_url_end_start_up_saying_rediss() {
 }
 
 #[test]
+fn a_metrics_address_in_use_ends_start_up_with_one_line_naming_the_key() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let address = taken.local_addr().expect("bound").to_string();
+
+    let (code, stderr) = run_app(&[("APP__SERVER__METRICS_ADDR", &address)]);
+
+    assert_eq!(code, Some(1));
+    assert_one_clear_line(&stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen for metrics on {address}"))
+            && stderr.contains("APP__SERVER__METRICS_ADDR"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_missing_app_env_file_ends_start_up_naming_it() {
     let (code, stderr) = run_app(&[("APP_ENV", "no-such-environment")]);
 
@@ -447,6 +470,7 @@ async fn debug_logs_never_contain_a_whole_session_id() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_app"))
         .env("APP__REDIS__URL", redis.url())
         .env("APP__SERVER__PORT", port.to_string())
+        .env("APP__SERVER__METRICS_ADDR", "127.0.0.1:0")
         .env("APP__SERVER__WORKERS", "1")
         .env("RUST_LOG", "debug")
         .stdin(Stdio::null())

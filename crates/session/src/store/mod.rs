@@ -135,6 +135,12 @@ pub struct WritePolicy {
     max_bytes: usize,
     /// A write slides the TTL only once it has run down by this much.
     touch_after: Duration,
+    /// The idle timeout is the caller's, per call
+    /// ([`crate::SessionService::set_session`]), not the deployment's: the
+    /// Redis scripts then take it as an argument rather than as a constant,
+    /// so the TTLs callers pass share one set of scripts (Redis never
+    /// evicts a loaded script). See `store/scripts.rs`.
+    ttl_per_call: bool,
 }
 
 impl WritePolicy {
@@ -174,6 +180,25 @@ impl WritePolicy {
             touch_after: touch_after.min(self.idle_timeout / 2),
             ..self
         }
+    }
+
+    /// The same policy, with an idle timeout that is the caller's and may
+    /// differ on every call: the Redis store sends it as an argument of
+    /// scripts shared by every such TTL, rather than generating scripts
+    /// with it written in (the deployment's own policy keeps those: they
+    /// cost Redis less per call).
+    #[must_use]
+    pub(crate) fn with_ttl_per_call(self) -> Self {
+        Self {
+            ttl_per_call: true,
+            ..self
+        }
+    }
+
+    /// Whether the idle timeout is the caller's, per call: see
+    /// [`WritePolicy::with_ttl_per_call`].
+    pub(crate) fn ttl_per_call(&self) -> bool {
+        self.ttl_per_call
     }
 
     /// The hard cap from creation, if any.
@@ -567,6 +592,7 @@ impl WritePolicy {
             max_fields,
             max_bytes,
             touch_after: Duration::ZERO,
+            ttl_per_call: false,
         })
     }
 }

@@ -10,7 +10,7 @@ use redis_client::{RedisClientError, RedisService, RedisSettings, Retry};
 use super::scripts::{self, Op, Scripts};
 use super::{
     Changes, Limit, LoadedSession, Renewal, SessionHandle, SessionStore, StoreError, UserEntry,
-    WritePolicy, limits,
+    WritePolicy, limits, millis,
 };
 use crate::{ConfigError, SessionId};
 
@@ -405,7 +405,7 @@ impl RedisSessionStore {
             }
         };
         let scripts = scripts::for_policy(policy);
-        let call = invocation(&scripts, Op::Adopt, &[&hashed, &raw]);
+        let call = invocation(&scripts, Op::Adopt, &[&hashed, &raw], policy);
         // A replay finds the raw key gone and moves nothing: safe.
         let hashed_now: i64 = self.redis.run_script(&call, Retry::Idempotent).await?;
         Ok(hashed_now == 1)
@@ -553,9 +553,19 @@ impl RedisSessionStore {
     }
 }
 
-/// A call of `op`'s script with its first argument, ARGV[1]: now.
-fn invocation<'a>(scripts: &'a Scripts, op: Op, keys: &[&str]) -> ScriptCall<'a> {
+/// A call of `op`'s script with its first argument, ARGV[1]: now; before
+/// it, for a TTL per call, the TTL (the scripts take it off first: see
+/// `scripts.rs`).
+fn invocation<'a>(
+    scripts: &'a Scripts,
+    op: Op,
+    keys: &[&str],
+    policy: &WritePolicy,
+) -> ScriptCall<'a> {
     let mut call = ScriptCall::new(scripts.get(op), keys);
+    if policy.ttl_per_call() {
+        call.arg(millis(policy.idle_timeout()));
+    }
     call.arg(now_ms());
     call
 }
@@ -620,7 +630,7 @@ impl RedisSessionStore {
     ) -> Result<bool, StoreError> {
         let key = self.key(id);
         let scripts = scripts::for_policy(policy);
-        let mut call = invocation(&scripts, Op::Update, &[&key]);
+        let mut call = invocation(&scripts, Op::Update, &[&key], policy);
         add_changes(&mut call, changes);
         // A TTL refresh may run twice. Field writes may not: replayed after
         // another request's write of the same field, ours would undo theirs.
@@ -641,7 +651,7 @@ impl RedisSessionStore {
     ) -> Result<Renewal, StoreError> {
         let (old_key, new_key) = (self.key(old), self.key(new));
         let scripts = scripts::for_policy(policy);
-        let mut call = invocation(&scripts, Op::Renew, &[&old_key, &new_key]);
+        let mut call = invocation(&scripts, Op::Renew, &[&old_key, &new_key], policy);
         add_changes(&mut call, changes);
         // A login: on Sentinel and Cluster it waits for a replica, so that
         // a failover cannot hand the old id back. Never replayed: a replay
@@ -663,7 +673,7 @@ impl RedisSessionStore {
     ) -> Result<Option<i64>, StoreError> {
         let key = self.key(id);
         let scripts = scripts::for_policy(policy);
-        let mut call = invocation(&scripts, Op::Incr, &[&key]);
+        let mut call = invocation(&scripts, Op::Incr, &[&key], policy);
         call.arg(field).arg(by);
         // Never replayed after a lost reply: that could count twice. A
         // reply that is neither a value nor a status is a fault of the
@@ -692,7 +702,7 @@ impl RedisSessionStore {
     ) -> Result<Option<bool>, StoreError> {
         let key = self.key(id);
         let scripts = scripts::for_policy(policy);
-        let mut call = invocation(&scripts, Op::Cas, &[&key]);
+        let mut call = invocation(&scripts, Op::Cas, &[&key], policy);
         call.arg(field)
             .arg(if expected.is_some() { "1" } else { "0" })
             .arg(expected.unwrap_or(""))
@@ -745,7 +755,7 @@ impl SessionStore for RedisSessionStore {
         limits::check_limits(None, changes, policy)?;
         let key = self.key(id);
         let scripts = scripts::for_policy(policy);
-        let mut call = invocation(&scripts, Op::Create, &[&key]);
+        let mut call = invocation(&scripts, Op::Create, &[&key], policy);
         for (field, value) in &changes.upserts {
             call.arg(field).arg(value);
         }
