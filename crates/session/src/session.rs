@@ -110,6 +110,14 @@ impl crate::service::Budget for Session {
     fn spend(&self, took: Duration) {
         self.0.borrow_mut().spent += took;
     }
+
+    fn admit_new_session(&self, gate: &dyn crate::NewSessionGate) -> Result<(), SessionError> {
+        let client = self.0.borrow().client.address(gate);
+        gate.admit(client).map_err(|retry_after| {
+            metrics::counter!(names::NEW_SESSIONS_REFUSED_TOTAL).increment(1);
+            SessionError::TooManyNewSessions { retry_after }
+        })
+    }
 }
 
 /// One request's session state, shared by the clones of its [`Session`].
@@ -152,6 +160,9 @@ pub(crate) struct State {
     /// The cookie was signed by a key that is no longer current: the
     /// response sends it signed anew, so that the old key can be dropped.
     pub(crate) resign_cookie: bool,
+    /// Who the request's client is, for the new-session gate: captured
+    /// when the session is opened, only if a gate is set (see `gate.rs`).
+    pub(crate) client: crate::gate::Client,
 }
 
 /// When a session was created and last used, for pages like "your session".
@@ -194,6 +205,7 @@ impl Session {
             sign_in: None,
             user_agent: None,
             resign_cookie: false,
+            client: crate::gate::Client::default(),
         })))
     }
 
