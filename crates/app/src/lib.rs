@@ -5,6 +5,8 @@
 //! - `startup.rs`: [`startup::Application`], built once, run until stopped.
 //! - `routes/`: every route, registered in [`routes::configure`].
 //! - `error.rs`: [`error::ApiError`], errors mapped to HTTP in one place.
+//! - `new_sessions.rs`: the per-client limit on new sessions, and the
+//!   trusted proxies that name the client.
 //! - `telemetry.rs`: `/metrics`, request metrics.
 //! - `access_log.rs`: the access log, written off the worker threads.
 //! - `inspect.rs`: the `session-inspect` tool (`src/bin/session-inspect.rs`).
@@ -14,6 +16,7 @@
 mod access_log;
 pub mod error;
 pub mod inspect;
+pub mod new_sessions;
 pub mod origin;
 pub mod routes;
 pub mod settings;

@@ -327,7 +327,9 @@ mod tests {
             retry_after: Duration::ZERO,
         };
         assert_eq!(
-            soon.retry_after_header().as_ref().map(HeaderValue::as_bytes),
+            soon.retry_after_header()
+                .as_ref()
+                .map(HeaderValue::as_bytes),
             Some(&b"1"[..])
         );
     }

@@ -102,7 +102,9 @@ pub(crate) struct Client {
 impl Client {
     /// The peer, and its `X-Forwarded-For` if `gate` trusts it.
     pub(crate) fn of(request: &HttpRequest, gate: &dyn NewSessionGate) -> Self {
-        let peer = request.peer_addr().map(|address| address.ip().to_canonical());
+        let peer = request
+            .peer_addr()
+            .map(|address| address.ip().to_canonical());
         let forwarded_for = match peer {
             Some(peer) if gate.is_trusted_proxy(peer) => request
                 .headers()
@@ -262,6 +264,9 @@ mod tests {
         );
 
         let no_address = actix_web::test::TestRequest::default().to_http_request();
-        assert_eq!(Client::of(&no_address, &TrustsTen).address(&TrustsTen), None);
+        assert_eq!(
+            Client::of(&no_address, &TrustsTen).address(&TrustsTen),
+            None
+        );
     }
 }

@@ -959,7 +959,9 @@ impl session::NewSessionGate for Allowance {
     fn admit(&self, _client: Option<std::net::IpAddr>) -> Result<(), Duration> {
         self.asked.fetch_add(1, Ordering::SeqCst);
         self.left
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| left.checked_sub(1))
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                left.checked_sub(1)
+            })
             .map(drop)
             .map_err(|_| Duration::from_millis(2_500))
     }
@@ -999,7 +1001,9 @@ async fn a_cookie_naming_no_live_session_is_asked_at_the_gate_like_no_cookie() {
 
     // Act
     let counted = harness.call("GET", "/visit", Some(random.as_str())).await;
-    let inserted = harness.call("POST", "/sign-in", Some(random.as_str())).await;
+    let inserted = harness
+        .call("POST", "/sign-in", Some(random.as_str()))
+        .await;
 
     // Assert: one guarded write each, which found no session; no creation.
     for outcome in [&counted, &inserted] {
