@@ -173,6 +173,12 @@
 //!   a failover could undo.
 //! - **Purge is final** for its request: later writes fail with
 //!   [`SessionError::Purged`], and the cookie's session is deleted.
+//! - **New sessions can be gated**: with a [`NewSessionGate`]
+//!   ([`SessionMiddlewareBuilder::new_session_gate`]), each session a
+//!   request would create (no cookie, or one naming no live session) is
+//!   asked for first; a refusal is [`SessionError::TooManyNewSessions`], a
+//!   429 with `Retry-After`, and nothing is written. Requests on live
+//!   sessions never meet it.
 //! - **Limits** (`max_fields`, `max_bytes`) are checked by the script
 //!   against the whole session, before its first write: a write past them
 //!   fails whole, nothing half-written.
@@ -291,6 +297,8 @@
 //!   `store/memory.rs`: the two stores.
 //! - `protect/`: [`KeyRing`], the sealed value format (`envelope.rs`),
 //!   [`SealedStore`], signed cookies (`cookie_tag.rs`).
+//! - `gate.rs`: [`NewSessionGate`], and the client address it is asked
+//!   about.
 //! - `id.rs`, `cookie.rs`, `codec.rs`, `slot.rs`, `error.rs`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
