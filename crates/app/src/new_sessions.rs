@@ -43,11 +43,12 @@ const MIN_SWEEP_INTERVAL: usize = 1024;
 /// The app's [`NewSessionGate`]: `server.new_session_limit` per client,
 /// the client as `server.trusted_proxies` says. Built once at start-up; every
 /// worker shares it.
-#[derive(Debug)]
 pub struct NewSessionLimit {
     /// One GCRA state per client key (see [`client_key`]); lives as long as
     /// the app.
     limiter: DefaultKeyedRateLimiter<IpAddr>,
+    /// What `limiter` allows, for `Debug`.
+    quota: Quota,
     /// Whose `X-Forwarded-For` names the client.
     proxies: TrustedProxies,
     /// Checks since the last sweep of `limiter`'s store.
@@ -63,10 +64,10 @@ impl NewSessionLimit {
     pub fn new(settings: &NewSessionLimitSettings, proxies: TrustedProxies) -> Option<Self> {
         let per_second = NonZeroU32::new(settings.per_second.min(MAX_PER_SECOND))?;
         let burst = NonZeroU32::new(settings.burst)?;
+        let quota = Quota::per_second(per_second).allow_burst(burst);
         Some(Self {
-            limiter: DefaultKeyedRateLimiter::keyed(
-                Quota::per_second(per_second).allow_burst(burst),
-            ),
+            limiter: DefaultKeyedRateLimiter::keyed(quota),
+            quota,
             proxies,
             checks_since_sweep: AtomicUsize::new(0),
             sweep_after: AtomicUsize::new(MIN_SWEEP_INTERVAL),
@@ -92,6 +93,16 @@ impl NewSessionLimit {
     #[cfg(test)]
     fn clients(&self) -> usize {
         self.limiter.len()
+    }
+}
+
+/// The quota and the proxies, never the clients the limiter holds.
+impl std::fmt::Debug for NewSessionLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewSessionLimit")
+            .field("quota", &self.quota)
+            .field("proxies", &self.proxies)
+            .finish_non_exhaustive()
     }
 }
 
@@ -257,6 +268,15 @@ mod tests {
             "{wait:?}"
         );
         assert_eq!(limit.admit(other), Ok(()));
+    }
+
+    #[test]
+    fn debug_output_names_the_quota_never_a_client() {
+        let limit = limit(10, 1000);
+        assert_eq!(limit.admit(Some(ip("192.0.2.77"))), Ok(()));
+        let shown = format!("{limit:?}");
+        assert!(shown.contains("max_burst: 1000"), "{shown}");
+        assert!(!shown.contains("192.0.2.77"), "{shown}");
     }
 
     #[test]

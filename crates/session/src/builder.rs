@@ -209,7 +209,8 @@ impl SessionMiddlewareBuilder {
     /// drop, `SameSite=None` without `Secure`, a key ring entry that is
     /// not `<id>:<base64 of 32 bytes>` (named by its id, never its bytes).
     pub fn build(self) -> Result<SessionMiddleware, ConfigError> {
-        let config = Config::new(self.settings)?;
+        let mut config = Config::new(self.settings)?;
+        config.gate = self.new_session_gate.map(crate::config::Gate);
         if config.settings.hash_ids != self.store.hashes_ids() {
             return Err(ConfigError::new(
                 "session.hash_ids",
@@ -239,7 +240,7 @@ impl SessionMiddlewareBuilder {
             Arc::new(|error: &SessionError, _: &HttpRequest| error.json_response())
         });
         Ok(SessionMiddleware::from_parts(
-            SessionService::new(store, config, self.new_session_gate),
+            SessionService::new(store, config),
             on_commit_error,
         ))
     }

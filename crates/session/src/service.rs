@@ -78,9 +78,6 @@ pub struct SessionService {
     store: Arc<dyn SessionStore>,
     /// The validated settings; shared by every clone.
     config: Arc<Config>,
-    /// The application's say on each new session of a request, if it set
-    /// one ([`crate::SessionMiddlewareBuilder::new_session_gate`]).
-    gate: Option<Arc<dyn NewSessionGate>>,
 }
 
 /// The outcome of [`SessionService::increment`].
@@ -104,21 +101,16 @@ pub struct SessionView {
 }
 
 impl SessionService {
-    pub(crate) fn new(
-        store: Arc<dyn SessionStore>,
-        config: Config,
-        gate: Option<Arc<dyn NewSessionGate>>,
-    ) -> Self {
+    pub(crate) fn new(store: Arc<dyn SessionStore>, config: Config) -> Self {
         Self {
             store,
             config: Arc::new(config),
-            gate,
         }
     }
 
     /// The gate every request's new sessions pass, if any.
     pub(crate) fn gate(&self) -> Option<&dyn NewSessionGate> {
-        self.gate.as_deref()
+        self.config.gate.as_ref().map(|gate| gate.0.as_ref())
     }
 
     /// The settings this service was built with, as validated.
