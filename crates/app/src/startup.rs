@@ -13,7 +13,7 @@ use session::{
 use crate::access_log::{self, AccessLogMiddleware, AccessLogWriter};
 use crate::new_sessions::{NewSessionLimit, TrustedProxies};
 use crate::routes;
-use crate::settings::{Settings, SettingsError, StoreKind};
+use crate::settings::{ServerSettings, Settings, SettingsError, StoreKind};
 use crate::telemetry::{self, Telemetry};
 
 /// Why the app could not start. Each message is one line that says what is
@@ -126,7 +126,10 @@ impl Application {
             // The app's error shape for a failed commit too: one shape for
             // every error body.
             .on_commit_error(|error, _request| crate::error::session_failure_response(error));
-        let session_layer = with_new_session_limit(builder, &settings)?
+        // Checked by `validate` above; parsed here for the limit.
+        let proxies = TrustedProxies::parse(&settings.server.trusted_proxies)
+            .map_err(|problem| StartupError::Settings(SettingsError::Invalid(problem)))?;
+        let session_layer = with_new_session_limit(builder, &settings.server, proxies)
             .build()
             .map_err(|error| StartupError::Settings(SettingsError::Invalid(error.to_string())))?;
         // One service: the middleware and the handlers share its store.
@@ -247,11 +250,9 @@ fn short_reason(error: &StoreError) -> String {
 /// `server.new_session_limit` turns it off.
 fn with_new_session_limit(
     builder: SessionMiddlewareBuilder,
-    settings: &Settings,
-) -> Result<SessionMiddlewareBuilder, StartupError> {
-    let server = &settings.server;
-    let proxies = TrustedProxies::parse(&server.trusted_proxies)
-        .map_err(|problem| StartupError::Settings(SettingsError::Invalid(problem)))?;
+    server: &ServerSettings,
+    proxies: TrustedProxies,
+) -> SessionMiddlewareBuilder {
     let trusted = proxies.len();
     let Some(limit) = NewSessionLimit::new(&server.new_session_limit, proxies) else {
         log::info!(
@@ -262,7 +263,7 @@ fn with_new_session_limit(
                 ""
             }
         );
-        return Ok(builder);
+        return builder;
     };
     log::info!(
         "new sessions: at most {} a second per client, in bursts of {}, on this node; \
@@ -270,7 +271,7 @@ fn with_new_session_limit(
         server.new_session_limit.per_second,
         server.new_session_limit.burst
     );
-    Ok(builder.new_session_gate(limit))
+    builder.new_session_gate(limit)
 }
 
 /// The middleware's builder over the store `store.kind` asks for; for
