@@ -19,8 +19,9 @@
 //!   client seen; [`NewSessionLimit`] drops the entries that have refilled
 //!   (`retain_recent`) every time the number of checks since the last
 //!   sweep reaches the number of entries it kept (at least 1,024). The
-//!   store then never holds more than twice the clients still refilling
-//!   (or 2,048), and the sweeps cost O(1) per check, amortized.
+//!   store then never holds more than twice the clients that were still
+//!   refilling at the last sweep (or 2,048), and the sweeps cost O(1) per
+//!   check, amortized.
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
