@@ -83,8 +83,12 @@ wait_for redis rcli ping
 # scrapes, the baselines have none, and several nodes share this host.
 app_port=$(free_port); peer_port=$(free_port); ceiling_port=$(free_port); floor_port=$(free_port)
 sealed_port=$(free_port); tower_port=$(free_port); logged_port=$(free_port)
+# Each app runs without the per-client limit on new sessions
+# (NEW_SESSION_LIMIT__PER_SECOND=0): the peers have none, and all the load
+# comes from one address (login.lua creates a session per request).
 APP__REDIS__URL="redis://127.0.0.1:$redis_port" APP__SERVER__PORT=$app_port \
   APP__SERVER__WORKERS=$workers APP__SERVER__METRICS_ADDR= APP__SERVER__ACCESS_LOG=false RUST_LOG=warn \
+  APP__SERVER__NEW_SESSION_LIMIT__PER_SECOND=0 \
   "$app_bin" >"$dir/app.log" 2>&1 &
 app_pid=$!
 pids+=($app_pid)
@@ -92,6 +96,7 @@ pids+=($app_pid)
 # and its own key prefix: the cost of encryption, in this run.
 APP__REDIS__URL="redis://127.0.0.1:$redis_port" APP__SERVER__PORT=$sealed_port \
   APP__SERVER__WORKERS=$workers APP__SERVER__METRICS_ADDR= APP__SERVER__ACCESS_LOG=false RUST_LOG=warn \
+  APP__SERVER__NEW_SESSION_LIMIT__PER_SECOND=0 \
   APP__SESSION__ENCRYPTION__KEYS="bench:$(head -c 32 /dev/urandom | base64)" \
   APP__STORE__KEY_PREFIX=sealed_sid_ \
   "$app_bin" >"$dir/sealed.log" 2>&1 &
@@ -102,6 +107,7 @@ pids+=($sealed_pid)
 # key prefix: ours.cookies are its sessions too.
 APP__REDIS__URL="redis://127.0.0.1:$redis_port" APP__SERVER__PORT=$logged_port \
   APP__SERVER__WORKERS=$workers APP__SERVER__METRICS_ADDR= APP__SERVER__ACCESS_LOG=true RUST_LOG=info \
+  APP__SERVER__NEW_SESSION_LIMIT__PER_SECOND=0 \
   "$app_bin" >"$dir/logged.log" 2>&1 &
 logged_pid=$!
 pids+=($logged_pid)

@@ -65,9 +65,13 @@ declare -A node_port metrics_port node_pid
 for node in node-1 node-2; do
   node_port[$node]=$(free_port)
   metrics_port[$node]=$(free_port)
+  # nginx, on 127.0.0.1, is the one trusted proxy: its X-Forwarded-For names
+  # the client for the limit on new sessions (default: 1000 at once, then 10 a
+  # second per client and node).
   APP__SERVER__HOST=127.0.0.1 APP__SERVER__PORT=${node_port[$node]} APP__SERVER__NODE_NAME=$node \
     APP__SERVER__METRICS_ADDR=127.0.0.1:${metrics_port[$node]} \
     APP__SERVER__WORKERS=2 APP__REDIS__URL="redis://127.0.0.1:$redis_port" RUST_LOG=warn \
+    APP__SERVER__TRUSTED_PROXIES=127.0.0.1 \
     target/release/app >"$dir/$node.log" 2>&1 &
   node_pid[$node]=$!
   pids+=($!)
@@ -81,6 +85,10 @@ lb_port=$(free_port)
 # (refused, reset, timed out) marks a node down for 30 s, and the request is
 # retried on the other node, so a node that dies costs the client nothing.
 # GETs are retried; POSTs (logout) are not, as nginx does by default.
+# nginx is the edge: X-Forwarded-For is the address it sees, REPLACING whatever
+# the client sent. Nothing before the edge is to be believed, and here every
+# client is on 127.0.0.1, a trusted address: an appended header would let a
+# client name itself.
 cat >"$dir/nginx.conf" <<NGINX
 worker_processes 1;
 daemon off;
@@ -113,7 +121,7 @@ http {
       proxy_set_header Connection "";
       proxy_set_header Host \$http_host;
       proxy_set_header X-Forwarded-Proto \$scheme;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-For \$remote_addr;
       proxy_connect_timeout 1s;
       proxy_next_upstream error timeout http_502;
     }
@@ -191,6 +199,32 @@ for i in $(seq 11 20); do
   count_once "$i"
   [ "$last_node" = node-2 ] || fail "request $i served by $last_node after node-1 died"
 done
+
+echo "==> new sessions past the default burst get 429, whatever X-Forwarded-For a client sends nginx"
+# node-2 alone: 1000 at once, then 10 a second. Each request claims another
+# client; nginx replaces the claim, so they all count against this one.
+python3 - "$url/count" <<'PYTHON' || fail "the limit on new sessions through nginx"
+import http.client, json, sys, time, urllib.parse
+url = urllib.parse.urlsplit(sys.argv[1])
+connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+started, admitted = time.monotonic(), 0
+while True:
+    claimed = "203.0.113.%d" % (admitted % 250 + 1)
+    connection.request("GET", url.path, headers={"X-Forwarded-For": claimed})
+    response = connection.getresponse()
+    body = response.read()
+    if response.status == 429:
+        break
+    assert response.status == 200, (response.status, body)
+    admitted += 1
+    ceiling = 1000 + 10 * (time.monotonic() - started) + 10
+    assert admitted <= ceiling, "%d new sessions admitted, none refused" % admitted
+retry_after = int(response.getheader("Retry-After", "0"))
+error = json.loads(body)["error"]
+assert retry_after >= 1 and error == "too_many_new_sessions", (retry_after, body)
+print("  %d new sessions admitted, then 429 (Retry-After: %d, %s)" % (admitted, retry_after, error))
+PYTHON
+passed=$((passed + 1))
 
 echo "==> teardown"
 started=("${pids[@]}")

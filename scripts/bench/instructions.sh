@@ -81,8 +81,12 @@ redis_url="redis://127.0.0.1:$redis_port"
 # scrapes, the baselines have none, and several nodes share this host.
 app_port=$(free_port); peer_port=$(free_port); ceiling_port=$(free_port); floor_port=$(free_port)
 tower_port=$(free_port)
+# Both apps run without the per-client limit on new sessions
+# (NEW_SESSION_LIMIT__PER_SECOND=0): the peers have none, and the warm-ups
+# and the new-session rows create sessions from one address.
 APP__REDIS__URL=$redis_url APP__SERVER__PORT=$app_port APP__SERVER__WORKERS=1 APP__SERVER__METRICS_ADDR= \
-  APP__SERVER__ACCESS_LOG=false RUST_LOG=warn counted app "$app_bin"
+  APP__SERVER__ACCESS_LOG=false RUST_LOG=warn APP__SERVER__NEW_SESSION_LIMIT__PER_SECOND=0 \
+  counted app "$app_bin"
 app_pid=$started
 REDIS_URL=$redis_url PORT=$peer_port WORKERS=1 counted peer "$peer_bin"
 peer_pid=$started
@@ -95,7 +99,7 @@ floor_pid=$started
 # The app with values encrypted at rest (a random bench key).
 sealed_port=$(free_port)
 APP__REDIS__URL=$redis_url APP__SERVER__PORT=$sealed_port APP__SERVER__WORKERS=1 APP__SERVER__METRICS_ADDR= \
-  APP__SERVER__ACCESS_LOG=false RUST_LOG=warn \
+  APP__SERVER__ACCESS_LOG=false RUST_LOG=warn APP__SERVER__NEW_SESSION_LIMIT__PER_SECOND=0 \
   APP__SESSION__ENCRYPTION__KEYS="bench:$(head -c 32 /dev/urandom | base64)" \
   APP__STORE__KEY_PREFIX=sealed_sid_ counted sealed "$app_bin"
 sealed_pid=$started

@@ -3,13 +3,10 @@
 use std::fmt::Write as _;
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CACHE_CONTROL, RETRY_AFTER};
+use actix_web::http::header::{CACHE_CONTROL, HeaderValue, RETRY_AFTER};
 use actix_web::{HttpResponse, ResponseError};
 use session::SessionError;
 use session::log_text::Escaped;
-
-/// Seconds a client should wait before retrying after a 503.
-const RETRY_AFTER_SECS: &str = "1";
 
 /// What a handler can fail with.
 ///
@@ -24,7 +21,8 @@ pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
     /// A session operation failed: the status and code its class gives
-    /// (503 + `Retry-After` when the store is unavailable, 413 past the
+    /// (503 + `Retry-After` when the store is unavailable, 429 +
+    /// `Retry-After` past the new-session limit, 413 past the session's
     /// limits, 500 for a fault of the store or of the deployment).
     #[error("{}", describe(.0))]
     Session(#[source] SessionError),
@@ -46,6 +44,7 @@ fn describe(error: &SessionError) -> &'static str {
         "session_too_large" => "the session is too large",
         "session_data_invalid" => "the session's data is invalid",
         "sign_in_revoked" => "the user's sessions were revoked while signing in; sign in again",
+        "too_many_new_sessions" => "too many new sessions from this client; retry later",
         _ => "internal error",
     }
 }
@@ -71,15 +70,26 @@ impl ApiError {
 /// The response for a session failure that the middleware has already
 /// logged: what a failed commit answers.
 pub fn session_failure_response(error: &SessionError) -> HttpResponse {
-    respond(error.status_code(), error.code(), describe(error))
+    respond(
+        error.status_code(),
+        error.code(),
+        describe(error),
+        error.retry_after_header(),
+    )
 }
 
-/// The one shape of every error body.
-fn respond(status: StatusCode, code: &str, message: &str) -> HttpResponse {
+/// The one shape of every error body; `Retry-After` when the client may
+/// try again later (a 503, a 429).
+fn respond(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    retry_after: Option<HeaderValue>,
+) -> HttpResponse {
     let mut response = HttpResponse::build(status);
     response.insert_header((CACHE_CONTROL, "no-store"));
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        response.insert_header((RETRY_AFTER, RETRY_AFTER_SECS));
+    if let Some(retry_after) = retry_after {
+        response.insert_header((RETRY_AFTER, retry_after));
     }
     response.json(serde_json::json!({ "error": code, "message": message }))
 }
@@ -104,13 +114,27 @@ impl ResponseError for ApiError {
             Self::BadRequest(_) | Self::NotSignedIn | Self::NotFound | Self::CrossSite => {
                 log::info!("{chain}");
             }
-            Self::Session(error) if error.is_limit_exceeded() => log::info!("{chain}"),
+            Self::Session(error)
+                if error.is_limit_exceeded()
+                    || matches!(error, SessionError::TooManyNewSessions { .. }) =>
+            {
+                log::info!("{chain}");
+            }
             Self::Session(error) if error.is_unavailable() || error.is_invalid_data() => {
                 log::warn!("{chain} ({})", self.code());
             }
             Self::Session(_) => log::error!("{chain} ({})", self.code()),
         }
-        respond(self.status_code(), self.code(), &self.to_string())
+        let retry_after = match self {
+            Self::Session(error) => error.retry_after_header(),
+            _ => None,
+        };
+        respond(
+            self.status_code(),
+            self.code(),
+            &self.to_string(),
+            retry_after,
+        )
     }
 }
 

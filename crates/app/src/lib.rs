@@ -7,6 +7,8 @@
 //! - `error.rs`: [`error::ApiError`], errors mapped to HTTP in one place.
 //! - `telemetry.rs`: `/metrics` on its own listener (`server.metrics_addr`),
 //!   request metrics.
+//! - `new_sessions.rs`: the per-client limit on new sessions, and the
+//!   trusted proxies that name the client.
 //! - `access_log.rs`: the access log, written off the worker threads.
 //! - `inspect.rs`: the `session-inspect` tool (`src/bin/session-inspect.rs`).
 #![forbid(unsafe_code)]
@@ -15,6 +17,7 @@
 mod access_log;
 pub mod error;
 pub mod inspect;
+pub mod new_sessions;
 pub mod origin;
 pub mod routes;
 pub mod settings;

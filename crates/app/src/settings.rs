@@ -119,6 +119,41 @@ pub struct ServerSettings {
     /// `127.0.0.1:9464`: scraped from the same host; a container binds
     /// `0.0.0.0:9464` and leaves the port unpublished.
     pub metrics_addr: String,
+    /// The per-client limit on new sessions: see
+    /// [`NewSessionLimitSettings`].
+    pub new_session_limit: NewSessionLimitSettings,
+    /// Addresses and CIDR blocks (`10.0.0.0/8`, `::1`) of the proxies in
+    /// front of the app: only from them is `X-Forwarded-For` believed, and
+    /// the client is its right-most address that is not one of them.
+    /// Every other connection's client is its peer address, whatever it
+    /// sends. Env: `APP__SERVER__TRUSTED_PROXIES`, comma-separated.
+    /// Default none.
+    pub trusted_proxies: Vec<String>,
+}
+
+/// `server.new_session_limit`: how many NEW sessions one client (an IPv4
+/// address, an IPv6 /64) may create on this node. Requests on existing
+/// sessions are never limited. Past it: 429 with `Retry-After`, nothing
+/// written. `0` for either number turns the limit off
+/// (`APP__SERVER__NEW_SESSION_LIMIT__PER_SECOND=0`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NewSessionLimitSettings {
+    /// New sessions a second, sustained, per client. Default 10; at most
+    /// 1,000,000.
+    pub per_second: u32,
+    /// New sessions a client may create at once, before the sustained rate
+    /// applies. Default 1000.
+    pub burst: u32,
+}
+
+impl Default for NewSessionLimitSettings {
+    fn default() -> Self {
+        Self {
+            per_second: 10,
+            burst: 1000,
+        }
+    }
 }
 
 impl Default for ServerSettings {
@@ -133,6 +168,8 @@ impl Default for ServerSettings {
             access_log: true,
             allowed_origins: Vec::new(),
             metrics_addr: DEFAULT_METRICS_ADDR.to_owned(),
+            new_session_limit: NewSessionLimitSettings::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -214,6 +251,8 @@ impl Settings {
                     .with_list_parse_key("redis.nodes")
                     .with_list_parse_key("redis.sentinels")
                     .with_list_parse_key("server.allowed_origins")
+                    // APP__SERVER__TRUSTED_PROXIES=127.0.0.1,10.0.0.0/8
+                    .with_list_parse_key("server.trusted_proxies")
                     // APP__SESSION__ENCRYPTION__KEYS=k2:...,k1:...
                     .with_list_parse_key("session.encryption.keys")
                     .with_list_parse_key("session.encryption.plaintext_fields")
@@ -268,6 +307,16 @@ impl Settings {
                 )));
             }
         }
+        let limit = &self.server.new_session_limit;
+        if limit.per_second > crate::new_sessions::MAX_PER_SECOND {
+            return Err(SettingsError::Invalid(format!(
+                "server.new_session_limit.per_second must be at most {} (0 turns the limit off), got {}",
+                crate::new_sessions::MAX_PER_SECOND,
+                limit.per_second
+            )));
+        }
+        crate::new_sessions::TrustedProxies::parse(&self.server.trusted_proxies)
+            .map_err(SettingsError::Invalid)?;
         if self.session.absolute_timeout_secs == 0 {
             return Err(SettingsError::Invalid(
                 "session.absolute_timeout_secs must be above 0: a signed-in user's index of sessions is bounded by it".to_owned(),

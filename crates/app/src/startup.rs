@@ -11,8 +11,9 @@ use session::{
 };
 
 use crate::access_log::{self, AccessLogMiddleware, AccessLogWriter};
+use crate::new_sessions::{NewSessionLimit, TrustedProxies};
 use crate::routes;
-use crate::settings::{Settings, SettingsError, StoreKind};
+use crate::settings::{ServerSettings, Settings, SettingsError, StoreKind};
 use crate::telemetry::{self, Telemetry};
 
 /// Why the app could not start. Each message is one line that says what is
@@ -149,11 +150,15 @@ impl Application {
 
         telemetry::install_recorder(); // before the first Redis call
         let (builder, redis) = session_builder(&settings).await?;
-        let session_layer = builder
+        let builder = builder
             .settings(settings.session.clone())
             // The app's error shape for a failed commit too: one shape for
             // every error body.
-            .on_commit_error(|error, _request| crate::error::session_failure_response(error))
+            .on_commit_error(|error, _request| crate::error::session_failure_response(error));
+        // Checked by `validate` above; parsed here for the limit.
+        let proxies = TrustedProxies::parse(&settings.server.trusted_proxies)
+            .map_err(|problem| StartupError::Settings(SettingsError::Invalid(problem)))?;
+        let session_layer = with_new_session_limit(builder, &settings.server, proxies)
             .build()
             .map_err(|error| StartupError::Settings(SettingsError::Invalid(error.to_string())))?;
         // One service: the middleware and the handlers share its store.
@@ -295,6 +300,34 @@ fn short_reason(error: &StoreError) -> String {
         Some(other) => other.to_string(),
         None => crate::error::cause_chain(error),
     }
+}
+
+/// `builder` with the per-client limit on new sessions, unless
+/// `server.new_session_limit` turns it off.
+fn with_new_session_limit(
+    builder: SessionMiddlewareBuilder,
+    server: &ServerSettings,
+    proxies: TrustedProxies,
+) -> SessionMiddlewareBuilder {
+    let trusted = proxies.len();
+    let Some(limit) = NewSessionLimit::new(&server.new_session_limit, proxies) else {
+        log::info!(
+            "new sessions are not limited (server.new_session_limit has a 0){}",
+            if trusted > 0 {
+                "; server.trusted_proxies is unused"
+            } else {
+                ""
+            }
+        );
+        return builder;
+    };
+    log::info!(
+        "new sessions: at most {} a second per client, in bursts of {}, on this node; \
+         X-Forwarded-For read from {trusted} trusted proxy entries",
+        server.new_session_limit.per_second,
+        server.new_session_limit.burst
+    );
+    builder.new_session_gate(limit)
 }
 
 /// The middleware's builder over the store `store.kind` asks for; for

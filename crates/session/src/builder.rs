@@ -9,8 +9,8 @@ use actix_web::{HttpRequest, HttpResponse};
 use crate::config::Config;
 use crate::middleware::CommitErrorHandler;
 use crate::{
-    ConfigError, CookieMode, SameSite, SessionError, SessionMiddleware, SessionService,
-    SessionSettings, SessionStore,
+    ConfigError, CookieMode, NewSessionGate, SameSite, SessionError, SessionMiddleware,
+    SessionService, SessionSettings, SessionStore,
 };
 
 /// Builds a [`SessionMiddleware`]: from [`SessionMiddleware::builder`].
@@ -37,6 +37,7 @@ pub struct SessionMiddlewareBuilder {
     store: Arc<dyn SessionStore>,
     settings: SessionSettings,
     on_commit_error: Option<CommitErrorHandler>,
+    new_session_gate: Option<Arc<dyn NewSessionGate>>,
 }
 
 impl std::fmt::Debug for SessionMiddlewareBuilder {
@@ -44,6 +45,7 @@ impl std::fmt::Debug for SessionMiddlewareBuilder {
         f.debug_struct("SessionMiddlewareBuilder")
             .field("store", &self.store)
             .field("settings", &self.settings)
+            .field("new_session_gate", &self.new_session_gate)
             .finish_non_exhaustive()
     }
 }
@@ -62,6 +64,7 @@ impl SessionMiddlewareBuilder {
             store,
             settings: SessionSettings::default(),
             on_commit_error: None,
+            new_session_gate: None,
         }
     }
 
@@ -184,6 +187,17 @@ impl SessionMiddlewareBuilder {
         self
     }
 
+    /// Asks `gate` before each session a request would create (a
+    /// per-client limit on new sessions, say): see [`NewSessionGate`] for
+    /// when it is asked and what a refusal does. Requests on live sessions
+    /// never meet it. Default: none, and no work per request for it; with
+    /// one, a request that opens its session also notes its peer address
+    /// (and, from a proxy the gate trusts, its `X-Forwarded-For`).
+    pub fn new_session_gate(mut self, gate: impl NewSessionGate) -> Self {
+        self.new_session_gate = Some(Arc::new(gate));
+        self
+    }
+
     /// Checks every value and builds the middleware. Clone it into each
     /// worker's `App` (clones share the store).
     ///
@@ -195,7 +209,8 @@ impl SessionMiddlewareBuilder {
     /// drop, `SameSite=None` without `Secure`, a key ring entry that is
     /// not `<id>:<base64 of 32 bytes>` (named by its id, never its bytes).
     pub fn build(self) -> Result<SessionMiddleware, ConfigError> {
-        let config = Config::new(self.settings)?;
+        let mut config = Config::new(self.settings)?;
+        config.gate = self.new_session_gate.map(crate::config::Gate);
         if config.settings.hash_ids != self.store.hashes_ids() {
             return Err(ConfigError::new(
                 "session.hash_ids",

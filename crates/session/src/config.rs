@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::limits::ConfigError;
 use crate::protect::KeyRing;
 use crate::settings::EncryptionSettings;
-use crate::{CookieMode, SameSite, SessionSettings, WritePolicy};
+use crate::{CookieMode, NewSessionGate, SameSite, SessionSettings, WritePolicy};
 
 /// The longest store budget per request we accept.
 const MAX_STORE_TIMEOUT_MS: u64 = 60_000;
@@ -47,6 +47,21 @@ pub(crate) struct Config {
     pub(crate) max_sessions_per_user: usize,
     /// `session.encryption.keys` (or `keys_file`), if any.
     pub(crate) encryption: Option<Arc<KeyRing>>,
+    /// The gate every request's new sessions pass, if the app set one
+    /// ([`crate::SessionMiddlewareBuilder::new_session_gate`]). Here, in
+    /// the shared config, so that a request's clones of the service carry
+    /// no more than before.
+    pub(crate) gate: Option<Gate>,
+}
+
+/// A [`NewSessionGate`], equal only to itself.
+#[derive(Debug, Clone)]
+pub(crate) struct Gate(pub(crate) Arc<dyn NewSessionGate>);
+
+impl PartialEq for Gate {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 /// The write policy of the default settings: the scripts a Redis store
@@ -110,6 +125,7 @@ impl Config {
         let touch_after = policy.touch_after();
         Ok(Self {
             encryption,
+            gate: None,
             touch_after,
             store_timeout: Duration::from_millis(s.store_timeout_ms),
             max_sessions_per_user: s.max_sessions_per_user,

@@ -1,5 +1,7 @@
 //! [`SessionError`]: what the session layer reports to the app.
 
+use std::time::Duration;
+
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use actix_web::{HttpResponse, ResponseError};
@@ -19,6 +21,7 @@ use crate::{ConfigError, StoreError};
 /// | class | status | log |
 /// |---|---|---|
 /// | the store is unavailable (it passes) | 503 + `Retry-After: 1` | warn |
+/// | the client is past its new-session limit ([`NewSessionGate`](crate::NewSessionGate)) | 429 + `Retry-After` | info |
 /// | the session would grow past its limits | 413 | info |
 /// | bad data in this one session | 500 | warn |
 /// | a fault of the store (`WRONGTYPE`, a script error, `CROSSSLOT`) | 500 | error |
@@ -92,6 +95,16 @@ pub enum SessionError {
     /// it did not happen, and the new session was deleted. A 401.
     #[error("the user's sessions were revoked while signing in; sign in again")]
     SignInRevoked,
+
+    /// The request would have created a session, and the
+    /// [`NewSessionGate`](crate::NewSessionGate) refused this client one
+    /// more: nothing was written. A 429, with `Retry-After` (whole seconds,
+    /// rounded up, at least 1) from `retry_after`.
+    #[error("too many new sessions from this client; retry later")]
+    TooManyNewSessions {
+        /// How long the client should wait before it tries again.
+        retry_after: Duration,
+    },
 }
 
 impl SessionError {
@@ -112,10 +125,32 @@ impl SessionError {
         matches!(self, Self::Store(StoreError::LimitExceeded(_)))
     }
 
+    /// When the client may try again, for a `Retry-After` header: 1 s while
+    /// the store is unavailable, the gate's time for
+    /// [`SessionError::TooManyNewSessions`], else `None` (retrying will not
+    /// help).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            _ if self.is_unavailable() => Some(Duration::from_secs(1)),
+            Self::TooManyNewSessions { retry_after } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    /// [`SessionError::retry_after`] as a `Retry-After` value: whole
+    /// seconds, rounded up, at least 1.
+    pub fn retry_after_header(&self) -> Option<HeaderValue> {
+        self.retry_after().map(|wait| {
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            HeaderValue::from(seconds.max(1))
+        })
+    }
+
     /// A short, stable code for the JSON body and for logs:
     /// `session_store_unavailable`, `session_too_large`,
     /// `session_data_invalid`, `session_store_fault`,
-    /// `session_store_misconfigured`, `session_value_invalid` or
+    /// `session_store_misconfigured`, `session_value_invalid`,
+    /// `sign_in_revoked`, `too_many_new_sessions` or
     /// `session_internal_error`.
     pub fn code(&self) -> &'static str {
         match self {
@@ -128,6 +163,7 @@ impl SessionError {
                 "session_value_invalid"
             }
             Self::SignInRevoked => "sign_in_revoked",
+            Self::TooManyNewSessions { .. } => "too_many_new_sessions",
             Self::Purged | Self::IdsExhausted | Self::MiddlewareMissing | Self::SealedField(_) => {
                 "session_internal_error"
             }
@@ -138,7 +174,9 @@ impl SessionError {
     fn log_level(&self) -> log::Level {
         match self {
             _ if self.is_limit_exceeded() => log::Level::Info,
-            Self::SignInRevoked | Self::InvalidUser => log::Level::Info,
+            Self::SignInRevoked | Self::InvalidUser | Self::TooManyNewSessions { .. } => {
+                log::Level::Info
+            }
             _ if self.is_unavailable() || self.is_invalid_data() => log::Level::Warn,
             Self::Decode(_) => log::Level::Warn,
             _ => log::Level::Error,
@@ -175,8 +213,8 @@ impl SessionError {
         response.insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")));
         // An error body is about this request: no cache may keep it.
         response.insert_header((CACHE_CONTROL, HeaderValue::from_static("no-store")));
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.insert_header((RETRY_AFTER, HeaderValue::from_static("1")));
+        if let Some(retry_after) = self.retry_after_header() {
+            response.insert_header((RETRY_AFTER, retry_after));
         }
         response.body(body.to_string())
     }
@@ -202,6 +240,8 @@ impl ResponseError for SessionError {
             StatusCode::UNAUTHORIZED
         } else if matches!(self, Self::InvalidUser) {
             StatusCode::BAD_REQUEST
+        } else if matches!(self, Self::TooManyNewSessions { .. }) {
+            StatusCode::TOO_MANY_REQUESTS
         } else if self.is_limit_exceeded() {
             StatusCode::PAYLOAD_TOO_LARGE
         } else {
@@ -272,6 +312,29 @@ mod tests {
         }
         assert!(bad_data.is_invalid_data());
         assert!(!fault.is_invalid_data() && !denied.is_invalid_data());
+    }
+
+    #[test]
+    fn a_refused_new_session_is_429_with_retry_after_rounded_up() {
+        let error = SessionError::TooManyNewSessions {
+            retry_after: Duration::from_millis(2_100),
+        };
+        let response = error.json_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            response.headers().get(RETRY_AFTER).map(|v| v.as_bytes()),
+            Some(&b"3"[..])
+        );
+        assert_eq!(body_of(&error)["error"], "too_many_new_sessions");
+        let soon = SessionError::TooManyNewSessions {
+            retry_after: Duration::ZERO,
+        };
+        assert_eq!(
+            soon.retry_after_header()
+                .as_ref()
+                .map(HeaderValue::as_bytes),
+            Some(&b"1"[..])
+        );
     }
 
     #[test]

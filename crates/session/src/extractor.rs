@@ -43,6 +43,10 @@ fn open(req: &HttpRequest) -> Result<Session, SessionError> {
         session.renew();
     }
     session.0.borrow_mut().resign_cookie = resign;
+    // Only with a gate: the peer address, and a trusted proxy's header.
+    if let Some(gate) = sessions.0.gate() {
+        session.0.borrow_mut().client = crate::gate::Client::of(req, gate);
+    }
     session.0.borrow_mut().user_agent = req
         .headers()
         .get(actix_web::http::header::USER_AGENT)

@@ -174,6 +174,12 @@
 //!   a failover could undo.
 //! - **Purge is final** for its request: later writes fail with
 //!   [`SessionError::Purged`], and the cookie's session is deleted.
+//! - **New sessions can be gated**: with a [`NewSessionGate`]
+//!   ([`SessionMiddlewareBuilder::new_session_gate`]), each session a
+//!   request would create (no cookie, or one naming no live session) is
+//!   asked for first; a refusal is [`SessionError::TooManyNewSessions`], a
+//!   429 with `Retry-After`, and nothing is written. Requests on live
+//!   sessions never meet it.
 //! - **Limits** (`max_fields`, `max_bytes`) are checked by the script
 //!   against the whole session, before its first write: a write past them
 //!   fails whole, nothing half-written.
@@ -296,6 +302,8 @@
 //!   `store/memory.rs`: the two stores.
 //! - `protect/`: [`KeyRing`], the sealed value format (`envelope.rs`),
 //!   [`SealedStore`], signed cookies (`cookie_tag.rs`).
+//! - `gate.rs`: [`NewSessionGate`], and the client address it is asked
+//!   about.
 //! - `id.rs`, `cookie.rs`, `codec.rs`, `slot.rs`, `error.rs`.
 //! - `log_text.rs`: [`log_text::Escaped`], how client text (an error that
 //!   quotes a field name, a path) appears in a log line: escaped, so that
@@ -310,6 +318,7 @@ mod config;
 mod cookie;
 mod error;
 mod extractor;
+mod gate;
 mod id;
 mod limits;
 pub mod log_text;
@@ -327,6 +336,7 @@ mod user_sessions;
 pub use builder::SessionMiddlewareBuilder;
 pub use codec::SessionFields;
 pub use error::SessionError;
+pub use gate::NewSessionGate;
 pub use id::SessionId;
 pub use limits::ConfigError;
 pub use middleware::SessionMiddleware;

@@ -11,6 +11,10 @@ pub const COMMITS_TOTAL: &str = "session_commits_total";
 /// `compare_and_set` on a request without one.
 pub const CREATIONS_TOTAL: &str = "session_creations_total";
 
+/// Counter: new sessions a request would have created and the
+/// [`NewSessionGate`](crate::NewSessionGate) refused (429, nothing written).
+pub const NEW_SESSIONS_REFUSED_TOTAL: &str = "session_new_sessions_refused_total";
+
 /// Counter: sessions moved to a new id by `renew`.
 pub const RENEWALS_TOTAL: &str = "session_renewals_total";
 

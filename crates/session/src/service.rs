@@ -14,7 +14,10 @@ use crate::config::Config;
 use crate::log_text::Escaped;
 use crate::metric_names as names;
 use crate::store::{Changes, WritePolicy, is_user_field};
-use crate::{SessionError, SessionFields, SessionId, SessionSettings, SessionStore, StoreError};
+use crate::{
+    NewSessionGate, SessionError, SessionFields, SessionId, SessionSettings, SessionStore,
+    StoreError,
+};
 
 /// How often a fresh id may collide before we give up. Each collision has a
 /// chance of about 2^-122; a second one means a broken random source.
@@ -30,6 +33,13 @@ fn budget_spent() -> StoreError {
 pub(crate) trait Budget {
     fn remaining(&self) -> Duration;
     fn spend(&self, took: Duration);
+    /// Asks `gate` whether the caller may create a session. A request's
+    /// budget (its [`Session`](crate::Session)) asks for the request's
+    /// client; the app's own calls outside a request are not gated.
+    fn admit_new_session(&self, gate: &dyn NewSessionGate) -> Result<(), SessionError> {
+        let _ = gate;
+        Ok(())
+    }
 }
 
 /// A whole budget for one call outside a request.
@@ -99,6 +109,11 @@ impl SessionService {
         }
     }
 
+    /// The gate every request's new sessions pass, if any.
+    pub(crate) fn gate(&self) -> Option<&dyn NewSessionGate> {
+        self.config.gate.as_ref().map(|gate| gate.0.as_ref())
+    }
+
     /// The settings this service was built with, as validated.
     pub fn settings(&self) -> &SessionSettings {
         &self.config.settings
@@ -159,13 +174,17 @@ impl SessionService {
 
     /// A fresh id holding `changes.upserts`, retried on the (astronomically
     /// rare) collision, each try within what `budget` has left. The one
-    /// place sessions are created.
+    /// place sessions are created, so the one place a request's new
+    /// sessions pass the gate: before anything is written.
     pub(crate) async fn create_fresh(
         &self,
         changes: &Changes,
         policy: &WritePolicy,
         budget: &dyn Budget,
     ) -> Result<SessionId, SessionError> {
+        if let Some(gate) = self.gate() {
+            budget.admit_new_session(gate)?;
+        }
         for _ in 0..FRESH_ID_ATTEMPTS {
             let id = SessionId::generate();
             let (created, took) =

@@ -110,6 +110,14 @@ impl crate::service::Budget for Session {
     fn spend(&self, took: Duration) {
         self.0.borrow_mut().spent += took;
     }
+
+    fn admit_new_session(&self, gate: &dyn crate::NewSessionGate) -> Result<(), SessionError> {
+        let client = self.0.borrow().client.address(gate);
+        gate.admit(client).map_err(|retry_after| {
+            metrics::counter!(names::NEW_SESSIONS_REFUSED_TOTAL).increment(1);
+            SessionError::TooManyNewSessions { retry_after }
+        })
+    }
 }
 
 /// One request's session state, shared by the clones of its [`Session`].
@@ -156,6 +164,9 @@ pub(crate) struct State {
     /// made it), not from a replica that may lag: see
     /// `ensure_loaded_from_primary`. Only read where loads may be stale.
     pub(crate) from_primary: bool,
+    /// Who the request's client is, for the new-session gate: captured
+    /// when the session is opened, only if a gate is set (see `gate.rs`).
+    pub(crate) client: crate::gate::Client,
 }
 
 /// When a session was created and last used, for pages like "your session".
@@ -199,6 +210,7 @@ impl Session {
             user_agent: None,
             resign_cookie: false,
             from_primary: false,
+            client: crate::gate::Client::default(),
         })))
     }
 

@@ -952,3 +952,109 @@ async fn removals_do_not_count_toward_the_field_limit_of_a_request() {
     assert_eq!(outcome.status, StatusCode::OK, "{outcome:?}");
     assert!(outcome.set_sid.is_some(), "the two sets made a session");
 }
+
+/// A gate that admits `left` new sessions in all, then refuses them, and
+/// counts how often it was asked; clones share both.
+#[derive(Debug, Clone)]
+struct Allowance {
+    left: Arc<AtomicUsize>,
+    asked: Arc<AtomicUsize>,
+}
+
+impl Allowance {
+    fn of(left: usize) -> Self {
+        Self {
+            left: Arc::new(AtomicUsize::new(left)),
+            asked: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    fn asked(&self) -> usize {
+        self.asked.load(Ordering::SeqCst)
+    }
+}
+
+impl session::NewSessionGate for Allowance {
+    fn admit(&self, _client: Option<std::net::IpAddr>) -> Result<(), Duration> {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        self.left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                left.checked_sub(1)
+            })
+            .map(drop)
+            .map_err(|_| Duration::from_millis(2_500))
+    }
+}
+
+#[actix_web::test]
+async fn a_refused_new_session_answers_429_and_writes_nothing() {
+    // Arrange: room for one new session.
+    let gate = Allowance::of(1);
+    let harness = Harness::with(|builder| builder.new_session_gate(gate.clone()));
+    harness.session().await;
+
+    // Act: an incr at its call, and an insert at the commit, both with no
+    // session.
+    let counted = harness.call("GET", "/visit", None).await;
+    let inserted = harness.call("POST", "/sign-in", None).await;
+
+    // Assert
+    for outcome in [&counted, &inserted] {
+        assert_eq!(outcome.status, StatusCode::TOO_MANY_REQUESTS, "{outcome:?}");
+        assert_eq!((outcome.loads, outcome.writes), (0, 0), "{outcome:?}");
+        assert_eq!(outcome.set_sid, None, "{outcome:?}");
+        assert!(
+            outcome.body.contains("too_many_new_sessions"),
+            "{outcome:?}"
+        );
+    }
+    assert_eq!(gate.asked(), 3);
+}
+
+#[actix_web::test]
+async fn a_cookie_naming_no_live_session_is_asked_at_the_gate_like_no_cookie() {
+    // Arrange: no room at all.
+    let gate = Allowance::of(0);
+    let harness = Harness::with(|builder| builder.new_session_gate(gate.clone()));
+    let random = SessionId::generate();
+
+    // Act
+    let counted = harness.call("GET", "/visit", Some(random.as_str())).await;
+    let inserted = harness
+        .call("POST", "/sign-in", Some(random.as_str()))
+        .await;
+
+    // Assert: one guarded write each, which found no session; no creation.
+    for outcome in [&counted, &inserted] {
+        assert_eq!(outcome.status, StatusCode::TOO_MANY_REQUESTS, "{outcome:?}");
+        assert_eq!((outcome.loads, outcome.writes), (0, 1), "{outcome:?}");
+    }
+    assert_eq!(gate.asked(), 2);
+    assert_eq!(harness.store.inner.load(&random).await.expect("load"), None);
+}
+
+#[actix_web::test]
+async fn requests_on_a_live_session_never_ask_the_gate() {
+    // Arrange: one session, then no more room.
+    let gate = Allowance::of(1);
+    let harness = Harness::with(|builder| builder.new_session_gate(gate.clone()));
+    let sid = harness.session().await;
+
+    // Act: reads, writes, increments and a renewal on it.
+    let mut outcomes = Vec::new();
+    for (method, path) in [
+        ("GET", "/visit"),
+        ("GET", "/read"),
+        ("POST", "/sign-in"),
+        ("POST", "/edit"),
+        ("POST", "/rotate"),
+    ] {
+        outcomes.push(harness.call(method, path, Some(&sid)).await);
+    }
+
+    // Assert
+    for outcome in &outcomes {
+        assert_eq!(outcome.status, StatusCode::OK, "{outcome:?}");
+    }
+    assert_eq!(gate.asked(), 1, "only the first session was asked for");
+}

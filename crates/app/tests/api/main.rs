@@ -9,6 +9,7 @@ mod health;
 mod helpers;
 mod inspect_tool;
 mod legacy_ids;
+mod new_session_limit;
 mod operations;
 mod page_and_logout;
 mod protection;

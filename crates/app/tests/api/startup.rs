@@ -191,6 +191,65 @@ fn every_bad_session_or_store_value_ends_start_up_with_one_line_naming_its_key()
 }
 
 #[test]
+fn every_bad_new_session_limit_or_trusted_proxy_ends_start_up_with_one_line_naming_its_key() {
+    // (variable, value, the key named, the problem stated)
+    let cases = [
+        (
+            "APP__SERVER__NEW_SESSION_LIMIT__PER_SECOND",
+            "ten",
+            "server.new_session_limit.per_second",
+            "expected an integer",
+        ),
+        (
+            "APP__SERVER__NEW_SESSION_LIMIT__PER_SECOND",
+            "2000000",
+            "server.new_session_limit.per_second",
+            "must be at most 1000000 (0 turns the limit off)",
+        ),
+        (
+            "APP__SERVER__NEW_SESSION_LIMIT__BURST",
+            "-1",
+            "server.new_session_limit.burst",
+            "-1",
+        ),
+        (
+            "APP__SERVER__NEW_SESSION_LIMIT__RATE",
+            "5",
+            "rate",
+            "unknown field",
+        ),
+        (
+            "APP__SERVER__TRUSTED_PROXIES",
+            "127.0.0.1,nginx",
+            "server.trusted_proxies",
+            "\"nginx\", which is not an IP address or CIDR block",
+        ),
+        (
+            "APP__SERVER__TRUSTED_PROXIES",
+            "10.0.0.1/8",
+            "server.trusted_proxies",
+            "did you mean 10.0.0.0/8?",
+        ),
+        (
+            "APP__SERVER__TRUSTED_PROXIES",
+            "::1/129",
+            "server.trusted_proxies",
+            "longer than 128 bits",
+        ),
+    ];
+    for (variable, value, key, problem) in cases {
+        let (code, stderr) = run_app(&[(variable, value)]);
+
+        assert_eq!(code, Some(1), "{variable}={value}: {stderr}");
+        assert_one_clear_line(&stderr);
+        assert!(
+            stderr.contains(key) && stderr.contains(problem),
+            "{variable}={value}: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn every_bad_key_ring_ends_start_up_with_one_line_naming_the_key_id_never_the_key() {
     // 32 bytes, and 16: base64 of bytes no other part of the test prints.
     let good = "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789+/AbCdE=";
