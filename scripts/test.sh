@@ -36,7 +36,7 @@ cargo test --workspace
 
 # The second server we support: the store suite (standalone, cluster,
 # Sentinel), the connection sharing of redis-client, the Nest-style service,
-# the quickstart and every HTTP test,
+# the quickstart, the renewal races and every HTTP test,
 # failovers included, again on Valkey 8. Its PyPI build has no TLS, so the
 # TLS tests run on Redis only.
 valkey=$(valkey_bin_dir)
@@ -50,7 +50,7 @@ echo "==> the same suites on $("$TESTKIT_REDIS_SERVER" --version | cut -d' ' -f1
 # Redis above, 5 here.
 LOGOUT_FAILOVER_ROUNDS=5 cargo test --workspace --test connection_sharing \
   --test redis_store --test cluster_store --test sentinel_store \
-  --test nest_service --test quickstart_example --test api -- --skip tls
+  --test nest_service --test quickstart_example --test renewal_races --test api -- --skip tls
 unset TESTKIT_REDIS_SERVER TESTKIT_REDIS_CLI
 
 # The docker/ files, checked statically (no Docker engine here), and the same
