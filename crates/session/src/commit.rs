@@ -6,6 +6,7 @@ use std::time::SystemTime;
 use crate::log_text::Escaped;
 use crate::metric_names as names;
 use crate::session::{Snapshot, State};
+use crate::sign_in::SignIn;
 use crate::store::{Changes, Renewal};
 use crate::{Session, SessionError, SessionId, SessionService};
 
@@ -60,13 +61,31 @@ impl Session {
             // A plain renewal of a signed-in session moves its index entry
             // as a sign-in does, under the epoch read now, BEFORE the
             // rename: a revocation in between makes it fail, not escape.
-            let user = match &self.0.borrow().snapshot {
-                Snapshot::Live(loaded) => loaded.user.clone(),
+            let signed_in = match &self.0.borrow().snapshot {
+                Snapshot::Live(loaded) => loaded
+                    .user
+                    .clone()
+                    .map(|user| (user, loaded.handle.is_some())),
                 _ => None,
             };
-            if let Some(user) = user {
-                let mut ticket = self.begin_sign_in(&user).await?;
-                ticket.renewal = true;
+            if let Some((user, has_entry)) = signed_in {
+                let ticket = if has_entry {
+                    // Its entry moves under the same handle, guarded by the
+                    // marks every revocation leaves (`commit_renewal`): no
+                    // epoch to read, and none is used.
+                    SignIn {
+                        user,
+                        epoch: 0,
+                        read_at: std::time::Instant::now(),
+                        renewal: true,
+                    }
+                } else {
+                    // Signed in before the index existed: it joins as a
+                    // sign-in does, under the epoch read now.
+                    let mut ticket = self.begin_sign_in(&user).await?;
+                    ticket.renewal = true;
+                    ticket
+                };
                 sign_in = Some(ticket);
             }
         }

@@ -244,10 +244,12 @@ impl Session {
             // longer exists (renamed), and the new one was sent to nobody:
             // dropping first leaves nothing revocable out. Best effort: a
             // stale entry is also dropped when the list is read.
-            if let Err(error) = self
-                .within(store.drop_user_entries(&user, &[old_handle]))
-                .await
-            {
+            let dropped = async {
+                // Marked first: drop removes only entries being ended.
+                store.take_user_entry(&user, &old_handle).await?;
+                store.drop_user_entries(&user, &[old_handle]).await
+            };
+            if let Err(error) = self.within(dropped).await {
                 log::warn!(
                     "could not drop a previous sign-in's index entry: {}",
                     Escaped(&error)
@@ -326,7 +328,7 @@ impl Session {
             Renewal::Taken => return Err(SessionError::IdsExhausted),
         }
         let moved = self
-            .within(store.rejoin_user(&ticket.user, ticket.epoch, handle, old, &new))
+            .within(store.rejoin_user(&ticket.user, handle, old, &new))
             .await;
         match moved {
             Ok(true) => {

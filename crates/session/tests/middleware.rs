@@ -153,13 +153,12 @@ impl SessionStore for CountingStore {
     async fn rejoin_user(
         &self,
         user: &str,
-        epoch: u64,
         handle: &SessionHandle,
         old: &SessionId,
         new: &SessionId,
     ) -> Result<bool, StoreError> {
         self.wrote().await?;
-        self.inner.rejoin_user(user, epoch, handle, old, new).await
+        self.inner.rejoin_user(user, handle, old, new).await
     }
     async fn take_user_entry(
         &self,

@@ -930,3 +930,49 @@ async fn a_busy_sessions_increment_inside_the_touch_threshold_is_an_hmget_and_an
     store.increment(&id, "count", 1, &LONG).await.expect("incr");
     assert_eq!(calls_of(&server, "pexpire") - after[3], 1);
 }
+
+#[tokio::test]
+async fn a_renewal_moves_an_entry_written_before_hash_ids_under_its_raw_id() {
+    // Turning session.hash_ids on keeps everyone signed in: an entry that a
+    // node without it wrote names the raw id, and a renewal on a hashing
+    // node still moves it.
+    let server = RedisServer::start();
+    let raw = redis_store(&server, "sid_").await;
+    let hashing = redis_store(&server, "sid_")
+        .await
+        .with_hashed_ids(true)
+        .expect("hash_ids");
+    let policy = policy(LONG.idle_timeout(), Some(Duration::from_secs(600)));
+    let old = SessionId::generate();
+    let entry = session::UserEntry {
+        handle: session::SessionHandle::generate(),
+        id: old.clone(),
+        created: std::time::SystemTime::now(),
+    };
+    let joined = raw
+        .join_user("ada", 0, &entry, &policy, 10)
+        .await
+        .expect("join");
+    assert_eq!(joined, Some(vec![]));
+    let new = hashing.id_for_renewal(&old);
+    assert!(
+        hashing
+            .rejoin_user("ada", &entry.handle, &old, &new)
+            .await
+            .expect("rejoin")
+    );
+    let taken = hashing
+        .take_user_entry("ada", &entry.handle)
+        .await
+        .expect("take")
+        .expect("the entry");
+    assert_ne!(taken.id, old, "it names the new session now");
+    hashing
+        .create(&new, &session::Changes::default(), &LONG)
+        .await
+        .expect("create");
+    assert!(
+        hashing.delete(&taken.id).await.expect("delete"),
+        "the name in the entry addresses the new session"
+    );
+}

@@ -139,12 +139,11 @@ impl SessionStore for PausingStore {
     async fn rejoin_user(
         &self,
         user: &str,
-        epoch: u64,
         handle: &SessionHandle,
         old: &SessionId,
         new: &SessionId,
     ) -> Result<bool, StoreError> {
-        self.inner.rejoin_user(user, epoch, handle, old, new).await
+        self.inner.rejoin_user(user, handle, old, new).await
     }
     async fn take_user_entry(
         &self,
@@ -389,4 +388,54 @@ async fn a_renewal_between_a_revocation_and_its_delete_does_not_survive() {
 #[actix_web::test]
 async fn a_renewal_between_a_logout_and_its_delete_does_not_survive() {
     a_renewal_racing(Ending::Logout).await;
+}
+
+#[actix_web::test]
+async fn a_list_that_read_the_entry_before_a_renewal_moved_it_leaves_it_revocable() {
+    // A list reads h -> A; a renewal renames A to B; the list finds A gone
+    // and takes the entry for stale; the renewal moves h to B. The list
+    // must not drop h: B would be live and out of every revocation's reach.
+    let fixture = Fixture::new().await;
+    let app = test::init_service(
+        App::new()
+            .wrap(fixture.sessions.clone())
+            .route("/login", web::post().to(login))
+            .route("/renew", web::post().to(renew)),
+    )
+    .await;
+    let (_, sid) = call!(&app, "/login", None::<&str>);
+    let sid = sid.expect("a session");
+    let service = fixture.service();
+    // Held after the list read the index, before it loads the sessions.
+    *fixture.pause.at.lock().expect("not poisoned") = vec!["user_entries"];
+    let listing = async { service.list_user_sessions("ada").await.expect("list") };
+    let renewal = async {
+        fixture
+            .pause
+            .reached
+            .acquire()
+            .await
+            .expect("open")
+            .forget();
+        let renewed = call!(&app, "/renew", Some(&sid));
+        fixture.pause.go.add_permits(1);
+        renewed
+    };
+    let (_, (status, renewed)) = tokio::join!(listing, renewal);
+    assert_eq!(status, 200);
+    let renewed = renewed.expect("the renewal stands");
+    assert!(!renewed.is_empty());
+
+    let listed = service.list_user_sessions("ada").await.expect("list");
+    assert_eq!(listed.len(), 1, "the renewed session is still listed");
+    let ended = service
+        .revoke_user_sessions("ada", None)
+        .await
+        .expect("revoke");
+    assert_eq!(ended, 1, "and sign out everywhere ends it");
+    assert!(
+        fixture.session_keys().is_empty(),
+        "{:?}",
+        fixture.session_keys()
+    );
 }

@@ -1058,3 +1058,43 @@ async fn revocations_end_every_session_they_name_when_redis_is_full() {
         assert_eq!(user_of(&app, client).await, serde_json::Value::Null);
     }
 }
+
+#[tokio::test]
+async fn old_layout_keys_a_nest_node_was_made_to_write_do_not_break_listing_or_revoking() {
+    let redis = RedisServer::start();
+    let app = spawn_app(&redis).await;
+    let (laptop, phone, tablet) = (device("L"), device("P"), device("T"));
+    for client in [&laptop, &phone, &tablet] {
+        sign_in(&app, client, "ada").await;
+    }
+    let phone_handle = own_handle(&app, &phone).await;
+    // Cookies `sid=user:{<tag>}` and `sid=user:{<tag>}:created` sent to a
+    // Nest node: its counter where the old layout kept the index.
+    let tag = user_tag("ada");
+    for key in [
+        format!("sid_user:{{{tag}}}"),
+        format!("sid_user:{{{tag}}}:created"),
+    ] {
+        let _: i64 = redis::cmd("HSET")
+            .arg(&key)
+            .arg("count")
+            .arg(1)
+            .query(&mut redis.connection())
+            .expect("HSET");
+    }
+
+    let (status, body) = list(&app, &laptop).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(items(&body).len(), 3);
+    assert_eq!(
+        delete(&app, &laptop, &phone_handle).await,
+        StatusCode::NO_CONTENT
+    );
+    let response = post(&app, &laptop, "/logout/everywhere").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: serde_json::Value = response.json().await.expect("JSON");
+    assert_eq!(body["revoked"], 2, "the laptop and the tablet: {body}");
+    for client in [&laptop, &phone, &tablet] {
+        assert_eq!(user_of(&app, client).await, serde_json::Value::Null);
+    }
+}

@@ -555,12 +555,11 @@ impl SessionStore for SealedStore {
     async fn rejoin_user(
         &self,
         user: &str,
-        epoch: u64,
         handle: &SessionHandle,
         old: &SessionId,
         new: &SessionId,
     ) -> Result<bool, StoreError> {
-        self.inner.rejoin_user(user, epoch, handle, old, new).await
+        self.inner.rejoin_user(user, handle, old, new).await
     }
 
     async fn take_user_entry(

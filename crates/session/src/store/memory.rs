@@ -500,11 +500,17 @@ impl SessionStore for MemorySessionStore {
                     doomed: false,
                 },
             );
-            // The oldest others: never the session signing in.
+            // The oldest others: never the session signing in. Marked as
+            // being ended, as the Redis script marks them.
             let mut oldest_first = index.listed(Some(&entry.handle), false);
             oldest_first.reverse();
             let over = index.entries.len().saturating_sub(cap);
             oldest_first.truncate(over);
+            for doomed in &oldest_first {
+                if let Some(entry) = index.entries.get_mut(&doomed.handle) {
+                    entry.doomed = true;
+                }
+            }
             index.expire(now, policy);
             Some(oldest_first)
         }))
@@ -519,7 +525,7 @@ impl SessionStore for MemorySessionStore {
         Ok(self.with_state(|state| match state.user(user, now) {
             Some(index) => {
                 index.prune(now, Some(policy));
-                index.listed(None, false)
+                index.listed(None, true)
             }
             None => Vec::new(),
         }))
@@ -528,7 +534,6 @@ impl SessionStore for MemorySessionStore {
     async fn rejoin_user(
         &self,
         user: &str,
-        epoch: u64,
         handle: &SessionHandle,
         old: &SessionId,
         new: &SessionId,
@@ -538,9 +543,6 @@ impl SessionStore for MemorySessionStore {
             let Some(index) = state.user(user, now) else {
                 return false;
             };
-            if index.epoch != epoch {
-                return false;
-            }
             match index.entries.get_mut(handle) {
                 Some(entry) if !entry.doomed && entry.id == *old => {
                     entry.id = new.clone();
@@ -598,8 +600,11 @@ impl SessionStore for MemorySessionStore {
         let now = Now::read();
         self.with_state(|state| {
             if let Some(index) = state.user(user, now) {
+                // Only entries being ended: one a renewal holds stays.
                 for handle in handles {
-                    index.entries.remove(handle);
+                    if index.entries.get(handle).is_some_and(|entry| entry.doomed) {
+                        index.entries.remove(handle);
+                    }
                 }
             }
         });

@@ -444,9 +444,9 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     /// Adds `entry` to `user`'s index, in one atomic step, only if the
     /// epoch is still `epoch`, after pruning entries past `policy`'s
     /// absolute lifetime. `None`: the epoch moved, nothing was written.
-    /// `Some(over)`: the oldest entries beyond `cap`, left in place for
-    /// the caller to end and then drop (so that a crash in between leaves
-    /// them revocable).
+    /// `Some(over)`: the oldest entries beyond `cap`, marked as being ended
+    /// and left in place for the caller to end and then drop (so that a
+    /// crash in between leaves them revocable).
     async fn join_user(
         &self,
         user: &str,
@@ -457,15 +457,14 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<Option<Vec<UserEntry>>, StoreError>;
 
     /// Moves `user`'s entry `handle` from the session `old` to `new` (a
-    /// renewal keeps its handle), in one atomic step, only if the epoch is
-    /// still `epoch` and the entry still names `old` and is not being
-    /// ended. `false`: nothing was written, and the renewal must not stand
-    /// (the session was revoked, logged out or signed out everywhere while
-    /// it ran).
+    /// renewal keeps its handle), in one atomic step, only if the entry
+    /// still names `old` and is not being ended. `false`: nothing was
+    /// written, and the renewal must not stand (the session was revoked,
+    /// logged out or signed out everywhere while it ran: each marks the
+    /// entries it ends first).
     async fn rejoin_user(
         &self,
         user: &str,
-        epoch: u64,
         handle: &SessionHandle,
         old: &SessionId,
         new: &SessionId,
@@ -476,8 +475,8 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     /// ([`SessionStore::rejoin_user`] fails), and the caller ends the
     /// session it names (whatever renewal moved it there first), then
     /// drops it. `None` if there is no such entry. Entries so marked are
-    /// no longer listed, and [`SessionStore::revoke_user`] still returns
-    /// them.
+    /// still listed and returned by [`SessionStore::revoke_user`], so that
+    /// a failure before the drop leaves them revocable.
     async fn take_user_entry(
         &self,
         user: &str,
@@ -485,7 +484,7 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<Option<UserEntry>, StoreError>;
 
     /// `user`'s entries, newest first, after pruning those past `policy`'s
-    /// absolute lifetime; none being ended.
+    /// absolute lifetime; those being ended included.
     async fn user_entries(
         &self,
         user: &str,
@@ -504,7 +503,12 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
         policy: &WritePolicy,
     ) -> Result<Vec<UserEntry>, StoreError>;
 
-    /// Removes the entries of `handles` from `user`'s index.
+    /// Removes the entries of `handles` from `user`'s index that are being
+    /// ended (marked by [`SessionStore::take_user_entry`],
+    /// [`SessionStore::revoke_user`] or a join past the cap); an entry not
+    /// so marked stays, since a renewal may have moved it to a live
+    /// session since the caller read it. Mark first, end the session,
+    /// then drop.
     async fn drop_user_entries(
         &self,
         user: &str,

@@ -217,9 +217,13 @@ impl RedisSessionStore {
     /// layout before this version, `{key_prefix}user:{<tag>}` (default
     /// true): sessions signed in before an upgrade stay listed and
     /// revocable. Those keys are read, pruned and emptied, never created
-    /// or joined. Turn it off (`store.legacy_user_index = false`) once
+    /// or joined, and only while they are a hash and a sorted set (a Nest
+    /// node's counter planted there is left alone). Turn it off
+    /// (`store.legacy_user_index = false`) once
     /// `session.absolute_timeout_secs` has passed since the last node of
-    /// the old version stopped: every entry there has expired by then.
+    /// the old version stopped: every entry there has expired by then. With
+    /// a key prefix that holds a brace, the old keys sat in the prefix's
+    /// cluster slot rather than the user's, and are not read.
     #[must_use]
     pub fn with_legacy_user_index(self, read: bool) -> Self {
         Self {
@@ -506,6 +510,8 @@ impl RedisSessionStore {
             "+zcard",
             "+zrange",
             "+zscore",
+            // The user index checks the old layout's keys before using them.
+            "+type",
             "+zrem",
         ];
         format!(
@@ -904,12 +910,11 @@ impl SessionStore for RedisSessionStore {
     async fn rejoin_user(
         &self,
         user: &str,
-        epoch: u64,
         handle: &SessionHandle,
         old: &SessionId,
         new: &SessionId,
     ) -> Result<bool, StoreError> {
-        self.rejoin_user_index(user, epoch, handle, old, new).await
+        self.rejoin_user_index(user, handle, old, new).await
     }
 
     async fn take_user_entry(
@@ -943,7 +948,7 @@ impl SessionStore for RedisSessionStore {
         // (the middleware's defaults) has each script loaded from the start.
         let defaults = scripts::for_policy(&crate::config::default_policy());
         let mut sources: Vec<&str> = defaults.sources().collect();
-        sources.push(self.user_script());
+        sources.extend(self.user_scripts());
         Ok(self.redis.load_scripts(&sources).await?)
     }
 

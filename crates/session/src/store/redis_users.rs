@@ -12,13 +12,19 @@ use super::users::{SessionHandle, UserEntry, user_tag};
 use super::{StoreError, USER_INDEX_KEEP, WritePolicy, millis};
 use crate::SessionId;
 
-/// `user_index.lua` as Redis runs it: flagged `allow-oom` (Redis 7+,
-/// Valkey 7.2+), so that at `maxmemory` under `noeviction` a revocation
-/// still raises the epoch and drops its entries instead of failing with
-/// `OOM`. What it writes is a few bytes; what it deletes is more.
-static USER_INDEX_SOURCE: LazyLock<String> =
-    LazyLock::new(|| format!("#!lua flags=allow-oom\n{}", include_str!("user_index.lua")));
-static USER_INDEX: LazyLock<Script> = LazyLock::new(|| Script::new(&USER_INDEX_SOURCE));
+const USER_INDEX_SOURCE: &str = include_str!("user_index.lua");
+/// `user_index.lua` for the ops that end sessions or move them (rejoin,
+/// take, revoke, drop): flagged `allow-oom` (Redis 7+, Valkey 7.2+), so
+/// that at `maxmemory` under `noeviction` a revocation still marks, raises
+/// the epoch and drops its entries instead of failing with `OOM`. What
+/// they write is a few bytes; what they delete is more.
+static USER_INDEX_ENDING_SOURCE: LazyLock<String> =
+    LazyLock::new(|| format!("#!lua flags=allow-oom\n{USER_INDEX_SOURCE}"));
+/// The same script unflagged, for join and list: a full Redis refuses a
+/// new sign-in's entry, as it refuses the sign-in's session.
+static USER_INDEX: LazyLock<Script> = LazyLock::new(|| Script::new(USER_INDEX_SOURCE));
+static USER_INDEX_ENDING: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&USER_INDEX_ENDING_SOURCE));
 
 /// A user's keys: `{user_index_prefix}{<tag>}` and its `:created` sorted
 /// set, and, while the store reads it, the same pair in the layout before
@@ -35,7 +41,10 @@ impl RedisSessionStore {
         let tag = user_tag(user);
         let index = format!("{}{{{tag}}}", self.user_index_prefix());
         let created = format!("{index}:created");
-        let legacy = self.reads_legacy_user_index().then(|| {
+        // A prefix with a hash tag of its own put the old keys in its slot,
+        // not the user's: no script can read them beside the new ones.
+        let legacy_readable = !self.key_prefix().contains('{');
+        let legacy = (self.reads_legacy_user_index() && legacy_readable).then(|| {
             let index = format!("{}user:{{{tag}}}", self.key_prefix());
             let created = format!("{index}:created");
             (index, created)
@@ -52,11 +61,15 @@ impl RedisSessionStore {
     /// `join` and the epoch read never name the legacy keys: nothing new
     /// is written there.
     fn user_call(keys: &UserKeys, op: &str, policy: Option<&WritePolicy>) -> ScriptCall<'static> {
+        let script: &'static Script = match op {
+            "join" | "list" => &USER_INDEX,
+            _ => &USER_INDEX_ENDING,
+        };
         let mut call = match (&keys.legacy, op) {
             (Some((index, created)), "rejoin" | "take" | "list" | "revoke" | "drop") => {
-                ScriptCall::new(&USER_INDEX, &[&keys.index, &keys.created, index, created])
+                ScriptCall::new(script, &[&keys.index, &keys.created, index, created])
             }
-            _ => ScriptCall::new(&USER_INDEX, &[&keys.index, &keys.created]),
+            _ => ScriptCall::new(script, &[&keys.index, &keys.created]),
         };
         call.arg(op)
             .arg(
@@ -68,9 +81,9 @@ impl RedisSessionStore {
         call
     }
 
-    /// The user index script's source, for the store to load at start-up.
-    pub(super) fn user_script(&self) -> &'static str {
-        &USER_INDEX_SOURCE
+    /// The user index scripts' sources, for the store to load at start-up.
+    pub(super) fn user_scripts(&self) -> [&'static str; 2] {
+        [USER_INDEX_SOURCE, &USER_INDEX_ENDING_SOURCE]
     }
 
     pub(super) async fn user_epoch_of(&self, user: &str) -> Result<u64, StoreError> {
@@ -111,17 +124,21 @@ impl RedisSessionStore {
     pub(super) async fn rejoin_user_index(
         &self,
         user: &str,
-        epoch: u64,
         handle: &SessionHandle,
         old: &SessionId,
         new: &SessionId,
     ) -> Result<bool, StoreError> {
         let keys = self.user_keys(user);
         let mut call = Self::user_call(&keys, "rejoin", None);
-        call.arg(epoch)
-            .arg(handle.as_str())
-            .arg(self.index_name(old))
-            .arg(self.index_name(new));
+        call.arg(handle.as_str()).arg(self.index_name(new));
+        // The names the entry may hold for the old id: the store's own,
+        // and with hashed ids the raw one too (an entry written before
+        // session.hash_ids was turned on).
+        let stored = self.index_name(old);
+        if stored != old.as_str() {
+            call.arg(old.as_str());
+        }
+        call.arg(stored);
         // Durable, as a join: a move that a failover lost would leave the
         // entry naming a dead id, and the live session out of reach.
         let reply: Vec<String> = self.redis().run_script_durably(&call, &keys.index).await?;

@@ -6,16 +6,22 @@
 -- KEYS[2]  sorted set <user_index_prefix>{<tag>}:created: each handle,
 --          scored by its session's creation time in ms (its absolute
 --          deadline counts from there)
--- KEYS[3], KEYS[4]  optional: the same two keys in the layout before
---          0.x, <key_prefix>user:{<tag>} (under the session prefix, where
---          a Nest node could be made to write them). Read, pruned and
---          emptied, never created: list, revoke and drop see the entries
---          written there before an upgrade; join writes only KEYS[1..2].
+-- KEYS[3], KEYS[4]  optional (store.legacy_user_index): the same two keys
+--          in the layout before this version, <key_prefix>user:{<tag>},
+--          under the session prefix, where a Nest node can be made to write
+--          them. Used only while they hold a hash and a sorted set (a Nest
+--          node's counter makes them something else: then they are left
+--          alone), checked before anything is written. Read, pruned and
+--          emptied, never created: rejoin, take, list, revoke and drop see
+--          the entries written there before an upgrade; join writes only
+--          KEYS[1..2].
 --
--- An entry being ended is "x:<handle>" instead of "s:<handle>" (revoke and
--- take mark it so, atomically with reading it): no renewal can move it any
--- more, list hides it, and revoke still returns it, so that a crash between
--- marking and ending leaves it revocable. drop removes either form.
+-- An entry being ended is "x:<handle>" instead of "s:<handle>" (revoke,
+-- take and a join past the cap mark it so, atomically with reading it): no
+-- renewal can move it any more, and list and revoke still return it, so
+-- that a failure between marking and ending leaves it revocable. Only drop
+-- removes it, and drop removes nothing else: an entry a renewal may still
+-- move is never dropped by a caller that read it earlier.
 --
 -- ARGV[1]  op: join | rejoin | take | list | revoke | drop
 -- ARGV[2]  absolute lifetime, ms (entries created before now - this are
@@ -28,32 +34,48 @@
 --         ARGV[8] the most entries a user may have
 --         -> {'0'} if the epoch moved (nothing written), else {'1',
 --            handle, id, created, ...}: the oldest entries past the cap,
---            for the caller to end and then drop (listed until then)
--- rejoin: ARGV[4] the epoch read before the renewal, ARGV[5] handle,
---         ARGV[6] the session's old id, ARGV[7] its new id -> {'1'} if the
---         epoch is unchanged and the entry still names the old id (it now
---         names the new one), else {'0'} and nothing is written: a renewal
---         of a session that was revoked, logged out or signed out
---         everywhere while it ran must not stand.
+--            marked as being ended, for the caller to end and then drop
+-- rejoin: ARGV[4] handle, ARGV[5] the session's new id, ARGV[6..] the
+--         names its old id may have in the entry (hashed, and raw for an
+--         entry written before session.hash_ids) -> {'1'} if the entry
+--         still names the old id and is not being ended (it now names the
+--         new one), else {'0'} and nothing is written: a renewal of a
+--         session that was revoked, logged out or signed out everywhere
+--         while it ran must not stand. (No epoch: every revocation marks
+--         the entries it ends, and the one it spares may renew.)
 -- take:   ARGV[4] handle -> {handle, id, created} of that entry, marked as
 --         being ended (the caller ends the session, then drops it), or {}
--- list:   -> {handle, id, created, ...}, newest first, none being ended
+-- list:   -> {handle, id, created, ...}, newest first (legacy entries
+--         after), those being ended included
 -- revoke: ARGV[4] a handle to spare, or "" -> raises the epoch, then
 --         {handle, id, created, ...} of every other entry, each marked as
 --         being ended (left in place: the caller ends the sessions, then
 --         drops the entries)
--- drop:   ARGV[4..] handles -> removes their entries
+-- drop:   ARGV[4..] handles -> removes their entries that are being
+--         ended; an entry not so marked stays
 --
--- Memory: the generated text loaded for revoke and drop starts with
+-- Memory: the text loaded for rejoin, take, revoke and drop starts with
 -- `#!lua flags=allow-oom` (see redis_users.rs): at maxmemory under
--- noeviction a revocation must still run. It writes little (one HINCRBY,
--- a PEXPIRE) and deletes entries; its caller deleted the sessions first.
+-- noeviction a revocation must still run. They write little (an HINCRBY,
+-- a mark, a PEXPIRE) and delete entries. join and list run unflagged: a
+-- full Redis refuses a new sign-in's index entry.
 
 local index, created = KEYS[1], KEYS[2]
 local legacy_index, legacy_created = KEYS[3], KEYS[4]
 local op = ARGV[1]
 local absolute_ms = tonumber(ARGV[2])
 local keep_ms = tonumber(ARGV[3])
+
+-- Before any write: the legacy keys are used only while they are what an
+-- older version wrote (anything else, such as a Nest node's counter
+-- planted through a cookie, would fail each command with WRONGTYPE).
+if legacy_index then
+  local it = redis.call('TYPE', legacy_index)['ok']
+  local ct = redis.call('TYPE', legacy_created)['ok']
+  if it ~= 'hash' or (ct ~= 'zset' and ct ~= 'none') then
+    legacy_index, legacy_created = nil, nil
+  end
+end
 
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
@@ -62,8 +84,8 @@ local function int(n)
   return string.format('%d', n)
 end
 
--- HDEL / ZREM of any number of entries from the index ix / cr, in slices:
--- Lua's unpack fails past about 8,000 values.
+-- HDEL / ZREM of any number of entries from the index ix / cr, both forms,
+-- in slices: Lua's unpack fails past about 8,000 values.
 local function remove(ix, cr, handles)
   for first = 1, #handles, 500 do
     local last = math.min(first + 499, #handles)
@@ -124,9 +146,8 @@ local function doom(ix, handle)
 end
 
 -- {handle, id, created, ...} of the entries of ix in a ZRANGE ...
--- WITHSCORES reply, but `spare`'s, appended to `out` (nil: a new list).
--- With `dooming`, every entry is marked as being ended, and entries
--- already so marked are included.
+-- WITHSCORES reply, but `spare`'s, appended to `out` (nil: a new list);
+-- entries being ended included. With `dooming`, each is marked so.
 local function entries(ix, handles_with_scores, spare, out, dooming)
   out = out or {}
   for i = 1, #handles_with_scores, 2 do
@@ -136,7 +157,7 @@ local function entries(ix, handles_with_scores, spare, out, dooming)
       if dooming then
         id = doom(ix, handle)
       else
-        id = redis.call('HGET', ix, 's:' .. handle)
+        id = redis.call('HGET', ix, 's:' .. handle) or redis.call('HGET', ix, 'x:' .. handle)
       end
       if id then
         out[#out + 1] = handle
@@ -161,7 +182,8 @@ if op == 'join' then
   local reply = {'1'}
   if over > 0 then
     -- The oldest others: never the session signing in, however old it is.
-    local oldest = entries(index, redis.call('ZRANGE', created, 0, over, 'WITHSCORES'), handle)
+    -- Marked now, so that no renewal moves one before the caller ends it.
+    local oldest = entries(index, redis.call('ZRANGE', created, 0, over, 'WITHSCORES'), handle, nil, true)
     for i = 1, math.min(#oldest, over * 3) do
       reply[#reply + 1] = oldest[i]
     end
@@ -169,17 +191,19 @@ if op == 'join' then
   expire()
   return reply
 elseif op == 'rejoin' then
-  local epoch = redis.call('HGET', index, 'epoch') or '0'
-  if epoch ~= ARGV[4] then
-    return {'0'}
-  end
-  local field = 's:' .. ARGV[5]
+  local field = 's:' .. ARGV[4]
   -- The entry is in the new layout, or (signed in before an upgrade) in
   -- the legacy one: it is moved where it is.
   for _, ix in ipairs({index, legacy_index}) do
-    if redis.call('HGET', ix, field) == ARGV[6] then
-      redis.call('HSET', ix, field, ARGV[7])
-      return {'1'}
+    local current = redis.call('HGET', ix, field)
+    if current then
+      for i = 6, #ARGV do
+        if current == ARGV[i] then
+          redis.call('HSET', ix, field, ARGV[5])
+          return {'1'}
+        end
+      end
+      return {'0'}
     end
   end
   return {'0'}
@@ -212,24 +236,27 @@ elseif op == 'revoke' then
   end
   local doomed = entries(index, redis.call('ZRANGE', created, 0, -1, 'REV', 'WITHSCORES'), spare, nil, true)
   if legacy_index then
-    -- Raised only where it exists, never created: it stops a sign-in in
-    -- flight on a node not yet upgraded from joining there.
-    if redis.call('EXISTS', legacy_index) == 1 then
-      redis.call('HINCRBY', legacy_index, 'epoch', 1)
-    end
+    -- Raised only where the index exists: it stops a sign-in in flight on
+    -- a node not yet upgraded from joining there.
+    redis.call('HINCRBY', legacy_index, 'epoch', 1)
     prune(legacy_index, legacy_created)
     entries(legacy_index, redis.call('ZRANGE', legacy_created, 0, -1, 'REV', 'WITHSCORES'), spare, doomed, true)
   end
   expire()
   return doomed
 elseif op == 'drop' then
-  local handles = {}
-  for i = 4, #ARGV do
-    handles[#handles + 1] = ARGV[i]
-  end
-  remove(index, created, handles)
-  if legacy_index then
-    remove(legacy_index, legacy_created, handles)
+  -- Only entries being ended: one a renewal still holds under `s:` stays.
+  for _, pair in ipairs({{index, created}, {legacy_index, legacy_created}}) do
+    local ix, cr = pair[1], pair[2]
+    if ix then
+      local handles = {}
+      for i = 4, #ARGV do
+        if redis.call('HEXISTS', ix, 's:' .. ARGV[i]) == 0 then
+          handles[#handles + 1] = ARGV[i]
+        end
+      end
+      remove(ix, cr, handles)
+    end
   end
   return {1}
 end

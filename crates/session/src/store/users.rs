@@ -21,8 +21,24 @@
 //! or finds the epoch moved (it deletes its own new session and fails). A
 //! sign-in that dies between writing its session and joining leaves a
 //! session whose id was never sent to anyone. A ticket lives a minute at
-//! most, and a raised epoch two, so no sign-in can find the epoch expired
-//! and back at 0.
+//! most, and a raised epoch ten ([`super::USER_INDEX_KEEP`]), so no
+//! sign-in can find the epoch expired and back at 0.
+//!
+//! # Why a renewal cannot outlive a revocation
+//!
+//! A renewal of a signed-in session keeps its handle: it renames the
+//! session, then moves the entry to the new id (`rejoin`), only if the
+//! entry still names the old id and is not marked as being ended. Every
+//! revocation marks the entries it reads (`x:<handle>`, in the same step:
+//! "sign out everywhere", a revocation by handle with `take`, a join past
+//! the cap), then ends their sessions, then drops them; a logout marks its
+//! own entry before it deletes. So a renewal either moved the entry before
+//! the mark (the revocation reads the new id and ends it) or finds it
+//! marked (it deletes its new session). Only marked entries are ever
+//! dropped, so no caller that read an entry earlier can drop one a renewal
+//! has since moved. Left open: a logout that first reads its session after
+//! a renewal renamed it cannot find the entry (README, "What is still
+//! open").
 
 use std::time::SystemTime;
 
