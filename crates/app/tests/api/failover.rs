@@ -396,21 +396,7 @@ async fn a_logout_acknowledged_just_before_the_master_dies_is_on_the_promoted_re
     // the browser retries) until the replica, its link timed out and made
     // again, has it.
     let mut group = SentinelGroup::start();
-    let link = ReplyCutter::start(group.master.port());
-    {
-        let mut replica = group.replica.connection();
-        let () = redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("repl-timeout")
-            .arg("2")
-            .query(&mut replica)
-            .expect("CONFIG SET repl-timeout");
-        let () = redis::cmd("REPLICAOF")
-            .arg("127.0.0.1")
-            .arg(link.port())
-            .query(&mut replica)
-            .expect("REPLICAOF the proxy");
-    }
+    let link = replicate_through_a_proxy(&group, 2);
     let sentinels = group.sentinel_urls().join(",");
     let env = with_durable_override(sentinel_env(&sentinels));
     let app = AppProcess::start("redis://127.0.0.1:1", &env).await;
@@ -679,6 +665,26 @@ fn with_durable_override<'a>(
         ));
     }
     env
+}
+
+/// Points the group's replica at its master through a proxy that the test
+/// can stall (a saturated or partitioned link), with `repl_timeout_secs`
+/// before the replica gives the link up.
+fn replicate_through_a_proxy(group: &SentinelGroup, repl_timeout_secs: u32) -> ReplyCutter {
+    let link = ReplyCutter::start(group.master.port());
+    let mut replica = group.replica.connection();
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("repl-timeout")
+        .arg(repl_timeout_secs)
+        .query(&mut replica)
+        .expect("CONFIG SET repl-timeout");
+    let () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(link.port())
+        .query(&mut replica)
+        .expect("REPLICAOF the proxy");
+    link
 }
 
 fn sentinel_env(sentinels: &str) -> Vec<(&'static str, &str)> {
@@ -1052,21 +1058,7 @@ async fn a_replica_that_missed_a_revocation_cannot_authorise_the_revoked_cookie(
     // then asks to sign out "the other devices": were the replica's copy
     // to decide who is signed in, the thief would end the laptop's session.
     let group = SentinelGroup::start();
-    let link = ReplyCutter::start(group.master.port());
-    {
-        let mut replica = group.replica.connection();
-        let () = redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("repl-timeout")
-            .arg("60")
-            .query(&mut replica)
-            .expect("CONFIG SET repl-timeout");
-        let () = redis::cmd("REPLICAOF")
-            .arg("127.0.0.1")
-            .arg(link.port())
-            .query(&mut replica)
-            .expect("REPLICAOF the proxy");
-    }
+    let link = replicate_through_a_proxy(&group, 60);
     let sentinels = group.sentinel_urls().join(",");
     let mut env = sentinel_env(&sentinels);
     env.push(("APP__REDIS__READ_FROM_REPLICAS", "true"));
