@@ -78,8 +78,8 @@ fn needs_escape(c: char) -> bool {
         || c.is_control()
         || matches!(
             c,
-            '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}'
-                | '\u{2066}'..='\u{2069}'
+            '\u{2028}' | '\u{2029}' | '\u{061c}' | '\u{200e}' | '\u{200f}'
+                | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
         )
 }
 
@@ -114,9 +114,8 @@ mod tests {
     #[test]
     fn nothing_that_ends_or_disguises_a_line_is_written_raw() {
         let hostile =
-            "a\nb\rc\td\u{0}e\u{1b}[31mf\u{7f}g\u{85}h\u{2028}i\u{2029}j\u{202e}k\u{2066}l";
-        let expected =
-            r"a\nb\rc\td\u{0}e\u{1b}[31mf\u{7f}g\u{85}h\u{2028}i\u{2029}j\u{202e}k\u{2066}l";
+            "a\nb\rc\td\u{0}e\u{1b}[31mf\u{7f}g\u{85}h\u{2028}i\u{2029}j\u{202e}k\u{2066}l\u{61c}m";
+        let expected = r"a\nb\rc\td\u{0}e\u{1b}[31mf\u{7f}g\u{85}h\u{2028}i\u{2029}j\u{202e}k\u{2066}l\u{61c}m";
         assert_eq!(Escaped(hostile).to_string(), expected);
         assert_eq!(pushed(hostile), expected, "one rule for both");
         for shown in [Escaped(hostile).to_string(), pushed(hostile)] {
