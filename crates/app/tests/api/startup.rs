@@ -174,6 +174,28 @@ fn every_bad_session_or_store_value_ends_start_up_with_one_line_naming_its_key()
             "cookie_http_only",
         ),
         ("APP__STORE__KEY_PREFIX", "sid prefix", "store.key_prefix"),
+        // Under the session prefix: a Nest node would write into it.
+        (
+            "APP__STORE__USER_INDEX_PREFIX",
+            "sid_users:",
+            "store.user_index_prefix",
+        ),
+        (
+            "APP__STORE__USER_INDEX_PREFIX",
+            "users{x}:",
+            "store.user_index_prefix",
+        ),
+        (
+            "APP__STORE__USER_INDEX_PREFIX",
+            "",
+            "store.user_index_prefix",
+        ),
+        ("APP__STORE__ACCEPT_EVICTION", "maybe", "accept_eviction"),
+        (
+            "APP__STORE__LEGACY_USER_INDEX",
+            "maybe",
+            "legacy_user_index",
+        ),
         ("APP__STORE__KIND", "postgres", "kind"),
         (
             "APP__REDIS__DURABLE_WRITE_TIMEOUT_MS",
